@@ -1,0 +1,89 @@
+//! The HTTP API: routes, and the middleware around them.
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+mod compress;
+mod convert;
+mod jobs;
+mod time;
+
+/// Every route Kiln serves.
+pub fn router(state: AppState) -> Router {
+    let image_limit = state.config.max_image_bytes as usize + 64 * 1024;
+    let api = Router::new()
+        // Video uploads stream to storage; the store enforces their size limit, not axum.
+        .route(
+            "/compress",
+            post(compress::compress).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/convert",
+            post(convert::convert).layer(DefaultBodyLimit::max(image_limit)),
+        )
+        .route("/status/{id}", get(jobs::status))
+        .route("/download/{id}", get(jobs::download));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    if state.db.ping().await {
+        Json(serde_json::json!({"status": "ok"})).into_response()
+    } else {
+        ApiError::Unavailable("database not reachable".into()).into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+/// Record each request's latency by route template (not raw path, to bound label cardinality).
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let class = match resp.status().as_u16() {
+        s if s < 400 => "2xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    };
+    state
+        .metrics
+        .http_seconds
+        .with_label_values(&[route.as_str(), class])
+        .observe(started.elapsed().as_secs_f64());
+    if resp.status() == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::warn!(%route, "request answered 500");
+    }
+    resp
+}

@@ -1,0 +1,158 @@
+//! Configuration from flags and the environment. With nothing set, Kiln runs the embedded
+//! default: SQLite and a local store under `./kiln-data`, an in-process queue and a local node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything the control plane needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `KILN_LISTEN` / `--listen`: where the API listens.
+    pub listen: SocketAddr,
+    /// `KILN_DATA_DIR` / `--data-dir`: the SQLite file and the local store.
+    pub data_dir: PathBuf,
+    /// `DATABASE_URL`: `sqlite://…` or `postgres://…`; default `sqlite://<data_dir>/kiln.db`.
+    pub database_url: Option<String>,
+    /// `REDIS_URL`: set to schedule onto fleet nodes through Redis (fleet mode).
+    pub redis_url: Option<String>,
+    /// `KILN_STORAGE_URL`: `file:///path`; default `<data_dir>/storage`.
+    pub storage_url: Option<String>,
+    /// `KILN_BOOTSTRAP_KEY`: the admin key to create on first start instead of a random one.
+    pub bootstrap_key: Option<String>,
+    /// `KILN_MAX_UPLOAD_BYTES`: largest video upload (default 2 GiB).
+    pub max_upload_bytes: u64,
+    /// `KILN_MAX_IMAGE_BYTES`: largest image for `/convert` (default 50 MiB).
+    pub max_image_bytes: u64,
+    /// `KILN_MAX_IMAGE_PIXELS`: largest decoded image (default 100 MP).
+    pub max_image_pixels: u64,
+    /// `KILN_LOCAL_SLOTS`: concurrent jobs on the embedded node (default 1).
+    pub local_slots: usize,
+    /// `KILN_MAX_ATTEMPTS`: tries per job before it fails for good (default 3).
+    pub max_attempts: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("literal"),
+            data_dir: PathBuf::from("./kiln-data"),
+            database_url: None,
+            redis_url: None,
+            storage_url: None,
+            bootstrap_key: None,
+            max_upload_bytes: 2 << 30,
+            max_image_bytes: 50 << 20,
+            max_image_pixels: 100_000_000,
+            local_slots: 1,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// A configuration value that could not be parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {name}: {value:?} ({why})")]
+pub struct ConfigError {
+    name: String,
+    value: String,
+    why: String,
+}
+
+impl Config {
+    /// Read the environment, then let `args` (`--listen ADDR`, `--data-dir DIR`) override it.
+    pub fn from_env_and_args(
+        env: impl Fn(&str) -> Option<String>,
+        args: &[String],
+    ) -> Result<Self, ConfigError> {
+        fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.trim().parse().map_err(|e: T::Err| ConfigError {
+                name: name.to_string(),
+                value: value.to_string(),
+                why: e.to_string(),
+            })
+        }
+        let env = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        let mut c = Config::default();
+        if let Some(v) = env("KILN_LISTEN") {
+            c.listen = parse("KILN_LISTEN", &v)?;
+        }
+        if let Some(v) = env("KILN_DATA_DIR") {
+            c.data_dir = PathBuf::from(v);
+        }
+        c.database_url = env("DATABASE_URL");
+        c.redis_url = env("REDIS_URL");
+        c.storage_url = env("KILN_STORAGE_URL");
+        c.bootstrap_key = env("KILN_BOOTSTRAP_KEY");
+        if let Some(v) = env("KILN_MAX_UPLOAD_BYTES") {
+            c.max_upload_bytes = parse("KILN_MAX_UPLOAD_BYTES", &v)?;
+        }
+        if let Some(v) = env("KILN_MAX_IMAGE_BYTES") {
+            c.max_image_bytes = parse("KILN_MAX_IMAGE_BYTES", &v)?;
+        }
+        if let Some(v) = env("KILN_MAX_IMAGE_PIXELS") {
+            c.max_image_pixels = parse("KILN_MAX_IMAGE_PIXELS", &v)?;
+        }
+        if let Some(v) = env("KILN_LOCAL_SLOTS") {
+            c.local_slots = parse::<usize>("KILN_LOCAL_SLOTS", &v)?.max(1);
+        }
+        if let Some(v) = env("KILN_MAX_ATTEMPTS") {
+            c.max_attempts = parse::<u32>("KILN_MAX_ATTEMPTS", &v)?.max(1);
+        }
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = |name: &str| {
+                it.next().cloned().ok_or_else(|| ConfigError {
+                    name: name.to_string(),
+                    value: String::new(),
+                    why: "needs a value".into(),
+                })
+            };
+            match a.as_str() {
+                "--listen" => c.listen = parse("--listen", &value("--listen")?)?,
+                "--data-dir" => c.data_dir = PathBuf::from(value("--data-dir")?),
+                other => {
+                    return Err(ConfigError {
+                        name: "argument".into(),
+                        value: other.to_string(),
+                        why: "known flags: --listen ADDR, --data-dir DIR".into(),
+                    })
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_env_and_flags() {
+        let none = |_: &str| None;
+        let c = Config::from_env_and_args(none, &[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./kiln-data"));
+
+        let env = |k: &str| match k {
+            "KILN_LISTEN" => Some("0.0.0.0:9000".to_string()),
+            "KILN_MAX_UPLOAD_BYTES" => Some("1000".to_string()),
+            "REDIS_URL" => Some("  ".to_string()),
+            _ => None,
+        };
+        let args = vec!["--data-dir".to_string(), "/tmp/k".to_string()];
+        let c = Config::from_env_and_args(env, &args).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.max_upload_bytes, 1000);
+        assert_eq!(c.redis_url, None, "blank variables count as unset");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/k"));
+
+        assert!(Config::from_env_and_args(none, &["--bogus".into()]).is_err());
+        assert!(Config::from_env_and_args(none, &["--listen".into()]).is_err());
+        let bad = |k: &str| (k == "KILN_LISTEN").then(|| "nonsense".to_string());
+        assert!(Config::from_env_and_args(bad, &[]).is_err());
+    }
+}

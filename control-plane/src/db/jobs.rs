@@ -1,0 +1,267 @@
+//! Jobs: their rows and every state change. Each transition is one guarded UPDATE, so a
+//! duplicate or stale event (a retried node, a reclaimed lease) changes nothing.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{opt_i64, Db, DbError};
+
+/// A job's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Pending,
+    Processing,
+    Completed,
+    Failed,
+}
+
+impl JobStatus {
+    /// The API's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processing => "processing",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "processing" => Self::Processing,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// One row of `jobs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRow {
+    pub id: String,
+    pub account_id: String,
+    pub kind: String,
+    pub status: JobStatus,
+    pub spec: String,
+    pub source_key: String,
+    pub output_key: String,
+    pub input_name: Option<String>,
+    pub input_size: i64,
+    pub output_size: Option<i64>,
+    pub progress: f64,
+    pub fps: Option<f64>,
+    pub eta_s: Option<f64>,
+    pub output_width: Option<i64>,
+    pub output_height: Option<i64>,
+    pub output_duration: Option<f64>,
+    pub attempts: i64,
+    pub node_id: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub completed_at: Option<i64>,
+}
+
+impl JobRow {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: r.try_get("id")?,
+            account_id: r.try_get("account_id")?,
+            kind: r.try_get("kind")?,
+            status: JobStatus::parse(&r.try_get::<String, _>("status")?),
+            spec: r.try_get("spec")?,
+            source_key: r.try_get("source_key")?,
+            output_key: r.try_get("output_key")?,
+            input_name: r.try_get("input_name")?,
+            input_size: r.try_get("input_size")?,
+            output_size: opt_i64(r, "output_size")?,
+            progress: r.try_get("progress")?,
+            fps: r.try_get("fps")?,
+            eta_s: r.try_get("eta_s")?,
+            output_width: opt_i64(r, "output_width")?,
+            output_height: opt_i64(r, "output_height")?,
+            output_duration: r.try_get("output_duration")?,
+            attempts: r.try_get("attempts")?,
+            node_id: r.try_get("node_id")?,
+            error_code: r.try_get("error_code")?,
+            error_message: r.try_get("error_message")?,
+            created_at: r.try_get("created_at")?,
+            started_at: opt_i64(r, "started_at")?,
+            completed_at: opt_i64(r, "completed_at")?,
+        })
+    }
+}
+
+/// What is needed to record a new job.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    pub id: &'a str,
+    pub account_id: &'a str,
+    pub kind: &'a str,
+    pub spec: &'a str,
+    pub source_key: &'a str,
+    pub output_key: &'a str,
+    pub input_name: Option<&'a str>,
+    pub input_size: i64,
+}
+
+/// Statuses from which a job can still move (a finished job never changes again).
+const LIVE: &str = "status IN ('pending', 'processing')";
+
+impl Db {
+    /// Record a job as `pending` on its first attempt.
+    pub async fn insert_job(&self, j: &NewJob<'_>) -> Result<(), DbError> {
+        let now = kiln_protocol::now_ms();
+        sqlx::query(
+            "INSERT INTO jobs (id, account_id, kind, status, spec, source_key, output_key,
+                               input_name, input_size, attempts, created_at, updated_at)
+             VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, 1, $9, $9)",
+        )
+        .bind(j.id)
+        .bind(j.account_id)
+        .bind(j.kind)
+        .bind(j.spec)
+        .bind(j.source_key)
+        .bind(j.output_key)
+        .bind(j.input_name)
+        .bind(j.input_size)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A job by id, only if it belongs to `account_id` (another account's job is "not found").
+    pub async fn get_job(&self, account_id: &str, id: &str) -> Result<Option<JobRow>, DbError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1 AND account_id = $2")
+            .bind(id)
+            .bind(account_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(JobRow::from_row).transpose()?)
+    }
+
+    /// A node started attempt `attempt`.
+    pub async fn mark_started(&self, id: &str, attempt: i64, node: &str) -> Result<bool, DbError> {
+        let now = kiln_protocol::now_ms();
+        let r = sqlx::query(&format!(
+            "UPDATE jobs SET status = 'processing', node_id = $1,
+                    started_at = COALESCE(started_at, $2), updated_at = $2
+             WHERE id = $3 AND attempts = $4 AND {LIVE}"
+        ))
+        .bind(node)
+        .bind(now)
+        .bind(id)
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Progress of attempt `attempt`; progress never goes backwards.
+    pub async fn record_progress(
+        &self,
+        id: &str,
+        attempt: i64,
+        percent: f64,
+        fps: f64,
+        eta_s: Option<f64>,
+    ) -> Result<bool, DbError> {
+        let now = kiln_protocol::now_ms();
+        let r = sqlx::query(&format!(
+            "UPDATE jobs SET status = 'processing',
+                    progress = CASE WHEN $1 > progress THEN $1 ELSE progress END,
+                    fps = $2, eta_s = $3, started_at = COALESCE(started_at, $4), updated_at = $4
+             WHERE id = $5 AND attempts = $6 AND {LIVE}"
+        ))
+        .bind(percent)
+        .bind(fps)
+        .bind(eta_s)
+        .bind(now)
+        .bind(id)
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Attempt `attempt` finished. Returns false if the job had already finished (a duplicate).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn mark_completed(
+        &self,
+        id: &str,
+        attempt: i64,
+        output_size: i64,
+        width: i64,
+        height: i64,
+        duration_s: f64,
+    ) -> Result<bool, DbError> {
+        let now = kiln_protocol::now_ms();
+        let r = sqlx::query(&format!(
+            "UPDATE jobs SET status = 'completed', progress = 100, eta_s = 0, output_size = $1,
+                    output_width = $2, output_height = $3, output_duration = $4,
+                    completed_at = $5, updated_at = $5, error_code = NULL, error_message = NULL
+             WHERE id = $6 AND attempts = $7 AND {LIVE}"
+        ))
+        .bind(output_size)
+        .bind(width)
+        .bind(height)
+        .bind(duration_s)
+        .bind(now)
+        .bind(id)
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Attempt `attempt` failed for good.
+    pub async fn mark_failed(
+        &self,
+        id: &str,
+        attempt: i64,
+        code: &str,
+        message: &str,
+    ) -> Result<bool, DbError> {
+        let now = kiln_protocol::now_ms();
+        let r = sqlx::query(&format!(
+            "UPDATE jobs SET status = 'failed', error_code = $1, error_message = $2,
+                    completed_at = $3, updated_at = $3
+             WHERE id = $4 AND attempts = $5 AND {LIVE}"
+        ))
+        .bind(code)
+        .bind(message)
+        .bind(now)
+        .bind(id)
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Attempt `attempt` failed but may be retried: back to `pending` as attempt + 1.
+    pub async fn mark_retry(
+        &self,
+        id: &str,
+        attempt: i64,
+        code: &str,
+        message: &str,
+    ) -> Result<bool, DbError> {
+        let now = kiln_protocol::now_ms();
+        let r = sqlx::query(&format!(
+            "UPDATE jobs SET status = 'pending', attempts = attempts + 1, progress = 0,
+                    error_code = $1, error_message = $2, updated_at = $3
+             WHERE id = $4 AND attempts = $5 AND {LIVE}"
+        ))
+        .bind(code)
+        .bind(message)
+        .bind(now)
+        .bind(id)
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+}

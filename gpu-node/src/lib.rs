@@ -1,0 +1,6 @@
+//! Kiln's node: pulls jobs from the queue, runs the media pipeline, reports progress.
+
+pub mod gpu;
+pub mod imaging;
+pub mod media;
+pub mod worker;

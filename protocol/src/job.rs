@@ -1,0 +1,235 @@
+//! Job specs: what the control plane asks a node to do.
+
+use serde::{Deserialize, Serialize};
+
+/// One unit of work for a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The job's id (a UUIDv7 string, so ids sort by creation time).
+    pub id: String,
+    /// Which attempt this is (1-based).
+    pub attempt: u32,
+    /// Storage key of the source media.
+    pub source_key: String,
+    /// Storage key the output must be written to (the same on every attempt, so retries
+    /// overwrite rather than duplicate).
+    pub output_key: String,
+    /// What to do.
+    pub task: Task,
+}
+
+/// The kinds of work a node can do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Task {
+    /// Transcode a video.
+    Video(VideoParams),
+}
+
+/// Settings of a video transcode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoParams {
+    /// Output video codec.
+    pub codec: VideoCodec,
+    /// Constant rate factor on the encoder's own scale (x264: 0–51, lower is better).
+    pub crf: u8,
+    /// Output size; `None` keeps the source's.
+    pub resolution: Option<Resolution>,
+}
+
+/// Video codecs the API names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodec {
+    H264,
+}
+
+impl VideoCodec {
+    /// Parse the API's codec name (`h264`, also `avc`/`libx264`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "h264" | "avc" | "x264" | "libx264" => Some(Self::H264),
+            _ => None,
+        }
+    }
+
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::H264 => "h264",
+        }
+    }
+}
+
+/// A requested output size: exact, or one side with the other following the aspect ratio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "fit", rename_all = "snake_case")]
+pub enum Resolution {
+    /// Exactly `width` × `height`.
+    Exact { width: u32, height: u32 },
+    /// This height, width from the source's display aspect (`720p`).
+    Height { height: u32 },
+    /// This width, height from the source's display aspect.
+    Width { width: u32 },
+}
+
+/// Why a resolution string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("resolution must look like 1280x720, 720p or 1280 (width), between 16 and 8192: got {0:?}")]
+pub struct ResolutionError(pub String);
+
+const MIN_SIDE: u32 = 16;
+const MAX_SIDE: u32 = 8192;
+
+impl Resolution {
+    /// Parse `1280x720`, `720p`, `1280` (a width), `x720`/`-1:720`-free forms are not taken.
+    /// `original`, `source` or an empty string mean "keep the source size" (`Ok(None)`).
+    pub fn parse(s: &str) -> Result<Option<Self>, ResolutionError> {
+        let t = s.trim().to_ascii_lowercase();
+        let err = || ResolutionError(s.to_string());
+        let side = |v: &str| -> Result<u32, ResolutionError> {
+            let n: u32 = v.trim().parse().map_err(|_| err())?;
+            if (MIN_SIDE..=MAX_SIDE).contains(&n) {
+                Ok(n)
+            } else {
+                Err(err())
+            }
+        };
+        if t.is_empty() || t == "original" || t == "source" {
+            return Ok(None);
+        }
+        let named = match t.as_str() {
+            "4k" | "2160p" => Some(2160),
+            "1440p" => Some(1440),
+            _ => None,
+        };
+        if let Some(height) = named {
+            return Ok(Some(Self::Height { height }));
+        }
+        if let Some(h) = t.strip_suffix('p') {
+            return Ok(Some(Self::Height { height: side(h)? }));
+        }
+        if let Some((w, h)) = t.split_once(['x', '*', ':']) {
+            return Ok(Some(Self::Exact {
+                width: side(w)?,
+                height: side(h)?,
+            }));
+        }
+        Ok(Some(Self::Width { width: side(&t)? }))
+    }
+
+    /// The output size for a source of `src_w` × `src_h` display pixels, rounded to even
+    /// numbers because 4:2:0 chroma needs them.
+    pub fn output_size(this: Option<Self>, src_w: u32, src_h: u32) -> (u32, u32) {
+        let even = |v: f64| ((v / 2.0).round() as u32 * 2).max(2);
+        let (w, h) = (src_w.max(1) as f64, src_h.max(1) as f64);
+        match this {
+            None => (even(w), even(h)),
+            Some(Self::Exact { width, height }) => (even(width as f64), even(height as f64)),
+            Some(Self::Height { height }) => (even(w * height as f64 / h), even(height as f64)),
+            Some(Self::Width { width }) => (even(width as f64), even(h * width as f64 / w)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_forms_the_api_takes() {
+        let cases: &[(&str, Option<Resolution>)] = &[
+            (
+                "1280x720",
+                Some(Resolution::Exact {
+                    width: 1280,
+                    height: 720,
+                }),
+            ),
+            (
+                " 640X360 ",
+                Some(Resolution::Exact {
+                    width: 640,
+                    height: 360,
+                }),
+            ),
+            ("720p", Some(Resolution::Height { height: 720 })),
+            ("4k", Some(Resolution::Height { height: 2160 })),
+            ("854", Some(Resolution::Width { width: 854 })),
+            ("original", None),
+            ("", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(Resolution::parse(input).unwrap(), *want, "{input}");
+        }
+        for bad in ["big", "0x0", "10x10", "99999x2", "720i", "x", "-5p"] {
+            assert!(Resolution::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn output_sizes_are_even_and_keep_aspect() {
+        let cases = [
+            (None, (641, 273), (642, 274)),
+            (
+                Some(Resolution::Height { height: 360 }),
+                (1280, 720),
+                (640, 360),
+            ),
+            (
+                Some(Resolution::Height { height: 136 }),
+                (640, 272),
+                (320, 136),
+            ),
+            (
+                Some(Resolution::Width { width: 320 }),
+                (640, 272),
+                (320, 136),
+            ),
+            (
+                Some(Resolution::Exact {
+                    width: 101,
+                    height: 51,
+                }),
+                (640, 272),
+                (102, 52),
+            ),
+            (
+                Some(Resolution::Height { height: 720 }),
+                (176, 144),
+                (880, 720),
+            ),
+        ];
+        for (res, (sw, sh), want) in cases {
+            assert_eq!(
+                Resolution::output_size(res, sw, sh),
+                want,
+                "{res:?} of {sw}x{sh}"
+            );
+        }
+    }
+
+    #[test]
+    fn codec_names() {
+        assert_eq!(VideoCodec::parse("H264"), Some(VideoCodec::H264));
+        assert_eq!(VideoCodec::parse("libx264"), Some(VideoCodec::H264));
+        assert_eq!(VideoCodec::parse("h266"), None);
+    }
+
+    #[test]
+    fn job_spec_round_trips_through_json() {
+        let spec = JobSpec {
+            id: "j1".into(),
+            attempt: 1,
+            source_key: "sources/j1".into(),
+            output_key: "outputs/j1.mp4".into(),
+            task: Task::Video(VideoParams {
+                codec: VideoCodec::H264,
+                crf: 23,
+                resolution: Some(Resolution::Height { height: 720 }),
+            }),
+        };
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), spec);
+    }
+}

@@ -1,0 +1,23 @@
+//! The one crate both sides of Kiln share: job specs, node events, the queue trait with its
+//! in-process implementation, the storage trait with its local-folder implementation, and the
+//! stable error codes that jobs and the API report.
+
+pub mod error;
+pub mod event;
+pub mod job;
+pub mod queue;
+pub mod storage;
+
+pub use error::JobErrorCode;
+pub use event::{NodeEvent, NodeEventKind};
+pub use job::{JobSpec, Resolution, Task, VideoCodec, VideoParams};
+pub use queue::{JobQueue, Lease, MemoryQueue, QueueError};
+pub use storage::{LocalStore, Store, StoreError};
+
+/// Milliseconds since the Unix epoch: the one timestamp format Kiln stores and sends.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
