@@ -261,15 +261,35 @@ mod tests {
             Err(ImagingError::UnsupportedFormat)
         ));
         // A PNG header claiming 100000x100000 pixels: refused from the header alone.
-        let mut png = Vec::new();
-        png.extend_from_slice(b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR");
-        png.extend_from_slice(&100_000u32.to_be_bytes());
-        png.extend_from_slice(&100_000u32.to_be_bytes());
-        png.extend_from_slice(&[8, 6, 0, 0, 0]);
+        fn crc32(data: &[u8]) -> u32 {
+            let mut crc = 0xffff_ffffu32;
+            for &b in data {
+                crc ^= b as u32;
+                for _ in 0..8 {
+                    crc = if crc & 1 != 0 {
+                        (crc >> 1) ^ 0xedb8_8320
+                    } else {
+                        crc >> 1
+                    };
+                }
+            }
+            !crc
+        }
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0d".to_vec();
+        png.extend_from_slice(&ihdr);
+        png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+        // The decoder reads chunks up to the first IDAT before it reports dimensions.
         png.extend_from_slice(&[0, 0, 0, 0]);
-        assert!(matches!(
-            convert(&png, &params),
-            Err(ImagingError::TooManyPixels { .. })
-        ));
+        png.extend_from_slice(b"IDAT");
+        png.extend_from_slice(&crc32(b"IDAT").to_be_bytes());
+        let r = convert(&png, &params);
+        assert!(
+            matches!(r, Err(ImagingError::TooManyPixels { .. })),
+            "{r:?}"
+        );
     }
 }

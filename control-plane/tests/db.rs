@@ -1,0 +1,130 @@
+//! The same database checks against SQLite (embedded default) and the real Postgres (fleet).
+
+use kiln_control_plane::db::jobs::NewJob;
+use kiln_control_plane::db::{Db, JobStatus};
+
+/// Postgres admin URL; a fresh database is created per run and dropped after.
+fn pg_admin_url() -> String {
+    std::env::var("KILN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+async fn conformance(db: &Db) {
+    // Keys: only the hash is stored; a wrong or revoked key is not accepted.
+    let key = "kiln_test_key_0123456789";
+    let account = db
+        .create_account_with_key("acme", "k1", key, &["jobs:read", "jobs:create"])
+        .await
+        .unwrap();
+    let p = db.authenticate(key).await.unwrap().expect("valid key");
+    assert_eq!(p.account_id, account);
+    assert!(p.has("jobs:read") && !p.has("admin"));
+    assert!(db.authenticate("kiln_wrong").await.unwrap().is_none());
+    let stored: String = sqlx::query_scalar("SELECT key_hash FROM api_keys")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_ne!(stored, key);
+    assert_eq!(db.count_keys().await.unwrap(), 1);
+
+    let id = uuid::Uuid::now_v7().to_string();
+    db.insert_job(&NewJob {
+        id: &id,
+        account_id: &account,
+        kind: "video",
+        spec: "{}",
+        source_key: "sources/x",
+        output_key: "outputs/x.mp4",
+        input_name: Some("x.mp4"),
+        input_size: 1000,
+    })
+    .await
+    .unwrap();
+    let job = db.get_job(&account, &id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.status, job.attempts, job.progress),
+        (JobStatus::Pending, 1, 0.0)
+    );
+    // Another account cannot see it.
+    assert!(db.get_job("someone-else", &id).await.unwrap().is_none());
+
+    assert!(db.mark_started(&id, 1, "n1").await.unwrap());
+    assert!(db
+        .record_progress(&id, 1, 50.0, 30.0, Some(2.0))
+        .await
+        .unwrap());
+    // Progress never goes backwards; a stale attempt changes nothing.
+    db.record_progress(&id, 1, 30.0, 30.0, None).await.unwrap();
+    assert!(!db.record_progress(&id, 7, 90.0, 1.0, None).await.unwrap());
+    let job = db.get_job(&account, &id).await.unwrap().unwrap();
+    assert_eq!((job.status, job.progress), (JobStatus::Processing, 50.0));
+    assert_eq!(job.node_id.as_deref(), Some("n1"));
+
+    // A retryable failure moves to the next attempt; the old attempt's events are then stale.
+    assert!(db
+        .mark_retry(&id, 1, "storage_failed", "disk")
+        .await
+        .unwrap());
+    assert!(!db.mark_completed(&id, 1, 10, 2, 2, 1.0).await.unwrap());
+    let job = db.get_job(&account, &id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.status, job.attempts, job.progress),
+        (JobStatus::Pending, 2, 0.0)
+    );
+
+    // Completion counts once.
+    assert!(db
+        .mark_completed(&id, 2, 400, 320, 136, 10.0)
+        .await
+        .unwrap());
+    assert!(!db
+        .mark_completed(&id, 2, 400, 320, 136, 10.0)
+        .await
+        .unwrap());
+    assert!(!db.mark_failed(&id, 2, "internal", "late").await.unwrap());
+    let job = db.get_job(&account, &id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Completed);
+    assert_eq!(
+        (job.output_size, job.output_width, job.output_height),
+        (Some(400), Some(320), Some(136))
+    );
+    assert_eq!(job.output_duration, Some(10.0));
+    assert_eq!(job.progress, 100.0);
+    assert!(job.completed_at.is_some() && job.error_code.is_none());
+}
+
+#[tokio::test]
+async fn sqlite_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("k.db").display());
+    let db = Db::connect(&url).await.unwrap();
+    conformance(&db).await;
+    // Migrations are idempotent: connecting again to the same file works.
+    Db::connect(&url).await.unwrap();
+}
+
+#[tokio::test]
+async fn postgres_conforms() {
+    use sqlx::Executor;
+    sqlx::any::install_default_drivers();
+    let admin_url = pg_admin_url();
+    let admin = sqlx::AnyPool::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("Postgres at {admin_url} is required for this test: {e}"));
+    let name = format!("kiln_test_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let url = match admin_url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("bad URL {admin_url}"),
+    };
+    let db = Db::connect(&url).await.unwrap();
+    conformance(&db).await;
+    db.pool.close().await;
+    admin
+        .execute(format!("DROP DATABASE {name}").as_str())
+        .await
+        .unwrap();
+}

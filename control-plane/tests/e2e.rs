@@ -1,0 +1,509 @@
+//! End to end through a real server on a loopback port: the embedded default (SQLite, local
+//! store, in-process queue, local node), real media, outputs checked with ffprobe.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kiln_control_plane::{start, Config, Running};
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+
+const KEY: &str = "kiln_e2e_test_key_0123456789";
+
+fn media(rel: &str) -> PathBuf {
+    let root = std::env::var_os("KILN_MEDIA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/media"));
+    root.join(rel)
+}
+
+struct Server {
+    running: Option<Running>,
+    base: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            bootstrap_key: Some(KEY.into()),
+            ..Config::default()
+        };
+        let running = start(config).await.expect("server starts");
+        assert_eq!(running.created_admin_key.as_deref(), Some(KEY));
+        Self {
+            base: format!("http://{}", running.addr),
+            running: Some(running),
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn post_form(&self, path: &str, form: Form) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(KEY)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// Submit a video; returns (HTTP status, body).
+    async fn compress(&self, file: Part, fields: &[(&str, &str)]) -> (u16, Value) {
+        let mut form = Form::new().part("file", file);
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        let r = self.post_form("/api/v1/compress", form).await;
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// Poll a job until it is completed or failed; returns every status document seen.
+    async fn wait(&self, id: &str) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        let mut seen = Vec::new();
+        loop {
+            let (code, body) = self.get_json(&format!("/api/v1/status/{id}")).await;
+            assert_eq!(code, 200, "{body}");
+            let status = body["status"].as_str().unwrap().to_string();
+            seen.push(body);
+            if status == "completed" || status == "failed" {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} did not finish: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        self.running.take().unwrap().shutdown().await;
+    }
+}
+
+fn file_part(path: &Path) -> Part {
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    Part::bytes(std::fs::read(path).unwrap()).file_name(name)
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+/// ffprobe's view of a file: (codec_type, codec, width, height, duration) per stream.
+fn ffprobe(path: &Path) -> Vec<(String, String, u32, u32, f64)> {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_name,width,height,duration",
+        ])
+        .args(["-of", "json"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["codec_type"].as_str().unwrap_or("").to_string(),
+                s["codec_name"].as_str().unwrap_or("").to_string(),
+                s["width"].as_u64().unwrap_or(0) as u32,
+                s["height"].as_u64().unwrap_or(0) as u32,
+                s["duration"]
+                    .as_str()
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(0.0),
+            )
+        })
+        .collect()
+}
+
+/// Statuses must move forward only, and progress never goes back.
+fn assert_forward_only(seen: &[Value]) {
+    let rank = |s: &str| match s {
+        "pending" => 0,
+        "processing" => 1,
+        _ => 2,
+    };
+    for w in seen.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        assert!(
+            rank(a["status"].as_str().unwrap()) <= rank(b["status"].as_str().unwrap()),
+            "{a} then {b}"
+        );
+        assert!(
+            a["progress"].as_f64().unwrap() <= b["progress"].as_f64().unwrap(),
+            "{a} then {b}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_and_image_paths_end_to_end() {
+    let s = Server::start().await;
+
+    let r = s.http.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Auth: missing and wrong keys get 401 with the JSON error body.
+    let r = s.http.get(s.url("/api/v1/status/x")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(error_code(&r.json().await.unwrap()), "unauthorized");
+    let r = s
+        .http
+        .get(s.url("/api/v1/status/x"))
+        .bearer_auth("kiln_wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(error_code(&r.json().await.unwrap()), "unauthorized");
+
+    // Video: bikes (640x272, 10 s, no audio) to 320x136 at CRF 28.
+    let (code, body) = s
+        .compress(
+            file_part(&media("video/bikes.mp4")),
+            &[
+                ("codec", "h264"),
+                ("quality", "28"),
+                ("resolution", "320x136"),
+            ],
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["status"], "pending");
+    let id = body["job_id"].as_str().unwrap().to_string();
+    assert_eq!(body["status_url"], format!("/api/v1/status/{id}"));
+
+    let seen = s.wait(&id).await;
+    assert_forward_only(&seen);
+    let last = seen.last().unwrap();
+    assert_eq!(last["status"], "completed", "{last}");
+    assert_eq!(last["progress"], 100.0);
+    let input_size = std::fs::metadata(media("video/bikes.mp4")).unwrap().len();
+    assert_eq!(last["input_size"], input_size);
+    let output_size = last["output_size"].as_u64().unwrap();
+    let ratio = last["compression_ratio"].as_f64().unwrap();
+    assert!(
+        (ratio - input_size as f64 / output_size as f64).abs() < 0.01,
+        "{last}"
+    );
+    assert!(
+        seen.iter().any(|v| v["status"] == "processing"),
+        "never saw the job processing: {seen:?}"
+    );
+
+    let r = s
+        .http
+        .get(s.url(&format!("/api/v1/download/{id}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "video/mp4");
+    let bytes = r.bytes().await.unwrap();
+    assert_eq!(bytes.len() as u64, output_size);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bikes.mp4");
+    std::fs::write(&out, &bytes).unwrap();
+    let streams = ffprobe(&out);
+    assert_eq!(streams.len(), 1, "{streams:?}");
+    let (kind, codec, w, h, dur) = &streams[0];
+    assert_eq!(
+        (kind.as_str(), codec.as_str(), *w, *h),
+        ("video", "h264", 320, 136)
+    );
+    assert!((dur - 10.0).abs() <= 0.08, "duration {dur}");
+
+    // Video with audio, 360p shorthand: audio is kept.
+    let (code, body) = s
+        .compress(
+            file_part(&media("video/bigbuckbunny.mp4")),
+            &[("resolution", "360p")],
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let id2 = body["job_id"].as_str().unwrap().to_string();
+    let last = s.wait(&id2).await.pop().unwrap();
+    assert_eq!(last["status"], "completed", "{last}");
+    assert_eq!(last["output"]["width"], 640);
+    assert_eq!(last["output"]["height"], 360);
+    let bytes = s
+        .http
+        .get(s.url(&format!("/api/v1/download/{id2}")))
+        .header("X-API-Key", KEY)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let out2 = dir.path().join("bbb.mp4");
+    std::fs::write(&out2, &bytes).unwrap();
+    let streams = ffprobe(&out2);
+    assert!(
+        streams
+            .iter()
+            .any(|s| s.0 == "video" && s.1 == "h264" && s.2 == 640 && s.3 == 360),
+        "{streams:?}"
+    );
+    assert!(
+        streams.iter().any(|s| s.0 == "audio"),
+        "audio lost: {streams:?}"
+    );
+
+    // Images: PNG -> WebP at width 300, JPEG -> PNG inside 100x100.
+    let r = s
+        .post_form(
+            "/api/v1/convert",
+            Form::new()
+                .part("file", file_part(&media("photo/coffee.png")))
+                .text("format", "webp")
+                .text("width", "300"),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let original = std::fs::metadata(media("photo/coffee.png"))
+        .unwrap()
+        .len()
+        .to_string();
+    assert_eq!(r.headers()["x-original-size"], original.as_str());
+    assert_eq!(r.headers()["x-output-format"], "webp");
+    assert_eq!(r.headers()["content-type"], "image/webp");
+    assert_eq!(r.headers()["x-resize-backend"], "wgpu");
+    let out_size: usize = r.headers()["x-output-size"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body = r.bytes().await.unwrap();
+    assert_eq!(body.len(), out_size);
+    let img = image::load_from_memory_with_format(&body, image::ImageFormat::WebP).unwrap();
+    assert_eq!((img.width(), img.height()), (300, 200));
+
+    let r = s
+        .post_form(
+            "/api/v1/convert",
+            Form::new()
+                .part("file", file_part(&media("photo/rocket.jpg")))
+                .text("format", "png")
+                .text("width", "100")
+                .text("height", "100"),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-output-format"], "png");
+    let img =
+        image::load_from_memory_with_format(&r.bytes().await.unwrap(), image::ImageFormat::Png)
+            .unwrap();
+    assert_eq!((img.width(), img.height()), (100, 67));
+
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_stable_errors_and_the_service_keeps_serving() {
+    let s = Server::start().await;
+    let bikes = std::fs::read(media("video/bikes.mp4")).unwrap();
+
+    // Not media at all.
+    let (code, body) = s
+        .compress(
+            Part::bytes(b"hello, I am a text file\n".repeat(100)).file_name("notes.mp4"),
+            &[],
+        )
+        .await;
+    assert!(code == 415 || code == 422, "{code} {body}");
+    assert!(
+        ["unsupported_media", "unprocessable"].contains(&error_code(&body)),
+        "{body}"
+    );
+
+    // An MP4 cut off before its index: refused up front.
+    let (code, body) = s
+        .compress(
+            Part::bytes(bikes[..bikes.len() / 3].to_vec()).file_name("cut.mp4"),
+            &[],
+        )
+        .await;
+    let truncated_job = if code == 202 {
+        // Where the index comes first, the cut is only found while decoding: the job fails.
+        Some(body["job_id"].as_str().unwrap().to_string())
+    } else {
+        assert_eq!((code, error_code(&body)), (422, "unprocessable"), "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("media"),
+            "{body}"
+        );
+        None
+    };
+
+    // A faststart MP4 cut in half: accepted (the header is fine), then the job fails cleanly.
+    let dir = tempfile::tempdir().unwrap();
+    let fast = dir.path().join("fast.mp4");
+    let st = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(media("video/bikes.mp4"))
+        .args(["-c", "copy", "-movflags", "+faststart"])
+        .arg(&fast)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let fast = std::fs::read(&fast).unwrap();
+    let (code, body) = s
+        .compress(
+            Part::bytes(fast[..fast.len() / 2].to_vec()).file_name("half.mp4"),
+            &[],
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let half_id = body["job_id"].as_str().unwrap().to_string();
+
+    // Missing file, wrong codec, bad quality, bad resolution.
+    let r = s
+        .post_form("/api/v1/compress", Form::new().text("codec", "h264"))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(&r.json().await.unwrap()), "bad_request");
+    for fields in [
+        vec![("codec", "h266")],
+        vec![("quality", "99")],
+        vec![("resolution", "enormous")],
+    ] {
+        let (code, body) = s
+            .compress(Part::bytes(bikes.clone()).file_name("b.mp4"), &fields)
+            .await;
+        assert_eq!(
+            (code, error_code(&body)),
+            (400, "bad_request"),
+            "{fields:?}: {body}"
+        );
+    }
+    // Not multipart at all.
+    let r = s
+        .http
+        .post(s.url("/api/v1/compress"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body("{\"file\": 1")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+
+    // Images: corrupt, unsupported output format, missing file.
+    let r = s
+        .post_form(
+            "/api/v1/convert",
+            Form::new().part(
+                "file",
+                Part::bytes(b"\x89PNG\r\n\x1a\nbroken".to_vec()).file_name("x.png"),
+            ),
+        )
+        .await;
+    assert!(r.status() == 415 || r.status() == 422, "{}", r.status());
+    let r = s
+        .post_form(
+            "/api/v1/convert",
+            Form::new()
+                .part("file", file_part(&media("photo/coffee.png")))
+                .text("format", "bmp"),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = s
+        .post_form("/api/v1/convert", Form::new().text("format", "png"))
+        .await;
+    assert_eq!(r.status(), 400);
+
+    // Unknown job ids are 404; downloads of unfinished jobs are 409.
+    let (code, body) = s
+        .get_json(&format!("/api/v1/status/{}", uuid::Uuid::now_v7()))
+        .await;
+    assert_eq!((code, error_code(&body)), (404, "not_found"));
+    let (code, body) = s.get_json("/api/v1/status/not-a-uuid").await;
+    assert_eq!((code, error_code(&body)), (404, "not_found"));
+
+    // The broken jobs end failed with a stable code and FFmpeg's message...
+    for id in truncated_job.iter().chain([&half_id]) {
+        let last = s.wait(id).await.pop().unwrap();
+        assert_eq!(last["status"], "failed", "{last}");
+        let code = last["error"]["code"].as_str().unwrap();
+        assert!(["decode_failed", "invalid_media"].contains(&code), "{last}");
+        assert!(!last["error"]["message"].as_str().unwrap().is_empty());
+        let r = s
+            .http
+            .get(s.url(&format!("/api/v1/download/{id}")))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 409);
+    }
+
+    // ...and a good job submitted after all that still completes.
+    let (code, body) = s
+        .compress(
+            Part::bytes(bikes).file_name("ok.mp4"),
+            &[("resolution", "160")],
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let last = s
+        .wait(body["job_id"].as_str().unwrap())
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(last["status"], "completed", "{last}");
+    assert_eq!(last["output"]["width"], 160);
+
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("kiln_jobs_finished_total{status=\"failed\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kiln_jobs_finished_total{status=\"completed\"} 1"),
+        "{metrics}"
+    );
+    s.stop().await;
+}

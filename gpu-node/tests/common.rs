@@ -1,0 +1,86 @@
+//! Helpers shared by the gpu-node integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The real media samples: `$KILN_MEDIA_DIR`, else `../shared/media` beside the checkout.
+pub fn media(rel: &str) -> PathBuf {
+    let root = std::env::var_os("KILN_MEDIA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/media"));
+    let p = root.join(rel);
+    assert!(
+        p.exists(),
+        "missing media sample {} (set KILN_MEDIA_DIR)",
+        p.display()
+    );
+    p
+}
+
+/// One stream as ffprobe (FFmpeg's own prober, independent of Kiln) sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probed {
+    pub codec: String,
+    pub kind: String,
+    pub width: u32,
+    pub height: u32,
+    pub duration: f64,
+}
+
+/// Every stream of a file, via the `ffprobe` CLI.
+pub fn ffprobe(path: &Path) -> Vec<Probed> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries"])
+        .arg("stream=codec_name,codec_type,width,height,duration")
+        .args(["-of", "csv=p=0:nk=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    assert!(
+        out.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let mut p = Probed {
+                codec: String::new(),
+                kind: String::new(),
+                width: 0,
+                height: 0,
+                duration: 0.0,
+            };
+            for kv in line.split(',') {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                match k {
+                    "codec_name" => p.codec = v.to_string(),
+                    "codec_type" => p.kind = v.to_string(),
+                    "width" => p.width = v.parse().unwrap_or(0),
+                    "height" => p.height = v.parse().unwrap_or(0),
+                    "duration" => p.duration = v.parse().unwrap_or(0.0),
+                    _ => {}
+                }
+            }
+            p
+        })
+        .collect()
+}
+
+/// Run the `ffmpeg` CLI (for making edge-case inputs and measuring PSNR).
+pub fn ffmpeg(args: &[&str]) -> String {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-y"])
+        .args(args)
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
