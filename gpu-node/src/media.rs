@@ -1,9 +1,11 @@
 //! The media pipeline (rsmpeg over FFmpeg): probe, decode, scale, encode, mux.
 
+pub mod capabilities;
 pub mod error;
 pub mod probe;
 pub mod transcode;
 
+pub use capabilities::{capabilities, MediaCapabilities};
 pub use error::MediaError;
 pub use probe::{probe, MediaInfo};
 pub use transcode::{transcode, Progress, TranscodeOutcome};

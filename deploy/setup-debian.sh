@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what Kiln needs on Debian 12 (bookworm), only where it is missing. Idempotent.
+#   deploy/setup-debian.sh          build and run dependencies
+#   deploy/setup-debian.sh --test   also PostgreSQL (started, reachable on 127.0.0.1:5432)
+set -euo pipefail
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+
+packages=(ffmpeg libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev libswscale-dev
+          libswresample-dev libavutil-dev pkg-config clang libclang-dev mesa-vulkan-drivers)
+[ "$want_test" = 1 ] && packages+=(postgresql postgresql-client)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "==> installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "Rust is missing: install it with rustup (https://rustup.rs), Rust 1.85 or newer." >&2
+  exit 1
+fi
+
+if [ "$want_test" = 1 ]; then
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    echo "==> starting PostgreSQL"
+    cluster=$(ls /etc/postgresql | sort -V | tail -n1)
+    $SUDO pg_ctlcluster --skip-systemctl-redirect "$cluster" main start || true
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  fi
+  pg_isready -h 127.0.0.1 -p 5432
+fi

@@ -1,0 +1,206 @@
+//! Which codecs actually open on this machine — not just which names FFmpeg knows. Probed once
+//! per process and cached; NVENC/NVDEC are dlopened by FFmpeg at run time, so a name can exist
+//! and still fail to open where there is no driver or no encode engine (the H100 has none).
+
+use std::sync::OnceLock;
+
+use rsmpeg::avcodec::{AVCodec, AVCodecContext};
+use rsmpeg::avutil::AVFrame;
+use rsmpeg::ffi;
+
+use super::{av_error_text, init_ffmpeg_logging};
+
+/// One codec's probe result.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CodecProbe {
+    pub name: &'static str,
+    /// Whether the codec could be opened with a small test configuration.
+    pub available: bool,
+    /// Why not, in FFmpeg's words, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What this node's FFmpeg can do.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MediaCapabilities {
+    pub encoders: Vec<CodecProbe>,
+    pub decoders: Vec<CodecProbe>,
+}
+
+const ENCODERS: &[&str] = &[
+    "libx264",
+    "libx265",
+    "libsvtav1",
+    "h264_nvenc",
+    "hevc_nvenc",
+];
+const DECODERS: &[&str] = &["h264", "hevc", "av1", "h264_cuvid", "hevc_cuvid"];
+
+fn probe_encoder(name: &'static str) -> CodecProbe {
+    let cname = std::ffi::CString::new(name).expect("static name");
+    let Some(codec) = AVCodec::find_encoder_by_name(&cname) else {
+        return CodecProbe {
+            name,
+            available: false,
+            reason: Some("not in this FFmpeg build".into()),
+        };
+    };
+    let mut ctx = AVCodecContext::new(&codec);
+    ctx.set_width(256);
+    ctx.set_height(144);
+    ctx.set_pix_fmt(ffi::AVPixelFormat_AV_PIX_FMT_YUV420P);
+    ctx.set_time_base(ffi::AVRational { num: 1, den: 25 });
+    ctx.set_framerate(ffi::AVRational { num: 25, den: 1 });
+    match ctx.open(None) {
+        // Encode one frame: proves the encoder works, and SVT-AV1 1.4 hangs in deinit when
+        // closed having seen no frame at all.
+        Ok(_) => match encode_one_frame(&mut ctx) {
+            Ok(()) => CodecProbe {
+                name,
+                available: true,
+                reason: None,
+            },
+            Err(reason) => CodecProbe {
+                name,
+                available: false,
+                reason: Some(reason),
+            },
+        },
+        Err(e) => CodecProbe {
+            name,
+            available: false,
+            reason: Some(
+                e.raw_error()
+                    .map(av_error_text)
+                    .unwrap_or_else(|| e.to_string()),
+            ),
+        },
+    }
+}
+
+fn encode_one_frame(ctx: &mut AVCodecContext) -> Result<(), String> {
+    let mut frame = AVFrame::new();
+    frame.set_width(ctx.width);
+    frame.set_height(ctx.height);
+    frame.set_format(ffi::AVPixelFormat_AV_PIX_FMT_YUV420P);
+    frame.alloc_buffer().map_err(|e| e.to_string())?;
+    for plane in 0..3 {
+        let rows = if plane == 0 {
+            ctx.height
+        } else {
+            ctx.height / 2
+        };
+        let len = (frame.linesize[plane] * rows) as usize;
+        // SAFETY: alloc_buffer allocated `linesize * rows` bytes for each plane.
+        unsafe { std::ptr::write_bytes(frame.data[plane], if plane == 0 { 16 } else { 128 }, len) };
+    }
+    frame.set_pts(0);
+    let failed = |e: rsmpeg::error::RsmpegError| {
+        e.raw_error()
+            .map(av_error_text)
+            .unwrap_or_else(|| e.to_string())
+    };
+    ctx.send_frame(Some(&frame)).map_err(failed)?;
+    ctx.send_frame(None).map_err(failed)?;
+    let mut packets = 0;
+    while ctx.receive_packet().is_ok() {
+        packets += 1;
+    }
+    if packets == 0 {
+        return Err("the encoder produced no output".into());
+    }
+    Ok(())
+}
+
+fn probe_decoder(name: &'static str) -> CodecProbe {
+    let cname = std::ffi::CString::new(name).expect("static name");
+    let Some(codec) = AVCodec::find_decoder_by_name(&cname) else {
+        return CodecProbe {
+            name,
+            available: false,
+            reason: Some("not in this FFmpeg build".into()),
+        };
+    };
+    let mut ctx = AVCodecContext::new(&codec);
+    ctx.set_width(256);
+    ctx.set_height(144);
+    match ctx.open(None) {
+        Ok(_) => CodecProbe {
+            name,
+            available: true,
+            reason: None,
+        },
+        Err(e) => CodecProbe {
+            name,
+            available: false,
+            reason: Some(
+                e.raw_error()
+                    .map(av_error_text)
+                    .unwrap_or_else(|| e.to_string()),
+            ),
+        },
+    }
+}
+
+/// Probe every codec Kiln may use, once; later calls return the cached answer.
+pub fn capabilities() -> &'static MediaCapabilities {
+    static CAPS: OnceLock<MediaCapabilities> = OnceLock::new();
+    CAPS.get_or_init(|| {
+        init_ffmpeg_logging();
+        let caps = MediaCapabilities {
+            encoders: ENCODERS.iter().map(|n| probe_encoder(n)).collect(),
+            decoders: DECODERS.iter().map(|n| probe_decoder(n)).collect(),
+        };
+        for c in caps
+            .encoders
+            .iter()
+            .chain(&caps.decoders)
+            .filter(|c| !c.available)
+        {
+            tracing::info!(
+                codec = c.name,
+                reason = c.reason.as_deref().unwrap_or(""),
+                "codec unavailable on this node"
+            );
+        }
+        caps
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_codecs_open_and_results_are_cached() {
+        let caps = capabilities();
+        for name in ["libx264", "libx265", "libsvtav1"] {
+            let c = caps.encoders.iter().find(|c| c.name == name).unwrap();
+            assert!(c.available, "{name}: {:?}", c.reason);
+        }
+        let h264 = caps.decoders.iter().find(|c| c.name == "h264").unwrap();
+        assert!(h264.available);
+        // Every unavailable codec says why.
+        assert!(caps
+            .encoders
+            .iter()
+            .chain(&caps.decoders)
+            .all(|c| c.available || c.reason.is_some()));
+        assert!(std::ptr::eq(caps, capabilities()));
+    }
+
+    /// On a GPU machine: NVDEC must open; NVENC is reported either way (the H100 has none).
+    #[test]
+    #[ignore = "needs GPU"]
+    fn nvdec_opens_on_a_gpu_node() {
+        let caps = capabilities();
+        eprintln!("{}", serde_json::to_string_pretty(caps).unwrap());
+        let cuvid = caps
+            .decoders
+            .iter()
+            .find(|c| c.name == "h264_cuvid")
+            .unwrap();
+        assert!(cuvid.available, "{:?}", cuvid.reason);
+    }
+}
