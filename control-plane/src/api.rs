@@ -41,6 +41,25 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Text fields are short; anything longer is a malformed request.
+const MAX_FIELD_BYTES: usize = 4096;
+
+/// Read a text field, refusing it past [`MAX_FIELD_BYTES`] without buffering the rest (this
+/// upload routes stream their files and set no overall body limit).
+pub(crate) async fn small_field(
+    mut field: axum::extract::multipart::Field<'_>,
+    name: &str,
+) -> Result<String, ApiError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await? {
+        if buf.len() + chunk.len() > MAX_FIELD_BYTES {
+            return Err(ApiError::BadRequest(format!("field {name:?} is too long")));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    String::from_utf8(buf).map_err(|_| ApiError::BadRequest(format!("field {name:?} is not UTF-8")))
+}
+
 async fn healthz(State(state): State<AppState>) -> Response {
     if state.db.ping().await {
         Json(serde_json::json!({"status": "ok"})).into_response()

@@ -26,13 +26,18 @@ struct Server {
 
 impl Server {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config {
+        let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().to_path_buf(),
             bootstrap_key: Some(KEY.into()),
             ..Config::default()
         };
+        adjust(&mut config);
         let running = start(config).await.expect("server starts");
         assert_eq!(running.created_admin_key.as_deref(), Some(KEY));
         Self {
@@ -505,5 +510,51 @@ async fn bad_input_gets_stable_errors_and_the_service_keeps_serving() {
         metrics.contains("kiln_jobs_finished_total{status=\"completed\"} 1"),
         "{metrics}"
     );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_uploads_get_413_and_leave_nothing_behind() {
+    let s = Server::start_with(|c| {
+        c.max_upload_bytes = 100_000;
+        c.max_image_bytes = 50_000;
+    })
+    .await;
+    let (code, body) = s.compress(file_part(&media("video/bikes.mp4")), &[]).await;
+    assert_eq!(
+        (code, error_code(&body)),
+        (413, "payload_too_large"),
+        "{body}"
+    );
+    let sources = s._dir.path().join("storage/sources");
+    let left = std::fs::read_dir(&sources).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(
+        left,
+        0,
+        "a refused upload was left in {}",
+        sources.display()
+    );
+
+    // A text field can't be used to smuggle a huge body past the streaming upload.
+    let (code, body) = s
+        .compress(
+            Part::bytes(vec![1u8; 10]).file_name("x.mp4"),
+            &[("codec", &"h".repeat(10_000))],
+        )
+        .await;
+    assert_eq!((code, error_code(&body)), (400, "bad_request"), "{body}");
+
+    let r = s
+        .post_form(
+            "/api/v1/convert",
+            Form::new().part("file", file_part(&media("photo/coffee.png"))),
+        )
+        .await;
+    assert_eq!(r.status(), 413);
+    assert_eq!(error_code(&r.json().await.unwrap()), "payload_too_large");
+
+    // Still serving.
+    let r = s.http.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
     s.stop().await;
 }

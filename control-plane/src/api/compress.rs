@@ -20,8 +20,6 @@ use crate::AppState;
 
 /// Default CRF when `quality` is not given (x264's own default).
 const DEFAULT_CRF: u8 = 23;
-/// Text fields are short; anything longer is a malformed request.
-const MAX_FIELD_BYTES: usize = 4096;
 
 /// Validated settings from the text fields.
 fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, ApiError> {
@@ -89,11 +87,7 @@ pub async fn compress(
                     .map_err(upload_error)?;
                 upload = Some((size, filename));
             } else {
-                let text = field.text().await?;
-                if text.len() > MAX_FIELD_BYTES {
-                    return Err(ApiError::BadRequest(format!("field {name:?} is too long")));
-                }
-                fields.insert(name, text);
+                fields.insert(name.clone(), super::small_field(field, &name).await?);
             }
         }
         let (size, filename) = upload.ok_or_else(|| {

@@ -51,7 +51,7 @@ pub async fn convert(
             file = Some(bytes);
             continue;
         }
-        let value = field.text().await?;
+        let value = super::small_field(field, &name).await?;
         let v = value.trim();
         if v.is_empty() {
             continue;
