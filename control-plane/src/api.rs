@@ -19,7 +19,9 @@ mod time;
 
 /// Every route Kiln serves.
 pub fn router(state: AppState) -> Router {
-    let image_limit = state.config.max_image_bytes as usize + 64 * 1024;
+    // Kiln's own check refuses images over the limit with 413; axum's limit sits above it so
+    // the rest of a moderately oversized body can still be drained (see `drain`).
+    let image_limit = (state.config.max_image_bytes as usize).saturating_mul(2) + (1 << 20);
     let api = Router::new()
         // Video uploads stream to storage; the store enforces their size limit, not axum.
         .route(
@@ -58,6 +60,18 @@ pub(crate) async fn small_field(
         buf.extend_from_slice(&chunk);
     }
     String::from_utf8(buf).map_err(|_| ApiError::BadRequest(format!("field {name:?} is not UTF-8")))
+}
+
+/// After refusing an upload part-way (too large), read and discard what the client is still
+/// sending, for a bounded time, so it receives the error response instead of a reset
+/// connection mid-write.
+pub(crate) async fn drain(multipart: &mut axum::extract::Multipart) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Ok(Some(mut field)) = multipart.next_field().await {
+            while let Ok(Some(_)) = field.chunk().await {}
+        }
+    })
+    .await;
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {

@@ -136,6 +136,9 @@ pub async fn compress(
     .await;
 
     if let Err(e) = result {
+        if matches!(e, ApiError::PayloadTooLarge(_)) {
+            super::drain(&mut multipart).await;
+        }
         if let Err(del) = state.store.delete(&source_key).await {
             tracing::warn!(key = %source_key, error = %del, "could not remove refused upload");
         }

@@ -41,6 +41,8 @@ pub async fn convert(
             let mut bytes = Vec::new();
             while let Some(chunk) = field.chunk().await? {
                 if (bytes.len() + chunk.len()) as u64 > state.config.max_image_bytes {
+                    drop(field);
+                    super::drain(&mut multipart).await;
                     return Err(ApiError::PayloadTooLarge(format!(
                         "images are limited to {} bytes",
                         state.config.max_image_bytes
