@@ -124,7 +124,7 @@ async fn postgres_conforms() {
     conformance(&db).await;
     db.pool.close().await;
     admin
-        .execute(format!("DROP DATABASE {name}").as_str())
+        .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
         .await
         .unwrap();
 }

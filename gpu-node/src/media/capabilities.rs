@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use rsmpeg::avcodec::{AVCodec, AVCodecContext};
 use rsmpeg::avutil::AVFrame;
+use rsmpeg::error::RsmpegError;
 use rsmpeg::ffi;
 
 use super::{av_error_text, init_ffmpeg_logging};
@@ -37,14 +38,37 @@ const ENCODERS: &[&str] = &[
 ];
 const DECODERS: &[&str] = &["h264", "hevc", "av1", "h264_cuvid", "hevc_cuvid"];
 
+impl CodecProbe {
+    fn available(name: &'static str) -> Self {
+        Self {
+            name,
+            available: true,
+            reason: None,
+        }
+    }
+
+    fn unavailable(name: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            name,
+            available: false,
+            reason: Some(reason.into()),
+        }
+    }
+}
+
+/// FFmpeg's own words for an rsmpeg error.
+fn ffmpeg_reason(e: &RsmpegError) -> String {
+    e.raw_error()
+        .map(av_error_text)
+        .unwrap_or_else(|| e.to_string())
+}
+
+const NOT_BUILT: &str = "not in this FFmpeg build";
+
 fn probe_encoder(name: &'static str) -> CodecProbe {
     let cname = std::ffi::CString::new(name).expect("static name");
     let Some(codec) = AVCodec::find_encoder_by_name(&cname) else {
-        return CodecProbe {
-            name,
-            available: false,
-            reason: Some("not in this FFmpeg build".into()),
-        };
+        return CodecProbe::unavailable(name, NOT_BUILT);
     };
     let mut ctx = AVCodecContext::new(&codec);
     ctx.set_width(256);
@@ -52,30 +76,14 @@ fn probe_encoder(name: &'static str) -> CodecProbe {
     ctx.set_pix_fmt(ffi::AVPixelFormat_AV_PIX_FMT_YUV420P);
     ctx.set_time_base(ffi::AVRational { num: 1, den: 25 });
     ctx.set_framerate(ffi::AVRational { num: 25, den: 1 });
-    match ctx.open(None) {
-        // Encode one frame: proves the encoder works, and SVT-AV1 1.4 hangs in deinit when
-        // closed having seen no frame at all.
-        Ok(_) => match encode_one_frame(&mut ctx) {
-            Ok(()) => CodecProbe {
-                name,
-                available: true,
-                reason: None,
-            },
-            Err(reason) => CodecProbe {
-                name,
-                available: false,
-                reason: Some(reason),
-            },
-        },
-        Err(e) => CodecProbe {
-            name,
-            available: false,
-            reason: Some(
-                e.raw_error()
-                    .map(av_error_text)
-                    .unwrap_or_else(|| e.to_string()),
-            ),
-        },
+    if let Err(e) = ctx.open(None) {
+        return CodecProbe::unavailable(name, ffmpeg_reason(&e));
+    }
+    // Encode one frame: proves the encoder works, and SVT-AV1 1.4 hangs in deinit when closed
+    // having seen no frame at all.
+    match encode_one_frame(&mut ctx) {
+        Ok(()) => CodecProbe::available(name),
+        Err(reason) => CodecProbe::unavailable(name, reason),
     }
 }
 
@@ -84,7 +92,7 @@ fn encode_one_frame(ctx: &mut AVCodecContext) -> Result<(), String> {
     frame.set_width(ctx.width);
     frame.set_height(ctx.height);
     frame.set_format(ffi::AVPixelFormat_AV_PIX_FMT_YUV420P);
-    frame.alloc_buffer().map_err(|e| e.to_string())?;
+    frame.alloc_buffer().map_err(|e| ffmpeg_reason(&e))?;
     for plane in 0..3 {
         let rows = if plane == 0 {
             ctx.height
@@ -96,13 +104,9 @@ fn encode_one_frame(ctx: &mut AVCodecContext) -> Result<(), String> {
         unsafe { std::ptr::write_bytes(frame.data[plane], if plane == 0 { 16 } else { 128 }, len) };
     }
     frame.set_pts(0);
-    let failed = |e: rsmpeg::error::RsmpegError| {
-        e.raw_error()
-            .map(av_error_text)
-            .unwrap_or_else(|| e.to_string())
-    };
-    ctx.send_frame(Some(&frame)).map_err(failed)?;
-    ctx.send_frame(None).map_err(failed)?;
+    ctx.send_frame(Some(&frame))
+        .map_err(|e| ffmpeg_reason(&e))?;
+    ctx.send_frame(None).map_err(|e| ffmpeg_reason(&e))?;
     let mut packets = 0;
     while ctx.receive_packet().is_ok() {
         packets += 1;
@@ -116,30 +120,14 @@ fn encode_one_frame(ctx: &mut AVCodecContext) -> Result<(), String> {
 fn probe_decoder(name: &'static str) -> CodecProbe {
     let cname = std::ffi::CString::new(name).expect("static name");
     let Some(codec) = AVCodec::find_decoder_by_name(&cname) else {
-        return CodecProbe {
-            name,
-            available: false,
-            reason: Some("not in this FFmpeg build".into()),
-        };
+        return CodecProbe::unavailable(name, NOT_BUILT);
     };
     let mut ctx = AVCodecContext::new(&codec);
     ctx.set_width(256);
     ctx.set_height(144);
     match ctx.open(None) {
-        Ok(_) => CodecProbe {
-            name,
-            available: true,
-            reason: None,
-        },
-        Err(e) => CodecProbe {
-            name,
-            available: false,
-            reason: Some(
-                e.raw_error()
-                    .map(av_error_text)
-                    .unwrap_or_else(|| e.to_string()),
-            ),
-        },
+        Ok(_) => CodecProbe::available(name),
+        Err(e) => CodecProbe::unavailable(name, ffmpeg_reason(&e)),
     }
 }
 
