@@ -73,6 +73,15 @@ impl Server {
         (r.status().as_u16(), r.json().await.unwrap())
     }
 
+    async fn download(&self, id: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(&format!("/api/v1/download/{id}")))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Submit a video; returns (HTTP status, body).
     async fn compress(&self, file: Part, fields: &[(&str, &str)]) -> (u16, Value) {
         let mut form = Form::new().part("file", file);
@@ -228,13 +237,7 @@ async fn video_and_image_paths_end_to_end() {
         "never saw the job processing: {seen:?}"
     );
 
-    let r = s
-        .http
-        .get(s.url(&format!("/api/v1/download/{id}")))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
+    let r = s.download(&id).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "video/mp4");
     let bytes = r.bytes().await.unwrap();
@@ -467,13 +470,7 @@ async fn bad_input_gets_stable_errors_and_the_service_keeps_serving() {
         let code = last["error"]["code"].as_str().unwrap();
         assert!(["decode_failed", "invalid_media"].contains(&code), "{last}");
         assert!(!last["error"]["message"].as_str().unwrap().is_empty());
-        let r = s
-            .http
-            .get(s.url(&format!("/api/v1/download/{id}")))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap();
+        let r = s.download(id).await;
         assert_eq!(r.status(), 409);
     }
 

@@ -123,12 +123,16 @@ pub fn convert(input: &[u8], params: &ConvertParams) -> Result<Converted, Imagin
         .and_then(OutputFormat::from_input)
         .ok_or(ImagingError::UnsupportedFormat)?;
 
-    // Dimensions from the header first: a decompression bomb is refused before any decoding.
-    let (hw, hh) = ImageReader::new(Cursor::new(input))
-        .with_guessed_format()
-        .map_err(|e| ImagingError::Corrupt(e.to_string()))?
-        .into_dimensions()
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(params.max_pixels.saturating_mul(8).max(64 << 20));
+    let mut reader = reader;
+    reader.limits(limits);
+    // Creating the decoder reads only the header: a decompression bomb is refused here, before
+    // any pixel is decoded.
+    let mut decoder = reader
+        .into_decoder()
         .map_err(|e| ImagingError::Corrupt(e.to_string()))?;
+    let (hw, hh) = decoder.dimensions();
     if hw as u64 * hh as u64 > params.max_pixels {
         return Err(ImagingError::TooManyPixels {
             width: hw,
@@ -136,14 +140,6 @@ pub fn convert(input: &[u8], params: &ConvertParams) -> Result<Converted, Imagin
             max: params.max_pixels,
         });
     }
-
-    let mut limits = Limits::default();
-    limits.max_alloc = Some(params.max_pixels.saturating_mul(8).max(64 << 20));
-    let mut reader = reader;
-    reader.limits(limits);
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| ImagingError::Corrupt(e.to_string()))?;
     let orientation = decoder
         .orientation()
         .map_err(|e| ImagingError::Corrupt(e.to_string()))?;

@@ -35,6 +35,25 @@ pub(crate) fn av_error_text(code: i32) -> String {
     }
 }
 
+/// Width after the sample aspect ratio is applied (what a player shows), at least 1.
+pub(crate) fn display_width(width: i32, sar: ffi::AVRational) -> u32 {
+    if sar.num > 0 && sar.den > 0 && sar.num != sar.den {
+        ((width as f64 * sar.num as f64 / sar.den as f64).round() as u32).max(1)
+    } else {
+        width.max(1) as u32
+    }
+}
+
+/// The container's duration in seconds, 0 when unknown.
+pub(crate) fn container_duration_s(ctx: &rsmpeg::avformat::AVFormatContextInput) -> f64 {
+    // AV_NOPTS_VALUE is i64::MIN, so "> 0" also excludes it.
+    if ctx.duration > 0 {
+        ctx.duration as f64 / ffi::AV_TIME_BASE as f64
+    } else {
+        0.0
+    }
+}
+
 pub(crate) fn path_cstring(path: &Path) -> Result<CString, MediaError> {
     CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| MediaError::Io(format!("path contains a NUL byte: {}", path.display())))

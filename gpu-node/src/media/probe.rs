@@ -6,7 +6,7 @@ use rsmpeg::avformat::AVFormatContextInput;
 use rsmpeg::ffi;
 
 use super::error::describe;
-use super::{init_ffmpeg_logging, path_cstring, MediaError};
+use super::{container_duration_s, display_width, init_ffmpeg_logging, path_cstring, MediaError};
 
 /// What a probe found.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,17 +52,8 @@ pub fn probe(path: &Path) -> Result<MediaInfo, MediaError> {
         ));
     }
     let (width, height) = (par.width as u32, par.height as u32);
-    let sar = par.sample_aspect_ratio;
-    let display_width = if sar.num > 0 && sar.den > 0 && sar.num != sar.den {
-        ((width as f64 * sar.num as f64 / sar.den as f64).round() as u32).max(1)
-    } else {
-        width
-    };
-    let duration_s = if input.duration != ffi::AV_NOPTS_VALUE && input.duration > 0 {
-        input.duration as f64 / ffi::AV_TIME_BASE as f64
-    } else {
-        0.0
-    };
+    let display_width = display_width(par.width, par.sample_aspect_ratio);
+    let duration_s = container_duration_s(&input);
     let format = {
         let iformat = input.iformat();
         // SAFETY: every demuxer has a static, NUL-terminated short name.

@@ -18,7 +18,7 @@ use rsmpeg::swscale::SwsContext;
 use rsmpeg::UnsafeDerefMut;
 
 use super::error::describe;
-use super::{init_ffmpeg_logging, path_cstring, MediaError};
+use super::{container_duration_s, display_width, init_ffmpeg_logging, path_cstring, MediaError};
 
 /// How far along a transcode is.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,11 +102,7 @@ fn run(
         .flatten()
         .map(|(i, _)| i);
 
-    let duration_s = if ictx.duration > 0 {
-        ictx.duration as f64 / ffi::AV_TIME_BASE as f64
-    } else {
-        0.0
-    };
+    let duration_s = container_duration_s(&ictx);
 
     // --- decoder ---
     let (v_time_base, v_start, framerate, src_w, src_h, display_w) = {
@@ -115,12 +111,7 @@ fn run(
             .get(v_index)
             .expect("stream index from FFmpeg");
         let par = stream.codecpar();
-        let sar = par.sample_aspect_ratio;
-        let display_w = if sar.num > 0 && sar.den > 0 && sar.num != sar.den {
-            (par.width as f64 * sar.num as f64 / sar.den as f64).round() as u32
-        } else {
-            par.width as u32
-        };
+        let display_w = display_width(par.width, par.sample_aspect_ratio);
         let start = if stream.start_time != ffi::AV_NOPTS_VALUE {
             stream.start_time
         } else {
