@@ -6,6 +6,7 @@ use std::time::Duration;
 use kiln_protocol::{JobQueue, JobSpec, NodeEvent, NodeEventKind};
 use tokio::sync::watch;
 
+use crate::db::jobs::Completion;
 use crate::AppState;
 
 /// Consume events until shutdown; also returns expired leases to the queue.
@@ -80,19 +81,17 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
             width,
             height,
             duration_s,
+            report,
             ..
         } => {
-            let first = state
-                .db
-                .mark_completed(
-                    &e.job_id,
-                    attempt,
-                    *output_size as i64,
-                    *width as i64,
-                    *height as i64,
-                    *duration_s,
-                )
-                .await?;
+            let done = Completion {
+                output_size: *output_size as i64,
+                width: *width as i64,
+                height: *height as i64,
+                duration_s: *duration_s,
+                report: serde_json::to_string(report).ok(),
+            };
+            let first = state.db.mark_completed(&e.job_id, attempt, &done).await?;
             if first {
                 state
                     .metrics

@@ -1,6 +1,6 @@
 //! The same database checks against SQLite (embedded default) and the real Postgres (fleet).
 
-use kiln_control_plane::db::jobs::NewJob;
+use kiln_control_plane::db::jobs::{Completion, NewJob};
 use kiln_control_plane::db::{Db, JobStatus};
 
 /// Postgres admin URL; a fresh database is created per run and dropped after.
@@ -65,7 +65,14 @@ async fn conformance(db: &Db) {
         .mark_retry(&id, 1, "storage_failed", "disk")
         .await
         .unwrap());
-    assert!(!db.mark_completed(&id, 1, 10, 2, 2, 1.0).await.unwrap());
+    let stale = Completion {
+        output_size: 10,
+        width: 2,
+        height: 2,
+        duration_s: 1.0,
+        report: None,
+    };
+    assert!(!db.mark_completed(&id, 1, &stale).await.unwrap());
     let job = db.get_job(&account, &id).await.unwrap().unwrap();
     assert_eq!(
         (job.status, job.attempts, job.progress),
@@ -73,14 +80,15 @@ async fn conformance(db: &Db) {
     );
 
     // Completion counts once.
-    assert!(db
-        .mark_completed(&id, 2, 400, 320, 136, 10.0)
-        .await
-        .unwrap());
-    assert!(!db
-        .mark_completed(&id, 2, 400, 320, 136, 10.0)
-        .await
-        .unwrap());
+    let done = Completion {
+        output_size: 400,
+        width: 320,
+        height: 136,
+        duration_s: 10.0,
+        report: Some(r#"{"encoder":"libx264"}"#.into()),
+    };
+    assert!(db.mark_completed(&id, 2, &done).await.unwrap());
+    assert!(!db.mark_completed(&id, 2, &done).await.unwrap());
     assert!(!db.mark_failed(&id, 2, "internal", "late").await.unwrap());
     let job = db.get_job(&account, &id).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Completed);
@@ -88,6 +96,7 @@ async fn conformance(db: &Db) {
         (job.output_size, job.output_width, job.output_height),
         (Some(400), Some(320), Some(136))
     );
+    assert_eq!(job.report, done.report);
     assert_eq!(job.output_duration, Some(10.0));
     assert_eq!(job.progress, 100.0);
     assert!(job.completed_at.is_some() && job.error_code.is_none());

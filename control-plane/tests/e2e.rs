@@ -555,3 +555,110 @@ async fn oversize_uploads_get_413_and_leave_nothing_behind() {
     assert_eq!(r.status(), 200);
     s.stop().await;
 }
+
+/// Every codec and rate-control mode through the HTTP API: a `size` job lands within ±5 % and
+/// its status says what it aimed at, what it achieved and how; WebM downloads as WebM; what
+/// cannot be done on this source is refused up front with 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_control_codecs_and_containers_through_the_api() {
+    let server = Server::start().await;
+    let bbb = media("video/bigbuckbunny.mp4");
+
+    let (code, body) = server
+        .compress(
+            file_part(&bbb),
+            &[
+                ("codec", "av1"),
+                ("method", "size"),
+                ("target_size_mb", "0.5"),
+                ("resolution", "360p"),
+                ("format", "webm"),
+            ],
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["job_id"].as_str().unwrap().to_string();
+    let seen = server.wait(&id).await;
+    assert_forward_only(&seen);
+    let done = seen.last().unwrap();
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        (done["method"].as_str(), done["format"].as_str()),
+        (Some("size"), Some("webm"))
+    );
+    assert_eq!(done["target_size"], 500_000);
+    let size = done["output_size"].as_f64().unwrap();
+    assert!((size - 500_000.0).abs() / 500_000.0 <= 0.05, "{done}");
+    let enc = &done["encoding"];
+    assert_eq!(
+        (enc["encoder"].as_str(), enc["audio"].as_str()),
+        (Some("libsvtav1"), Some("opus")),
+        "{done}"
+    );
+    let r = server.download(&id).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "video/webm");
+    assert!(r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .ends_with(".webm\""));
+    assert_eq!(r.bytes().await.unwrap().len() as f64, size);
+
+    // h265 at a bitrate, in MKV.
+    let (code, body) = server
+        .compress(
+            file_part(&media("video/bikes.mp4")),
+            &[
+                ("codec", "h265"),
+                ("bitrate", "250"),
+                ("preset", "veryfast"),
+                ("format", "mkv"),
+            ],
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["job_id"].as_str().unwrap().to_string();
+    let done = server.wait(&id).await.pop().unwrap();
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        (done["method"].as_str(), done["bitrate"].as_u64()),
+        (Some("bitrate"), Some(250))
+    );
+    assert_eq!(done["encoding"]["encoder"], "libx265");
+    let r = server.download(&id).await;
+    assert_eq!(r.headers()["content-type"], "video/x-matroska");
+
+    // Refused before any work: an upscale, an impossible target, a codec WebM cannot hold.
+    for (fields, want) in [
+        (vec![("resolution", "1080p")], 422),
+        (vec![("method", "size"), ("target_size_mb", "0.005")], 422),
+        (vec![("codec", "h264"), ("format", "webm")], 400),
+        (vec![("quality", "10")], 400),
+    ] {
+        let (code, body) = server.compress(file_part(&bbb), &fields).await;
+        assert_eq!(code, want, "{fields:?}: {body}");
+        assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    }
+    // Allowed when asked for.
+    let (code, body) = server
+        .compress(
+            file_part(&media("video/carphone_pristine.mp4")),
+            &[
+                ("resolution", "288p"),
+                ("allow_upscale", "true"),
+                ("preset", "ultrafast"),
+            ],
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let done = server
+        .wait(body["job_id"].as_str().unwrap())
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(
+        (done["output"]["height"].as_u64(), done["status"].as_str()),
+        (Some(288), Some("completed"))
+    );
+    server.stop().await;
+}

@@ -1,7 +1,13 @@
 //! The media pipeline (rsmpeg over FFmpeg): probe, decode, scale, encode, mux.
 
+mod audio;
 pub mod capabilities;
+pub mod encoder;
 pub mod error;
+mod filter;
+pub mod geometry;
+mod hw;
+mod pipeline;
 pub mod probe;
 pub mod transcode;
 

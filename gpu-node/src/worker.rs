@@ -171,9 +171,12 @@ async fn execute(
     let scratch_in = config
         .scratch_dir
         .join(format!("{}-{}.src", job.id, job.attempt));
-    let scratch_out = config
-        .scratch_dir
-        .join(format!("{}-{}.mp4", job.id, job.attempt));
+    let scratch_out = config.scratch_dir.join(format!(
+        "{}-{}.{}",
+        job.id,
+        job.attempt,
+        params.container.extension()
+    ));
     let _cleanup = Cleanup(vec![scratch_in.clone(), scratch_out.clone()]);
 
     let input = match store.local_path(&job.source_key) {
@@ -243,6 +246,7 @@ async fn execute(
         width: outcome.width,
         height: outcome.height,
         duration_s: outcome.duration_s,
+        report: outcome.report,
     })
 }
 

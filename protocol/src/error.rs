@@ -15,6 +15,9 @@ pub enum JobErrorCode {
     DecodeFailed,
     /// The requested encoder is not available or refused its settings.
     UnsupportedCodec,
+    /// The request cannot be carried out on this source (an upscale not allowed, a target
+    /// size too small for the duration).
+    InvalidSettings,
     /// The encoder or muxer failed while writing the output.
     EncodeFailed,
     /// Reading the source or writing the output to storage failed.
@@ -33,6 +36,7 @@ impl JobErrorCode {
             Self::NoVideoStream => "no_video_stream",
             Self::DecodeFailed => "decode_failed",
             Self::UnsupportedCodec => "unsupported_codec",
+            Self::InvalidSettings => "invalid_settings",
             Self::EncodeFailed => "encode_failed",
             Self::StorageFailed => "storage_failed",
             Self::Cancelled => "cancelled",
@@ -63,6 +67,7 @@ mod tests {
             JobErrorCode::NoVideoStream,
             JobErrorCode::DecodeFailed,
             JobErrorCode::UnsupportedCodec,
+            JobErrorCode::InvalidSettings,
             JobErrorCode::EncodeFailed,
             JobErrorCode::StorageFailed,
             JobErrorCode::Cancelled,

@@ -39,6 +39,9 @@ pub enum NodeEventKind {
         width: u32,
         height: u32,
         duration_s: f64,
+        /// How the output was made (encoder, hardware, passes, fallbacks).
+        #[serde(default)]
+        report: EncodeReport,
     },
     /// The job failed on this node.
     Failed {
@@ -46,4 +49,35 @@ pub enum NodeEventKind {
         message: String,
         retryable: bool,
     },
+}
+
+/// How a video output was made: what a client or operator needs to understand the result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EncodeReport {
+    /// The FFmpeg encoder that produced the video (`libx264`, `h264_nvenc`, …).
+    pub encoder: String,
+    /// The decoder that read the source (`h264`, or `h264` with `hwaccel` `cuda`).
+    pub decoder: String,
+    /// `cuda` when frames were decoded (and scaled) on the GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hwaccel: Option<String>,
+    /// Why a hardware path was not taken when the policy asked for or preferred it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware_fallback: Option<String>,
+    /// Encoder passes run (2 for a two-pass size job; more when a correction was needed).
+    pub passes: u32,
+    /// `copied`, `aac`, `opus` or `none`.
+    pub audio: String,
+    /// Display rotation of the source that was applied to the pixels (degrees clockwise).
+    #[serde(default)]
+    pub rotation: i32,
+    /// For `size` jobs: the target in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_size: Option<u64>,
+    /// For `crf` jobs whose first encode came out larger than the input: what was done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_guard: Option<String>,
+    /// Whether the output is larger than the input (only when the request allowed it).
+    #[serde(default)]
+    pub larger_than_input: bool,
 }

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::video::VideoParams;
+
 /// One unit of work for a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
@@ -24,41 +26,6 @@ pub struct JobSpec {
 pub enum Task {
     /// Transcode a video.
     Video(VideoParams),
-}
-
-/// Settings of a video transcode.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VideoParams {
-    /// Output video codec.
-    pub codec: VideoCodec,
-    /// Constant rate factor on the encoder's own scale (x264: 0–51, lower is better).
-    pub crf: u8,
-    /// Output size; `None` keeps the source's.
-    pub resolution: Option<Resolution>,
-}
-
-/// Video codecs the API names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VideoCodec {
-    H264,
-}
-
-impl VideoCodec {
-    /// Parse the API's codec name (`h264`, also `avc`/`libx264`).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "h264" | "avc" | "x264" | "libx264" => Some(Self::H264),
-            _ => None,
-        }
-    }
-
-    /// The API name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::H264 => "h264",
-        }
-    }
 }
 
 /// A requested output size: exact, or one side with the other following the aspect ratio.
@@ -135,6 +102,7 @@ impl Resolution {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::video::*;
 
     #[test]
     fn parses_the_forms_the_api_takes() {
@@ -210,13 +178,6 @@ mod tests {
     }
 
     #[test]
-    fn codec_names() {
-        assert_eq!(VideoCodec::parse("H264"), Some(VideoCodec::H264));
-        assert_eq!(VideoCodec::parse("libx264"), Some(VideoCodec::H264));
-        assert_eq!(VideoCodec::parse("h266"), None);
-    }
-
-    #[test]
     fn job_spec_round_trips_through_json() {
         let spec = JobSpec {
             id: "j1".into(),
@@ -224,9 +185,14 @@ mod tests {
             source_key: "sources/j1".into(),
             output_key: "outputs/j1.mp4".into(),
             task: Task::Video(VideoParams {
-                codec: VideoCodec::H264,
-                crf: 23,
+                codec: VideoCodec::Av1,
+                rate: RateControl::Size { target_mb: 2.5 },
+                preset: Some(Preset::Svt(8)),
                 resolution: Some(Resolution::Height { height: 720 }),
+                container: Container::Webm,
+                hardware: HardwarePolicy::Cpu,
+                allow_upscale: false,
+                allow_larger: true,
             }),
         };
         let json = serde_json::to_string(&spec).unwrap();

@@ -7,12 +7,16 @@ pub mod event;
 pub mod job;
 pub mod queue;
 pub mod storage;
+pub mod video;
 
 pub use error::JobErrorCode;
-pub use event::{NodeEvent, NodeEventKind};
-pub use job::{JobSpec, Resolution, Task, VideoCodec, VideoParams};
+pub use event::{EncodeReport, NodeEvent, NodeEventKind};
+pub use job::{JobSpec, Resolution, Task};
 pub use queue::{JobQueue, Lease, MemoryQueue, QueueError};
 pub use storage::{LocalStore, Store, StoreError};
+pub use video::{
+    Container, HardwarePolicy, Preset, RateControl, SizePlanError, VideoCodec, VideoParams,
+};
 
 /// Milliseconds since the Unix epoch: the one timestamp format Kiln stores and sends.
 pub fn now_ms() -> i64 {

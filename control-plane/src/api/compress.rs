@@ -9,7 +9,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::TryStreamExt;
 use kiln_gpu_node::media::{self, MediaError};
-use kiln_protocol::{JobSpec, Resolution, StoreError, Task, VideoCodec, VideoParams};
+use kiln_protocol::video::{
+    plan_video_bps, BYTES_PER_MB, QUALITY_DEFAULT, QUALITY_MAX, QUALITY_MIN,
+};
+use kiln_protocol::{
+    Container, HardwarePolicy, JobSpec, Preset, RateControl, Resolution, StoreError, Task,
+    VideoCodec, VideoParams,
+};
 use serde_json::json;
 use tokio_util::io::StreamReader;
 
@@ -18,44 +24,107 @@ use crate::db::jobs::NewJob;
 use crate::error::ApiError;
 use crate::AppState;
 
-/// Default CRF when `quality` is not given (x264's own default).
-const DEFAULT_CRF: u8 = 23;
-
-/// Validated settings from the text fields.
+/// Validated settings from the text fields: `codec`, `quality`, `method` (`crf`, `bitrate`,
+/// `size`), `bitrate` / `max_bitrate` / `buffer_size` (kbps, kbit), `target_size_mb`,
+/// `resolution`, `preset`, `format` (`mp4`, `webm`, `mkv`), `hardware` (`auto`, `cpu`, `gpu`),
+/// `allow_upscale`, `allow_larger`.
 fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, ApiError> {
     let get = |k: &str| fields.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let bad = |m: String| ApiError::BadRequest(m);
+    let number = |k: &str, lo: f64, hi: f64| -> Result<Option<f64>, ApiError> {
+        match get(k) {
+            None => Ok(None),
+            Some(v) => match v.parse::<f64>() {
+                Ok(n) if n.is_finite() && (lo..=hi).contains(&n) => Ok(Some(n)),
+                _ => Err(bad(format!(
+                    "{k} must be a number from {lo} to {hi}, got {v:?}"
+                ))),
+            },
+        }
+    };
+    let flag = |k: &str| -> Result<bool, ApiError> {
+        match get(k).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("false" | "0" | "no") => Ok(false),
+            Some("true" | "1" | "yes") => Ok(true),
+            Some(v) => Err(bad(format!("{k} must be true or false, got {v:?}"))),
+        }
+    };
     let codec = match get("codec") {
         None => VideoCodec::H264,
         Some(c) => VideoCodec::parse(c).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "unsupported codec {c:?}: supported codecs are h264"
+            bad(format!(
+                "unsupported codec {c:?}: supported codecs are h264, h265, av1, vp9"
             ))
         })?,
     };
-    let crf = match get("quality") {
-        None => DEFAULT_CRF,
+    let quality = match get("quality") {
+        None => QUALITY_DEFAULT,
         Some(q) => match q.parse::<u8>() {
-            Ok(v) if v <= 51 => v,
+            Ok(v) if (QUALITY_MIN..=QUALITY_MAX).contains(&v) => v,
             _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "quality must be a CRF between 0 and 51 (lower is better), got {q:?}"
+                return Err(bad(format!(
+                    "quality must be a whole number from {QUALITY_MIN} (best) to {QUALITY_MAX} (smallest), got {q:?}"
                 )))
             }
         },
     };
-    if let Some(m) = get("method") {
-        if !m.eq_ignore_ascii_case("crf") {
-            return Err(ApiError::BadRequest(format!(
-                "unsupported method {m:?}: supported methods are crf"
-            )));
+    let bitrate = number("bitrate", 16.0, 500_000.0)?;
+    let target = number("target_size_mb", 0.001, 1_000_000.0)?;
+    let method = match get("method") {
+        Some(m) => m.to_ascii_lowercase(),
+        // No method named: the field that was given says which.
+        None if target.is_some() => "size".into(),
+        None if bitrate.is_some() => "bitrate".into(),
+        None => "crf".into(),
+    };
+    let rate = match method.as_str() {
+        "crf" | "quality" => RateControl::Crf { quality },
+        "bitrate" | "abr" | "vbr" => RateControl::Bitrate {
+            kbps: bitrate.ok_or_else(|| bad("method bitrate needs `bitrate` (kbps)".into()))?
+                as u32,
+            max_kbps: number("max_bitrate", 16.0, 1_000_000.0)?.map(|v| v as u32),
+            buffer_kbits: number("buffer_size", 16.0, 2_000_000.0)?.map(|v| v as u32),
+        },
+        "size" | "target_size" => RateControl::Size {
+            target_mb: target.ok_or_else(|| bad("method size needs `target_size_mb`".into()))?,
+        },
+        m => {
+            return Err(bad(format!(
+                "unsupported method {m:?}: supported methods are crf, bitrate, size"
+            )))
         }
+    };
+    let preset = get("preset")
+        .map(|p| Preset::parse_for(codec, p).map_err(bad))
+        .transpose()?;
+    let container = match get("format").or(get("container")) {
+        None => Container::default_for(codec),
+        Some(f) => Container::parse(f)
+            .ok_or_else(|| bad(format!("unsupported format {f:?}: use mp4, webm or mkv")))?,
+    };
+    if !container.holds(codec) {
+        return Err(bad(format!(
+            "{} cannot hold {}: webm takes av1 or vp9",
+            container.extension(),
+            codec.as_str()
+        )));
     }
-    let resolution = Resolution::parse(get("resolution").unwrap_or(""))
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let hardware = match get("hardware") {
+        None => HardwarePolicy::Auto,
+        Some(h) => HardwarePolicy::parse(h)
+            .ok_or_else(|| bad(format!("hardware must be auto, cpu or gpu, got {h:?}")))?,
+    };
+    let resolution =
+        Resolution::parse(get("resolution").unwrap_or("")).map_err(|e| bad(e.to_string()))?;
     Ok(VideoParams {
         codec,
-        crf,
+        rate,
+        preset,
         resolution,
+        container,
+        hardware,
+        allow_upscale: flag("allow_upscale")?,
+        allow_larger: flag("allow_larger")?,
     })
 }
 
@@ -99,13 +168,13 @@ pub async fn compress(
             return Err(ApiError::BadRequest("the uploaded file is empty".into()));
         }
         let params = video_params(&fields)?;
-        check_media(&state, &source_key).await?;
+        check_media(&state, &source_key, &params).await?;
 
         let spec = JobSpec {
             id: job_id.clone(),
             attempt: 1,
             source_key: source_key.clone(),
-            output_key: format!("outputs/{job_id}.mp4"),
+            output_key: format!("outputs/{job_id}.{}", params.container.extension()),
             task: Task::Video(params),
         };
         let spec_json = serde_json::to_string(&spec).map_err(ApiError::internal)?;
@@ -179,8 +248,9 @@ fn upload_error(e: StoreError) -> ApiError {
     }
 }
 
-/// Refuse what FFmpeg cannot open before a job is created, so the caller learns at once.
-async fn check_media(state: &AppState, key: &str) -> Result<(), ApiError> {
+/// Refuse what cannot be done before a job is created, so the caller learns at once: what
+/// FFmpeg cannot open, an upscale not allowed, a target size the duration cannot meet.
+async fn check_media(state: &AppState, key: &str, params: &VideoParams) -> Result<(), ApiError> {
     let Some(path) = state.store.local_path(key) else {
         // Remote stores: the node probes when it runs the job.
         return Ok(());
@@ -188,14 +258,28 @@ async fn check_media(state: &AppState, key: &str) -> Result<(), ApiError> {
     let probed = tokio::task::spawn_blocking(move || media::probe(&path))
         .await
         .map_err(ApiError::internal)?;
-    match probed {
-        Ok(_) => Ok(()),
-        Err(MediaError::NoVideoStream) => Err(ApiError::UnsupportedMedia(
-            "the uploaded file has no video stream".into(),
-        )),
-        Err(e @ MediaError::InvalidMedia(_)) => Err(ApiError::Unprocessable(e.to_string())),
-        Err(e) => Err(ApiError::internal(e)),
+    let info = match probed {
+        Ok(info) => info,
+        Err(MediaError::NoVideoStream) => {
+            return Err(ApiError::UnsupportedMedia(
+                "the uploaded file has no video stream".into(),
+            ))
+        }
+        Err(e @ MediaError::InvalidMedia(_)) => return Err(ApiError::Unprocessable(e.to_string())),
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    media::geometry::plan(&info, params.resolution, params.allow_upscale)
+        .map_err(ApiError::Unprocessable)?;
+    if let RateControl::Size { target_mb } = params.rate {
+        let audio = if info.has_audio {
+            (info.audio_bitrate as f64).max(1.0)
+        } else {
+            0.0
+        };
+        plan_video_bps(target_mb * BYTES_PER_MB, info.duration_s, audio)
+            .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -212,16 +296,66 @@ mod tests {
     #[test]
     fn defaults_and_validation() {
         let p = video_params(&fields(&[])).unwrap();
-        assert_eq!((p.codec, p.crf, p.resolution), (VideoCodec::H264, 23, None));
+        assert_eq!(p, VideoParams::crf(VideoCodec::H264, 23));
         let p = video_params(&fields(&[("quality", "28"), ("resolution", "720p")])).unwrap();
-        assert_eq!(p.crf, 28);
+        assert_eq!(p.rate, RateControl::Crf { quality: 28 });
         assert_eq!(p.resolution, Some(Resolution::Height { height: 720 }));
+
+        let p = video_params(&fields(&[
+            ("codec", "av1"),
+            ("method", "size"),
+            ("target_size_mb", "2.5"),
+            ("preset", "8"),
+            ("format", "webm"),
+            ("hardware", "cpu"),
+            ("allow_upscale", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(p.rate, RateControl::Size { target_mb: 2.5 });
+        assert_eq!(
+            (p.codec, p.preset, p.container, p.hardware, p.allow_upscale),
+            (
+                VideoCodec::Av1,
+                Some(Preset::Svt(8)),
+                Container::Webm,
+                HardwarePolicy::Cpu,
+                true
+            )
+        );
+        // A bitrate alone implies the bitrate method; VBV defaults are left to the node.
+        let p = video_params(&fields(&[("codec", "hevc"), ("bitrate", "800")])).unwrap();
+        assert_eq!(
+            p.rate,
+            RateControl::Bitrate {
+                kbps: 800,
+                max_kbps: None,
+                buffer_kbits: None
+            }
+        );
+        assert_eq!(
+            video_params(&fields(&[("codec", "vp9")]))
+                .unwrap()
+                .container,
+            Container::Webm
+        );
+
         for bad in [
             vec![("codec", "h266")],
             vec![("quality", "52")],
+            vec![("quality", "17")],
             vec![("quality", "high")],
             vec![("resolution", "huge")],
+            vec![("method", "lossless")],
             vec![("method", "bitrate")],
+            vec![("method", "size")],
+            vec![("target_size_mb", "-1")],
+            vec![("bitrate", "NaN")],
+            vec![("preset", "ludicrous")],
+            vec![("preset", "8")],
+            vec![("format", "avi")],
+            vec![("format", "webm")],
+            vec![("hardware", "tpu")],
+            vec![("allow_larger", "maybe")],
         ] {
             assert!(
                 matches!(video_params(&fields(&bad)), Err(ApiError::BadRequest(_))),

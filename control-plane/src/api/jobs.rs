@@ -5,7 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kiln_protocol::StoreError;
+use kiln_protocol::video::BYTES_PER_MB;
+use kiln_protocol::{Container, JobSpec, StoreError, Task};
 use serde_json::{json, Value};
 use tokio_util::io::ReaderStream;
 
@@ -15,9 +16,26 @@ use crate::db::{JobRow, JobStatus};
 use crate::error::ApiError;
 use crate::AppState;
 
+/// The container a job writes.
+fn container_of(job: &JobRow) -> Container {
+    serde_json::from_str::<JobSpec>(&job.spec)
+        .ok()
+        .map(|s| match s.task {
+            Task::Video(p) => p.container,
+        })
+        .unwrap_or_default()
+}
+
 /// The status document of a job.
 pub fn job_json(job: &JobRow) -> Value {
     let spec: Value = serde_json::from_str(&job.spec).unwrap_or(Value::Null);
+    let task = &spec["task"];
+    let container = container_of(job);
+    let report: Value = job
+        .report
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or(Value::Null);
     let completed = job.status == JobStatus::Completed;
     let ratio = match job.output_size {
         Some(out) if completed && out > 0 => {
@@ -41,14 +59,20 @@ pub fn job_json(job: &JobRow) -> Value {
         "input_size": job.input_size,
         "output_size": job.output_size.filter(|_| completed),
         "compression_ratio": ratio,
-        "codec": spec["task"]["codec"],
-        "quality": spec["task"]["crf"],
+        "codec": task["codec"],
+        "method": task["rate"]["method"],
+        "quality": task["rate"]["quality"],
+        "bitrate": task["rate"]["kbps"],
+        "target_size": task["rate"]["target_mb"].as_f64().map(|mb| (mb * BYTES_PER_MB).round() as u64),
+        "format": container.extension(),
         "output": completed.then(|| json!({
             "width": job.output_width,
             "height": job.output_height,
             "duration": job.output_duration,
-            "format": "mp4",
+            "format": container.extension(),
+            "size": job.output_size,
         })),
+        "encoding": report,
         "download_url": completed.then(|| format!("/api/v1/download/{}", job.id)),
         "attempts": job.attempts,
         "error": error,
@@ -101,6 +125,7 @@ pub async fn download(
             StoreError::NotFound(_) => ApiError::NotFound("the output is no longer stored".into()),
             other => ApiError::internal(other),
         })?;
+    let container = container_of(&job);
     let stem = job
         .input_name
         .as_deref()
@@ -120,11 +145,14 @@ pub async fn download(
         .collect();
     Ok((
         [
-            (header::CONTENT_TYPE, "video/mp4".to_string()),
+            (header::CONTENT_TYPE, container.mime().to_string()),
             (header::CONTENT_LENGTH, size.to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{safe}_compressed.mp4\""),
+                format!(
+                    "attachment; filename=\"{safe}_compressed.{}\"",
+                    container.extension()
+                ),
             ),
         ],
         Body::from_stream(ReaderStream::new(reader)),

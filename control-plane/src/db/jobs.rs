@@ -55,6 +55,8 @@ pub struct JobRow {
     pub output_width: Option<i64>,
     pub output_height: Option<i64>,
     pub output_duration: Option<f64>,
+    /// How the output was made, as the node reported it (JSON).
+    pub report: Option<String>,
     pub attempts: i64,
     pub node_id: Option<String>,
     pub error_code: Option<String>,
@@ -83,6 +85,7 @@ impl JobRow {
             output_width: opt_i64(r, "output_width")?,
             output_height: opt_i64(r, "output_height")?,
             output_duration: r.try_get("output_duration")?,
+            report: r.try_get("report")?,
             attempts: r.try_get("attempts")?,
             node_id: r.try_get("node_id")?,
             error_code: r.try_get("error_code")?,
@@ -92,6 +95,17 @@ impl JobRow {
             completed_at: opt_i64(r, "completed_at")?,
         })
     }
+}
+
+/// What a finished job produced.
+#[derive(Debug, Clone, Default)]
+pub struct Completion {
+    pub output_size: i64,
+    pub width: i64,
+    pub height: i64,
+    pub duration_s: f64,
+    /// The node's encode report as JSON.
+    pub report: Option<String>,
 }
 
 /// What is needed to record a new job.
@@ -188,30 +202,27 @@ impl Db {
     }
 
     /// Attempt `attempt` finished. Returns false if the job had already finished (a duplicate).
-    #[allow(clippy::too_many_arguments)]
     pub async fn mark_completed(
         &self,
         id: &str,
         attempt: i64,
-        output_size: i64,
-        width: i64,
-        height: i64,
-        duration_s: f64,
+        done: &Completion,
     ) -> Result<bool, DbError> {
         let now = kiln_protocol::now_ms();
         let r = sqlx::query(&format!(
             "UPDATE jobs SET status = 'completed', progress = 100, eta_s = 0, output_size = $1,
-                    output_width = $2, output_height = $3, output_duration = $4,
+                    output_width = $2, output_height = $3, output_duration = $4, report = $8,
                     completed_at = $5, updated_at = $5, error_code = NULL, error_message = NULL
              WHERE id = $6 AND attempts = $7 AND {LIVE}"
         ))
-        .bind(output_size)
-        .bind(width)
-        .bind(height)
-        .bind(duration_s)
+        .bind(done.output_size)
+        .bind(done.width)
+        .bind(done.height)
+        .bind(done.duration_s)
         .bind(now)
         .bind(id)
         .bind(attempt)
+        .bind(done.report.as_deref())
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)

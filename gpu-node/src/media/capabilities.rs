@@ -27,16 +27,35 @@ pub struct CodecProbe {
 pub struct MediaCapabilities {
     pub encoders: Vec<CodecProbe>,
     pub decoders: Vec<CodecProbe>,
+    /// Whether a CUDA device opens for FFmpeg's `cuda` hwaccel (NVDEC decode, `scale_cuda`).
+    pub cuda: CodecProbe,
+}
+
+impl MediaCapabilities {
+    /// Whether the named encoder opened.
+    pub fn encoder(&self, name: &str) -> bool {
+        self.encoders.iter().any(|c| c.name == name && c.available)
+    }
 }
 
 const ENCODERS: &[&str] = &[
     "libx264",
     "libx265",
     "libsvtav1",
+    "libvpx-vp9",
     "h264_nvenc",
     "hevc_nvenc",
 ];
-const DECODERS: &[&str] = &["h264", "hevc", "av1", "h264_cuvid", "hevc_cuvid"];
+const DECODERS: &[&str] = &[
+    "h264",
+    "hevc",
+    "av1",
+    "vp9",
+    "h264_cuvid",
+    "hevc_cuvid",
+    "av1_cuvid",
+    "vp9_cuvid",
+];
 
 impl CodecProbe {
     fn available(name: &'static str) -> Self {
@@ -139,11 +158,16 @@ pub fn capabilities() -> &'static MediaCapabilities {
         let caps = MediaCapabilities {
             encoders: ENCODERS.iter().map(|n| probe_encoder(n)).collect(),
             decoders: DECODERS.iter().map(|n| probe_decoder(n)).collect(),
+            cuda: match super::hw::cuda_device() {
+                Ok(_) => CodecProbe::available("cuda"),
+                Err(reason) => CodecProbe::unavailable("cuda", reason),
+            },
         };
         for c in caps
             .encoders
             .iter()
             .chain(&caps.decoders)
+            .chain([&caps.cuda])
             .filter(|c| !c.available)
         {
             tracing::info!(
@@ -163,7 +187,7 @@ mod tests {
     #[test]
     fn cpu_codecs_open_and_results_are_cached() {
         let caps = capabilities();
-        for name in ["libx264", "libx265", "libsvtav1"] {
+        for name in ["libx264", "libx265", "libsvtav1", "libvpx-vp9"] {
             let c = caps.encoders.iter().find(|c| c.name == name).unwrap();
             assert!(c.available, "{name}: {:?}", c.reason);
         }
@@ -190,5 +214,6 @@ mod tests {
             .find(|c| c.name == "h264_cuvid")
             .unwrap();
         assert!(cuvid.available, "{:?}", cuvid.reason);
+        assert!(caps.cuda.available, "{:?}", caps.cuda.reason);
     }
 }

@@ -20,6 +20,9 @@ pub enum MediaError {
     /// The encoder is missing or refused its settings.
     #[error("encoder unavailable: {0}")]
     UnsupportedCodec(String),
+    /// The request cannot be carried out on this source.
+    #[error("{0}")]
+    InvalidSettings(String),
     /// Encoding or muxing failed.
     #[error("encoding failed: {0}")]
     Encode(String),
@@ -39,6 +42,7 @@ impl MediaError {
             Self::NoVideoStream => JobErrorCode::NoVideoStream,
             Self::Decode(_) => JobErrorCode::DecodeFailed,
             Self::UnsupportedCodec(_) => JobErrorCode::UnsupportedCodec,
+            Self::InvalidSettings(_) => JobErrorCode::InvalidSettings,
             Self::Encode(_) => JobErrorCode::EncodeFailed,
             Self::Cancelled => JobErrorCode::Cancelled,
             Self::Io(_) => JobErrorCode::StorageFailed,

@@ -1,31 +1,30 @@
-//! Demux → decode → scale → encode (libx264) → mux MP4, with the audio stream copied.
+//! A whole video job: plan geometry, encoder and passes, run them, and hold the result to what
+//! was asked — a `size` job within ±5 % of its target, a `crf` job never silently larger than
+//! its input.
 //!
 //! Runs on a blocking thread; reports progress through a callback and stops when the cancel
 //! flag is raised.
 
-use std::ffi::CString;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
-use kiln_protocol::{Resolution, VideoCodec, VideoParams};
-use rsmpeg::avcodec::{AVCodec, AVCodecContext, AVCodecParameters, AVPacket};
-use rsmpeg::avformat::{AVFormatContextInput, AVFormatContextOutput};
-use rsmpeg::avutil::{AVDictionary, AVFrame};
-use rsmpeg::error::RsmpegError;
+use kiln_protocol::video::{correct_video_bps, plan_video_bps, BYTES_PER_MB};
+use kiln_protocol::{EncodeReport, HardwarePolicy, Preset, RateControl, VideoCodec, VideoParams};
 use rsmpeg::ffi;
-use rsmpeg::swscale::SwsContext;
-use rsmpeg::UnsafeDerefMut;
 
-use super::error::describe;
-use super::{container_duration_s, display_width, init_ffmpeg_logging, path_cstring, MediaError};
+use super::encoder::{self, EncoderChoice, Pass, RateSpec};
+use super::geometry::{self, Geometry};
+use super::pipeline::{run_pass, PassResult, PassSpec};
+use super::probe::MediaInfo;
+use super::{capabilities, init_ffmpeg_logging, MediaError};
 
 /// How far along a transcode is.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Progress {
-    /// 0–100, from decoded timestamps over the source duration.
+    /// 0–100 over all passes, from decoded timestamps over the source duration.
     pub percent: f32,
-    /// Frames encoded per second so far.
+    /// Frames encoded per second in the current pass.
     pub fps: f32,
     /// Seconds left at the current speed, when known.
     pub eta_s: Option<f32>,
@@ -38,14 +37,22 @@ pub struct TranscodeOutcome {
     pub height: u32,
     pub frames: u64,
     pub duration_s: f64,
-    /// Whether an audio stream was carried over.
-    pub audio_copied: bool,
+    /// Size of the output file in bytes.
+    pub output_size: u64,
+    /// How it was made.
+    pub report: EncodeReport,
 }
 
-/// How often progress is reported at most.
-const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// A `size` job is done when it lands this close to its target (the promise is ±5 %).
+const SIZE_TOLERANCE: f64 = 0.04;
+/// Encodes a `size` job may take beyond its planned passes to get there.
+const MAX_CORRECTIONS: u32 = 2;
+/// Where a `crf` output that came out larger than its input is aimed instead.
+const GUARD_FRACTION: f64 = 0.95;
+/// Audio bitrate assumed when the container does not say.
+const ASSUMED_AUDIO_BPS: f64 = 128_000.0;
 
-/// Transcode `input` to an MP4 at `output` as `params` say.
+/// Transcode `input` to `output` as `params` say.
 pub fn transcode(
     input: &Path,
     output: &Path,
@@ -54,7 +61,9 @@ pub fn transcode(
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<TranscodeOutcome, MediaError> {
     init_ffmpeg_logging();
-    let result = run(input, output, params, cancel, on_progress);
+    let mut job = Job::plan(input, output, params)?;
+    let result = job.run(cancel, on_progress);
+    job.cleanup_scratch();
     if result.is_err() {
         // Never leave a half-written output behind for someone to serve.
         let _ = std::fs::remove_file(output);
@@ -62,371 +71,393 @@ pub fn transcode(
     result
 }
 
-fn encoder_name(codec: VideoCodec) -> &'static std::ffi::CStr {
-    match codec {
-        VideoCodec::H264 => c"libx264",
+/// The pixel format an encoder gets: 8-bit 4:2:0 for H.264 (what every player decodes),
+/// 10-bit kept for HEVC and AV1 when the source has it.
+fn target_pix_fmt(codec: VideoCodec, encoder: &str, source_depth: u32) -> ffi::AVPixelFormat {
+    let ten = source_depth > 8 && matches!(codec, VideoCodec::H265 | VideoCodec::Av1);
+    match (ten, encoder.ends_with("_nvenc")) {
+        (false, _) => ffi::AVPixelFormat_AV_PIX_FMT_YUV420P,
+        (true, false) => ffi::AVPixelFormat_AV_PIX_FMT_YUV420P10LE,
+        (true, true) => ffi::AVPixelFormat_AV_PIX_FMT_P010LE,
     }
 }
 
-struct VideoOut {
-    dec: AVCodecContext,
-    enc: AVCodecContext,
-    sws: Option<SwsContext>,
-    /// Source frame geometry the scaler was built for.
-    sws_for: (i32, i32, i32),
-    in_index: usize,
-    out_index: usize,
-    width: i32,
-    height: i32,
+struct Job<'a> {
+    input: &'a Path,
+    output: &'a Path,
+    params: &'a VideoParams,
+    info: MediaInfo,
+    input_size: u64,
+    geometry: Geometry,
+    encoder: EncoderChoice,
+    preset: Preset,
+    hw_decode: bool,
+    hw_fallback: Option<String>,
+    stats: PathBuf,
+    pass1_out: PathBuf,
+    // progress across passes
+    started: Instant,
+    planned: u32,
+    done: u32,
+    last_percent: f32,
+    passes: u32,
 }
 
-fn run(
-    input: &Path,
-    output: &Path,
-    params: &VideoParams,
-    cancel: &AtomicBool,
-    on_progress: &mut dyn FnMut(Progress),
-) -> Result<TranscodeOutcome, MediaError> {
-    let in_url = path_cstring(input)?;
-    let out_url = path_cstring(output)?;
-    let mut ictx = AVFormatContextInput::open(&in_url, None, &mut None)
-        .map_err(|e| MediaError::InvalidMedia(describe("open input", &e)))?;
-
-    let (v_index, decoder) = ictx
-        .find_best_stream(ffi::AVMediaType_AVMEDIA_TYPE_VIDEO)
-        .map_err(|e| MediaError::InvalidMedia(describe("find video stream", &e)))?
-        .ok_or(MediaError::NoVideoStream)?;
-    let a_index = ictx
-        .find_best_stream(ffi::AVMediaType_AVMEDIA_TYPE_AUDIO)
-        .ok()
-        .flatten()
-        .map(|(i, _)| i);
-
-    let duration_s = container_duration_s(&ictx);
-
-    // --- decoder ---
-    let (v_time_base, v_start, framerate, src_w, src_h, display_w) = {
-        let stream = &ictx
-            .streams()
-            .get(v_index)
-            .expect("stream index from FFmpeg");
-        let par = stream.codecpar();
-        let display_w = display_width(par.width, par.sample_aspect_ratio);
-        let start = if stream.start_time != ffi::AV_NOPTS_VALUE {
-            stream.start_time
-        } else {
-            0
-        };
-        (
-            stream.time_base,
-            start,
-            stream.guess_framerate(),
-            par.width,
-            par.height,
-            display_w,
-        )
-    };
-    if src_w <= 0 || src_h <= 0 {
-        return Err(MediaError::InvalidMedia(
-            "the video stream has no picture size".into(),
-        ));
-    }
-    let mut dec = AVCodecContext::new(&decoder);
-    dec.apply_codecpar(
-        &ictx
-            .streams()
-            .get(v_index)
-            .expect("stream index from FFmpeg")
-            .codecpar(),
-    )
-    .map_err(|e| MediaError::InvalidMedia(describe("decoder parameters", &e)))?;
-    unsafe {
-        let raw = dec.deref_mut();
-        raw.pkt_timebase = v_time_base;
-        raw.thread_count = 0; // let FFmpeg pick (one per core)
-    }
-    if let Some(fr) = framerate.filter(|r| r.num > 0 && r.den > 0) {
-        dec.set_framerate(fr);
-    }
-    dec.open(None)
-        .map_err(|e| MediaError::Decode(describe("open decoder", &e)))?;
-
-    // --- encoder ---
-    let (out_w, out_h) = Resolution::output_size(params.resolution, display_w, src_h as u32);
-    let (out_w, out_h) = (out_w as i32, out_h as i32);
-    let encoder = AVCodec::find_encoder_by_name(encoder_name(params.codec)).ok_or_else(|| {
-        MediaError::UnsupportedCodec(format!(
-            "{} is not in this FFmpeg build",
-            encoder_name(params.codec).to_string_lossy()
-        ))
-    })?;
-    let mut enc = AVCodecContext::new(&encoder);
-    enc.set_width(out_w);
-    enc.set_height(out_h);
-    enc.set_pix_fmt(ffi::AVPixelFormat_AV_PIX_FMT_YUV420P);
-    // Encode in the source stream's time base, so variable frame timing passes through as is.
-    enc.set_time_base(v_time_base);
-    if let Some(fr) = framerate.filter(|r| r.num > 0 && r.den > 0) {
-        enc.set_framerate(fr);
-    }
-    enc.set_sample_aspect_ratio(ffi::AVRational { num: 1, den: 1 });
-
-    let mut octx = AVFormatContextOutput::create(&out_url, None)
-        .map_err(|e| MediaError::Io(describe("create output", &e)))?;
-    if octx.oformat().flags & ffi::AVFMT_GLOBALHEADER as i32 != 0 {
-        enc.set_flags(enc.flags | ffi::AV_CODEC_FLAG_GLOBAL_HEADER as i32);
-    }
-    let crf = CString::new(params.crf.to_string()).expect("digits");
-    let opts = AVDictionary::new(c"crf", &crf, 0)
-        .set(c"preset", c"medium", 0)
-        .set(c"threads", c"0", 0);
-    enc.open(Some(opts))
-        .map_err(|e| MediaError::UnsupportedCodec(describe("open encoder", &e)))?;
-
-    let v_out_index = {
-        let mut s = octx.new_stream();
-        s.set_codecpar(enc.extract_codecpar());
-        s.set_time_base(enc.time_base);
-        s.index as usize
-    };
-
-    // --- audio: copied when the container can hold it ---
-    let mut audio: Option<(usize, usize, ffi::AVRational)> = None;
-    if let Some(ai) = a_index {
-        let in_stream = &ictx.streams().get(ai).expect("stream index from FFmpeg");
-        let in_par = in_stream.codecpar();
-        let fits = unsafe {
-            ffi::avformat_query_codec(
-                octx.oformat().as_ptr(),
-                in_par.codec_id,
-                ffi::FF_COMPLIANCE_NORMAL as i32,
-            )
-        } == 1;
-        if fits {
-            let mut par = AVCodecParameters::new();
-            par.copy(&in_par);
-            unsafe { par.deref_mut().codec_tag = 0 };
-            let tb = in_stream.time_base;
-            let mut s = octx.new_stream();
-            s.set_codecpar(par);
-            s.set_time_base(tb);
-            audio = Some((ai, s.index as usize, tb));
-        } else {
-            tracing::info!(
-                codec_id = in_par.codec_id,
-                "audio codec cannot be copied into MP4; dropping the audio track"
-            );
-        }
-    }
-
-    let mut header_opts = Some(AVDictionary::new(c"movflags", c"+faststart", 0));
-    octx.write_header(&mut header_opts)
-        .map_err(|e| MediaError::Encode(describe("write header", &e)))?;
-
-    let mut video = VideoOut {
-        dec,
-        enc,
-        sws: None,
-        sws_for: (0, 0, -1),
-        in_index: v_index,
-        out_index: v_out_index,
-        width: out_w,
-        height: out_h,
-    };
-
-    let started = Instant::now();
-    let mut last_report = Instant::now() - PROGRESS_EVERY;
-    let mut frames: u64 = 0;
-    let mut last_pts_s = 0.0f64;
-
-    loop {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(MediaError::Cancelled);
-        }
-        let packet = match ictx.read_packet() {
-            Ok(Some(p)) => p,
-            Ok(None) => break,
-            Err(e) => return Err(MediaError::Decode(describe("read packet", &e))),
-        };
-        let si = packet.stream_index as usize;
-        if si == video.in_index {
-            if packet.pts != ffi::AV_NOPTS_VALUE {
-                last_pts_s = (packet.pts - v_start) as f64 * q2d(v_time_base);
-            }
-            decode_encode(&mut video, Some(&packet), &mut octx, &mut frames)?;
-        } else if let Some((ai, ao, in_tb)) = audio {
-            if si == ai {
-                let mut p = packet;
-                let out_tb = octx.streams().get(ao).expect("stream we created").time_base;
-                p.rescale_ts(in_tb, out_tb);
-                p.set_stream_index(ao as i32);
-                p.set_pos(-1);
-                octx.interleaved_write_frame(&mut p)
-                    .map_err(|e| MediaError::Encode(describe("write audio", &e)))?;
-            }
-        }
-        if last_report.elapsed() >= PROGRESS_EVERY {
-            last_report = Instant::now();
-            on_progress(progress(last_pts_s, duration_s, frames, started));
-        }
-    }
-
-    // Drain the decoder, then the encoder.
-    decode_encode(&mut video, None, &mut octx, &mut frames)?;
-    encode_write(&mut video, None, &mut octx)?;
-    octx.write_trailer()
-        .map_err(|e| MediaError::Encode(describe("write trailer", &e)))?;
-
-    if frames == 0 {
-        return Err(MediaError::Decode(
-            "no video frame could be decoded".to_string(),
-        ));
-    }
-    let out_duration = if duration_s > 0.0 {
-        duration_s
-    } else {
-        last_pts_s
-    };
-    Ok(TranscodeOutcome {
-        width: out_w as u32,
-        height: out_h as u32,
-        frames,
-        duration_s: out_duration,
-        audio_copied: audio.is_some(),
-    })
-}
-
-fn q2d(r: ffi::AVRational) -> f64 {
-    if r.den == 0 {
-        0.0
-    } else {
-        r.num as f64 / r.den as f64
-    }
-}
-
-fn progress(pts_s: f64, duration_s: f64, frames: u64, started: Instant) -> Progress {
-    let elapsed = started.elapsed().as_secs_f64().max(1e-6);
-    let fps = frames as f64 / elapsed;
-    let (percent, eta_s) = if duration_s > 0.0 {
-        let done = (pts_s / duration_s).clamp(0.0, 0.999);
-        let eta = (done > 0.0).then(|| elapsed * (1.0 - done) / done);
-        (done * 100.0, eta)
-    } else {
-        (0.0, None)
-    };
-    Progress {
-        percent: percent as f32,
-        fps: fps as f32,
-        eta_s: eta_s.map(|e| e as f32),
-    }
-}
-
-/// Send a packet (or the flush signal) to the decoder and push every frame through the encoder.
-fn decode_encode(
-    v: &mut VideoOut,
-    packet: Option<&AVPacket>,
-    octx: &mut AVFormatContextOutput,
-    frames: &mut u64,
-) -> Result<(), MediaError> {
-    match v.dec.send_packet(packet) {
-        Ok(()) | Err(RsmpegError::DecoderFlushedError) => {}
-        Err(e) => return Err(MediaError::Decode(describe("decode", &e))),
-    }
-    loop {
-        let frame = match v.dec.receive_frame() {
-            Ok(f) => f,
-            Err(RsmpegError::DecoderDrainError) | Err(RsmpegError::DecoderFlushedError) => {
-                return Ok(())
-            }
-            Err(e) => return Err(MediaError::Decode(describe("decode", &e))),
-        };
-        let mut out = scale(v, &frame)?;
-        out.set_pts(frame.best_effort_timestamp);
-        out.set_pict_type(ffi::AVPictureType_AV_PICTURE_TYPE_NONE);
-        encode_write(v, Some(&out), octx)?;
-        *frames += 1;
-    }
-}
-
-/// Convert a decoded frame to the encoder's size and pixel format (a no-op copy is avoided when
-/// they already match).
-fn scale(v: &mut VideoOut, frame: &AVFrame) -> Result<AVFrame, MediaError> {
-    let fmt = frame.format;
-    if frame.width == v.width
-        && frame.height == v.height
-        && fmt == ffi::AVPixelFormat_AV_PIX_FMT_YUV420P
-    {
-        let mut out = AVFrame::new();
-        let rc = unsafe { ffi::av_frame_ref(out.as_mut_ptr(), frame.as_ptr()) };
-        if rc < 0 {
-            return Err(MediaError::Encode(format!(
-                "frame ref: {}",
-                super::av_error_text(rc)
+impl<'a> Job<'a> {
+    fn plan(
+        input: &'a Path,
+        output: &'a Path,
+        params: &'a VideoParams,
+    ) -> Result<Self, MediaError> {
+        let info = super::probe(input)?;
+        let input_size = std::fs::metadata(input)
+            .map(|m| m.len())
+            .map_err(|e| MediaError::Io(format!("stat input: {e}")))?;
+        if !params.container.holds(params.codec) {
+            return Err(MediaError::InvalidSettings(format!(
+                "{} cannot hold {}; use mp4 or mkv",
+                params.container.extension(),
+                params.codec.as_str()
             )));
         }
-        return Ok(out);
+        let geometry = geometry::plan(&info, params.resolution, params.allow_upscale)
+            .map_err(MediaError::InvalidSettings)?;
+        let caps = capabilities();
+        let encoder = encoder::choose_encoder(params.codec, params.hardware, caps);
+        if !caps.encoder(encoder.name) {
+            let why = caps
+                .encoders
+                .iter()
+                .find(|c| c.name == encoder.name)
+                .and_then(|c| c.reason.clone())
+                .unwrap_or_else(|| "not in this FFmpeg build".into());
+            return Err(MediaError::UnsupportedCodec(format!(
+                "{} does not open on this node: {why}",
+                encoder.name
+            )));
+        }
+        if let Some(f) = &encoder.fallback {
+            tracing::info!(fallback = %f, "hardware encode not used");
+        }
+        let hw_decode = params.hardware != HardwarePolicy::Cpu && caps.cuda.available;
+        let ext = params.container.extension();
+        Ok(Self {
+            input,
+            output,
+            params,
+            info,
+            input_size,
+            geometry,
+            hw_fallback: encoder.fallback.clone(),
+            encoder,
+            preset: params.preset.unwrap_or(Preset::Medium),
+            hw_decode,
+            stats: output.with_extension("passlog"),
+            pass1_out: output.with_extension(format!("pass1.{ext}")),
+            started: Instant::now(),
+            planned: 1,
+            done: 0,
+            last_percent: 0.0,
+            passes: 0,
+        })
     }
-    let key = (frame.width, frame.height, fmt);
-    if v.sws.is_none() || v.sws_for != key {
-        v.sws = Some(
-            SwsContext::get_context(
-                frame.width,
-                frame.height,
-                fmt,
-                v.width,
-                v.height,
-                ffi::AVPixelFormat_AV_PIX_FMT_YUV420P,
-                ffi::SWS_BICUBIC,
-            )
-            .ok_or_else(|| {
-                MediaError::Decode(format!(
-                    "cannot scale {}x{} pixel format {fmt}",
-                    frame.width, frame.height
-                ))
-            })?,
-        );
-        v.sws_for = key;
+
+    fn run(
+        &mut self,
+        cancel: &AtomicBool,
+        on_progress: &mut dyn FnMut(Progress),
+    ) -> Result<TranscodeOutcome, MediaError> {
+        let mut report = EncodeReport {
+            rotation: self.geometry.rotation,
+            ..EncodeReport::default()
+        };
+        let last = match self.params.rate.clone() {
+            RateControl::Crf { quality } => {
+                let crf = self.params.codec.crf_for(quality);
+                let first = self.pass(RateSpec::Crf(crf), Pass::Only, true, cancel, on_progress)?;
+                if first.file_bytes > self.input_size {
+                    if self.params.allow_larger {
+                        report.larger_than_input = true;
+                        first
+                    } else {
+                        let target = self.input_size as f64 * GUARD_FRACTION;
+                        let larger = format!(
+                            "crf {quality} produced {} bytes, more than the {}-byte input",
+                            first.file_bytes, self.input_size
+                        );
+                        self.planned += if encoder::supports_two_pass(self.encoder.name) {
+                            2
+                        } else {
+                            1
+                        };
+                        let r = match self.encode_to_size(target, cancel, on_progress) {
+                            Ok(r) => {
+                                report.size_guard = Some(format!(
+                                    "{larger}; re-encoded aiming at 95% of the input size \
+                                     (set allow_larger=true to keep the crf result)"
+                                ));
+                                r
+                            }
+                            // The input is so small per second that no encode can undercut
+                            // it: keep the crf result and say so.
+                            Err(MediaError::InvalidSettings(why)) => {
+                                report.size_guard = Some(format!(
+                                    "{larger}; it cannot be re-encoded smaller ({why}), so the crf result was kept"
+                                ));
+                                self.pass(
+                                    RateSpec::Crf(crf),
+                                    Pass::Only,
+                                    true,
+                                    cancel,
+                                    on_progress,
+                                )?
+                            }
+                            Err(e) => return Err(e),
+                        };
+                        tracing::info!(guard = report.size_guard.as_deref(), "size guard");
+                        report.larger_than_input = r.file_bytes > self.input_size;
+                        r
+                    }
+                } else {
+                    first
+                }
+            }
+            RateControl::Bitrate {
+                kbps,
+                max_kbps,
+                buffer_kbits,
+            } => {
+                let bps = kbps as i64 * 1000;
+                let spec = RateSpec::Capped {
+                    bps,
+                    max_bps: max_kbps.map(|m| m as i64 * 1000).unwrap_or(bps),
+                    buffer_bits: buffer_kbits.map(|b| b as i64 * 1000).unwrap_or(2 * bps),
+                };
+                self.pass(spec, Pass::Only, true, cancel, on_progress)?
+            }
+            RateControl::Size { target_mb } => {
+                let target = target_mb * BYTES_PER_MB;
+                report.target_size = Some(target.round() as u64);
+                if encoder::supports_two_pass(self.encoder.name) {
+                    self.planned = 2;
+                }
+                self.encode_to_size(target, cancel, on_progress)?
+            }
+        };
+        report.encoder = self.encoder.name.to_string();
+        report.decoder = last.decoder.clone();
+        report.hwaccel = last.hwaccel.then(|| "cuda".to_string());
+        report.hardware_fallback = self.hw_fallback.clone().or(last.hw_note.clone());
+        report.passes = self.passes;
+        report.audio = last.audio.to_string();
+        on_progress(Progress {
+            percent: 100.0,
+            fps: 0.0,
+            eta_s: Some(0.0),
+        });
+        Ok(TranscodeOutcome {
+            width: self.geometry.width,
+            height: self.geometry.height,
+            frames: last.frames,
+            duration_s: last.duration_s,
+            output_size: last.file_bytes,
+            report,
+        })
     }
-    let mut out = AVFrame::new();
-    out.set_width(v.width);
-    out.set_height(v.height);
-    out.set_format(ffi::AVPixelFormat_AV_PIX_FMT_YUV420P);
-    out.alloc_buffer()
-        .map_err(|e| MediaError::Encode(describe("allocate frame", &e)))?;
-    v.sws
-        .as_mut()
-        .expect("built above")
-        .scale_frame(frame, 0, frame.height, &mut out)
-        .map_err(|e| MediaError::Encode(describe("scale", &e)))?;
-    Ok(out)
+
+    /// Encode to `target` bytes: two passes where the encoder has them, then corrections of
+    /// the video bitrate until the file lands within tolerance.
+    fn encode_to_size(
+        &mut self,
+        target: f64,
+        cancel: &AtomicBool,
+        on_progress: &mut dyn FnMut(Progress),
+    ) -> Result<PassResult, MediaError> {
+        let audio_bps = if self.info.has_audio {
+            match self.info.audio_bitrate {
+                0 => ASSUMED_AUDIO_BPS,
+                b => b as f64,
+            }
+        } else {
+            0.0
+        };
+        let mut bps = plan_video_bps(target, self.info.duration_s, audio_bps)
+            .map_err(|e| MediaError::InvalidSettings(e.to_string()))?;
+        let two_pass = encoder::supports_two_pass(self.encoder.name);
+        if two_pass {
+            let _ = std::fs::remove_file(&self.stats);
+            let first = Pass::First(self.stats.clone());
+            let out = self.pass1_out.clone();
+            self.pass_to(
+                &out,
+                RateSpec::Average { bps: bps as i64 },
+                first,
+                false,
+                cancel,
+                on_progress,
+            )?;
+            let _ = std::fs::remove_file(&out);
+        }
+        let stats = self.stats.clone();
+        let final_pass = || {
+            if two_pass {
+                Pass::Second(stats.clone())
+            } else {
+                Pass::Only
+            }
+        };
+        let mut result = self.pass(
+            RateSpec::Average { bps: bps as i64 },
+            final_pass(),
+            true,
+            cancel,
+            on_progress,
+        )?;
+        for _ in 0..MAX_CORRECTIONS {
+            let off = (result.file_bytes as f64 - target) / target;
+            if off.abs() <= SIZE_TOLERANCE {
+                break;
+            }
+            let other = result.file_bytes.saturating_sub(result.video_bytes) as f64;
+            let next = correct_video_bps(bps, target, result.file_bytes as f64, other);
+            tracing::info!(
+                achieved = result.file_bytes,
+                target,
+                bps,
+                next,
+                "size off target by {:.1}%; correcting",
+                off * 100.0
+            );
+            bps = next;
+            self.planned += 1;
+            result = self.pass(
+                RateSpec::Average { bps: bps as i64 },
+                final_pass(),
+                true,
+                cancel,
+                on_progress,
+            )?;
+        }
+        Ok(result)
+    }
+
+    fn pass(
+        &mut self,
+        rate: RateSpec,
+        pass: Pass,
+        with_audio: bool,
+        cancel: &AtomicBool,
+        on_progress: &mut dyn FnMut(Progress),
+    ) -> Result<PassResult, MediaError> {
+        let out = self.output.to_path_buf();
+        self.pass_to(&out, rate, pass, with_audio, cancel, on_progress)
+    }
+
+    /// One pass to `out`, falling back from NVDEC to CPU decode and from NVENC to the CPU
+    /// encoder when the hardware fails at run time (a session limit, an odd stream).
+    fn pass_to(
+        &mut self,
+        out: &Path,
+        rate: RateSpec,
+        pass: Pass,
+        with_audio: bool,
+        cancel: &AtomicBool,
+        on_progress: &mut dyn FnMut(Progress),
+    ) -> Result<PassResult, MediaError> {
+        loop {
+            let settings = encoder::settings(self.encoder.name, self.preset, rate, &pass);
+            let spec = PassSpec {
+                input: self.input,
+                output: out,
+                container: self.params.container,
+                encoder: self.encoder.name,
+                settings,
+                geometry: self.geometry,
+                pix_fmt: target_pix_fmt(self.params.codec, self.encoder.name, self.info.bit_depth),
+                with_audio,
+                hw_decode: self.hw_decode,
+            };
+            let pass_started = Instant::now();
+            let (planned, done) = (self.planned.max(self.done + 1), self.done);
+            let started = self.started;
+            let mut last_percent = self.last_percent;
+            let result = run_pass(&spec, cancel, &mut |fraction, frames| {
+                let overall = ((done as f64 + fraction) / planned as f64).clamp(0.0, 0.999);
+                let percent = (overall * 100.0) as f32;
+                if percent < last_percent {
+                    return;
+                }
+                last_percent = percent;
+                let elapsed = started.elapsed().as_secs_f64();
+                let pass_elapsed = pass_started.elapsed().as_secs_f64().max(1e-3);
+                on_progress(Progress {
+                    percent,
+                    fps: (frames as f64 / pass_elapsed) as f32,
+                    eta_s: (overall > 0.0).then(|| (elapsed * (1.0 - overall) / overall) as f32),
+                });
+            });
+            self.last_percent = last_percent;
+            match result {
+                Ok(r) => {
+                    self.done += 1;
+                    self.passes += 1;
+                    return Ok(r);
+                }
+                Err(MediaError::Decode(msg)) if self.hw_decode => {
+                    tracing::warn!(%msg, "NVDEC decode failed; retrying on the CPU");
+                    self.hw_decode = false;
+                    self.hw_fallback
+                        .get_or_insert(format!("NVDEC failed ({msg}); decoded on the CPU"));
+                }
+                Err(MediaError::UnsupportedCodec(msg)) if self.encoder.is_nvenc() => {
+                    let cpu = self.params.codec.cpu_encoder();
+                    tracing::warn!(%msg, "NVENC did not open; encoding with {cpu}");
+                    self.hw_fallback = Some(format!(
+                        "{} failed to open ({msg}); encoded with {cpu}",
+                        self.encoder.name
+                    ));
+                    self.encoder = EncoderChoice {
+                        name: cpu,
+                        fallback: self.hw_fallback.clone(),
+                    };
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn cleanup_scratch(&self) {
+        let _ = std::fs::remove_file(&self.pass1_out);
+        // x264 and x265 write `<stats>`, `<stats>.mbtree`/`.cutree` and `.temp` files.
+        if let (Some(dir), Some(name)) = (self.stats.parent(), self.stats.file_name()) {
+            let name = name.to_string_lossy().into_owned();
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().starts_with(&name) {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+    }
 }
 
-/// Send a frame (or the flush signal) to the encoder and mux every packet it returns.
-fn encode_write(
-    v: &mut VideoOut,
-    frame: Option<&AVFrame>,
-    octx: &mut AVFormatContextOutput,
-) -> Result<(), MediaError> {
-    match v.enc.send_frame(frame) {
-        Ok(()) | Err(RsmpegError::EncoderFlushedError) => {}
-        Err(e) => return Err(MediaError::Encode(describe("encode", &e))),
-    }
-    loop {
-        let mut packet = match v.enc.receive_packet() {
-            Ok(p) => p,
-            Err(RsmpegError::EncoderDrainError) | Err(RsmpegError::EncoderFlushedError) => {
-                return Ok(())
-            }
-            Err(e) => return Err(MediaError::Encode(describe("encode", &e))),
-        };
-        packet.set_stream_index(v.out_index as i32);
-        let out_tb = octx
-            .streams()
-            .get(v.out_index)
-            .expect("stream we created")
-            .time_base;
-        packet.rescale_ts(v.enc.time_base, out_tb);
-        octx.interleaved_write_frame(&mut packet)
-            .map_err(|e| MediaError::Encode(describe("write video", &e)))?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ten_bit_is_kept_where_the_codec_can_carry_it() {
+        let yuv = ffi::AVPixelFormat_AV_PIX_FMT_YUV420P;
+        let p10 = ffi::AVPixelFormat_AV_PIX_FMT_YUV420P10LE;
+        assert_eq!(target_pix_fmt(VideoCodec::H264, "libx264", 10), yuv);
+        assert_eq!(target_pix_fmt(VideoCodec::H265, "libx265", 10), p10);
+        assert_eq!(target_pix_fmt(VideoCodec::Av1, "libsvtav1", 10), p10);
+        assert_eq!(target_pix_fmt(VideoCodec::Av1, "libsvtav1", 8), yuv);
+        assert_eq!(target_pix_fmt(VideoCodec::Vp9, "libvpx-vp9", 10), yuv);
+        assert_eq!(
+            target_pix_fmt(VideoCodec::H265, "hevc_nvenc", 10),
+            ffi::AVPixelFormat_AV_PIX_FMT_P010LE
+        );
     }
 }

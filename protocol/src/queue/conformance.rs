@@ -14,9 +14,8 @@ fn job(id: &str) -> JobSpec {
         source_key: format!("sources/{id}"),
         output_key: format!("outputs/{id}.mp4"),
         task: Task::Video(VideoParams {
-            codec: VideoCodec::H264,
-            crf: 23,
             resolution: Some(Resolution::Height { height: 360 }),
+            ..VideoParams::crf(VideoCodec::H264, 23)
         }),
     }
 }

@@ -1,0 +1,213 @@
+//! A libavfilter graph with one source and one sink: the video chain (scale, rotate, pixel
+//! format; `scale_cuda` when frames are on the GPU) and the audio chain (resample, channel
+//! layout, fixed-size frames for the encoder). Raw FFmpeg calls in one small owner, because
+//! rsmpeg's graph API ties filter contexts to borrow lifetimes a pipeline cannot hold.
+
+use std::ffi::CString;
+use std::ptr;
+
+use rsmpeg::avutil::AVFrame;
+use rsmpeg::ffi;
+
+use super::av_error_text;
+
+pub(crate) struct FilterGraph {
+    graph: *mut ffi::AVFilterGraph,
+    src: *mut ffi::AVFilterContext,
+    sink: *mut ffi::AVFilterContext,
+}
+
+// SAFETY: the graph is owned by one pipeline and used from one thread at a time.
+unsafe impl Send for FilterGraph {}
+
+/// What pulling from the sink gave.
+pub(crate) enum Pulled {
+    Frame(AVFrame),
+    /// Needs more input.
+    Again,
+    /// Flushed: nothing more will come.
+    End,
+}
+
+fn check(rc: i32, what: &str) -> Result<i32, String> {
+    if rc < 0 {
+        Err(format!("{what}: {}", av_error_text(rc)))
+    } else {
+        Ok(rc)
+    }
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).expect("filter strings have no NUL")
+}
+
+impl FilterGraph {
+    fn alloc() -> Result<Self, String> {
+        // SAFETY: plain allocation; checked for NULL.
+        let graph = unsafe { ffi::avfilter_graph_alloc() };
+        if graph.is_null() {
+            return Err("cannot allocate a filter graph".into());
+        }
+        Ok(Self {
+            graph,
+            src: ptr::null_mut(),
+            sink: ptr::null_mut(),
+        })
+    }
+
+    /// A video graph fed frames like `first` (size, pixel format, hardware frames context)
+    /// in `time_base`, running `chain`.
+    pub fn video(
+        first: &AVFrame,
+        time_base: ffi::AVRational,
+        frame_rate: Option<ffi::AVRational>,
+        chain: &str,
+    ) -> Result<Self, String> {
+        let mut g = Self::alloc()?;
+        unsafe {
+            let buffer = ffi::avfilter_get_by_name(c"buffer".as_ptr());
+            g.src = ffi::avfilter_graph_alloc_filter(g.graph, buffer, c"in".as_ptr());
+            if g.src.is_null() {
+                return Err("cannot allocate the buffer source".into());
+            }
+            let par = ffi::av_buffersrc_parameters_alloc();
+            if par.is_null() {
+                return Err("cannot allocate buffer source parameters".into());
+            }
+            (*par).format = first.format;
+            (*par).width = first.width;
+            (*par).height = first.height;
+            (*par).time_base = time_base;
+            (*par).sample_aspect_ratio = if first.sample_aspect_ratio.num > 0 {
+                first.sample_aspect_ratio
+            } else {
+                ffi::AVRational { num: 1, den: 1 }
+            };
+            if let Some(fr) = frame_rate {
+                (*par).frame_rate = fr;
+            }
+            // The source keeps its own reference to the frames context.
+            (*par).hw_frames_ctx = first.hw_frames_ctx;
+            let rc = ffi::av_buffersrc_parameters_set(g.src, par);
+            ffi::av_free(par as *mut _);
+            check(rc, "buffer source parameters")?;
+            check(
+                ffi::avfilter_init_str(g.src, ptr::null()),
+                "buffer source init",
+            )?;
+        }
+        g.finish("buffersink", chain)?;
+        Ok(g)
+    }
+
+    /// An audio graph fed frames described by `src_args` (abuffer's options), running `chain`,
+    /// handing out frames of exactly `frame_size` samples when given (what AAC and Opus need).
+    pub fn audio(src_args: &str, chain: &str, frame_size: Option<u32>) -> Result<Self, String> {
+        let mut g = Self::alloc()?;
+        unsafe {
+            let abuffer = ffi::avfilter_get_by_name(c"abuffer".as_ptr());
+            let args = cstr(src_args);
+            check(
+                ffi::avfilter_graph_create_filter(
+                    &mut g.src,
+                    abuffer,
+                    c"in".as_ptr(),
+                    args.as_ptr(),
+                    ptr::null_mut(),
+                    g.graph,
+                ),
+                "audio buffer source",
+            )?;
+        }
+        g.finish("abuffersink", chain)?;
+        if let Some(n) = frame_size.filter(|n| *n > 0) {
+            unsafe { ffi::av_buffersink_set_frame_size(g.sink, n) };
+        }
+        Ok(g)
+    }
+
+    fn finish(&mut self, sink_name: &str, chain: &str) -> Result<(), String> {
+        unsafe {
+            let sink = ffi::avfilter_get_by_name(cstr(sink_name).as_ptr());
+            check(
+                ffi::avfilter_graph_create_filter(
+                    &mut self.sink,
+                    sink,
+                    c"out".as_ptr(),
+                    ptr::null(),
+                    ptr::null_mut(),
+                    self.graph,
+                ),
+                "buffer sink",
+            )?;
+            // The chain's open input connects to our source, its open output to our sink.
+            let mut outputs = ffi::avfilter_inout_alloc();
+            let mut inputs = ffi::avfilter_inout_alloc();
+            if outputs.is_null() || inputs.is_null() {
+                ffi::avfilter_inout_free(&mut outputs);
+                ffi::avfilter_inout_free(&mut inputs);
+                return Err("cannot allocate filter pads".into());
+            }
+            (*outputs).name = ffi::av_strdup(c"in".as_ptr());
+            (*outputs).filter_ctx = self.src;
+            (*outputs).pad_idx = 0;
+            (*outputs).next = ptr::null_mut();
+            (*inputs).name = ffi::av_strdup(c"out".as_ptr());
+            (*inputs).filter_ctx = self.sink;
+            (*inputs).pad_idx = 0;
+            (*inputs).next = ptr::null_mut();
+            let spec = cstr(chain);
+            let rc = ffi::avfilter_graph_parse_ptr(
+                self.graph,
+                spec.as_ptr(),
+                &mut inputs,
+                &mut outputs,
+                ptr::null_mut(),
+            );
+            ffi::avfilter_inout_free(&mut inputs);
+            ffi::avfilter_inout_free(&mut outputs);
+            check(rc, &format!("filter chain {chain:?}"))?;
+            check(
+                ffi::avfilter_graph_config(self.graph, ptr::null_mut()),
+                &format!("configure filter chain {chain:?}"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Feed a frame, or `None` to flush.
+    pub fn push(&mut self, frame: Option<&mut AVFrame>) -> Result<(), String> {
+        let f = frame.map(|f| f.as_mut_ptr()).unwrap_or(ptr::null_mut());
+        // KEEP_REF: the caller still owns its frame.
+        let rc = unsafe {
+            ffi::av_buffersrc_add_frame_flags(self.src, f, ffi::AV_BUFFERSRC_FLAG_KEEP_REF as i32)
+        };
+        check(rc, "filter input").map(|_| ())
+    }
+
+    /// Take the next filtered frame.
+    pub fn pull(&mut self) -> Result<Pulled, String> {
+        let mut out = AVFrame::new();
+        let rc = unsafe { ffi::av_buffersink_get_frame(self.sink, out.as_mut_ptr()) };
+        if rc == ffi::AVERROR(ffi::EAGAIN) {
+            Ok(Pulled::Again)
+        } else if rc == ffi::AVERROR_EOF {
+            Ok(Pulled::End)
+        } else {
+            check(rc, "filter output")?;
+            Ok(Pulled::Frame(out))
+        }
+    }
+
+    /// The time base of the frames the sink hands out.
+    pub fn sink_time_base(&self) -> ffi::AVRational {
+        unsafe { ffi::av_buffersink_get_time_base(self.sink) }
+    }
+}
+
+impl Drop for FilterGraph {
+    fn drop(&mut self) {
+        // Frees every filter in it, source and sink included.
+        unsafe { ffi::avfilter_graph_free(&mut self.graph) };
+    }
+}
