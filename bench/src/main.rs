@@ -1,15 +1,27 @@
-//! `kiln-bench`: Kiln's benchmark harness (codec tuning, throughput against plain FFmpeg).
-//! The walking skeleton ships the binary and its place in the workspace; the benchmarks arrive
-//! with the video pipeline (`video`), image pipeline (`image`), fleet (`sched`) and tuning
-//! (`tune`) work.
+//! `kiln-bench`: Kiln's benchmark harness. Speed is measured as ratios run side by side, never
+//! as timed tests.
+//!
+//! `kiln-bench video [--runs N] [CLIP ...]`: the same clips with the same settings through
+//! Kiln's pipeline and through the `ffmpeg` CLI, interleaved, each run a child process so peak
+//! memory is measured the same way for both; prints Kiln fps / ffmpeg fps per encoder setting,
+//! one job and two concurrent jobs.
+
+mod video;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    eprintln!(
-        "kiln-bench: no benchmark is implemented yet.\n\
-         planned: video (Kiln vs the ffmpeg CLI), image (wgpu vs CPU resize, Kiln vs vips),\n\
-         sched (scheduling overhead), tune (codec sweeps, VMAF, BD-rate)"
-    );
-    ExitCode::from(2)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("video") => video::main(&args[1..]),
+        // The child process a Kiln run happens in (see `video`).
+        Some(video::CHILD) => video::child(&args[1..]),
+        _ => {
+            eprintln!(
+                "usage: kiln-bench video [--runs N] [CLIP ...]\n\
+                 (image, sched and tune arrive with their issues)"
+            );
+            ExitCode::from(2)
+        }
+    }
 }
