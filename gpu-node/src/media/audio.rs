@@ -13,6 +13,7 @@ use rsmpeg::UnsafeDerefMut;
 
 use super::error::describe;
 use super::filter::{FilterGraph, Pulled};
+use super::pipeline::{encode_and_mux, mux_packet};
 use super::MediaError;
 
 /// What happens to the audio.
@@ -231,19 +232,7 @@ impl AudioTrack {
         match self {
             Self::Copy {
                 out_index, in_tb, ..
-            } => {
-                let mut p = packet;
-                let out_tb = octx
-                    .streams()
-                    .get(*out_index)
-                    .expect("our stream")
-                    .time_base;
-                p.rescale_ts(*in_tb, out_tb);
-                p.set_stream_index(*out_index as i32);
-                p.set_pos(-1);
-                octx.interleaved_write_frame(&mut p)
-                    .map_err(|e| MediaError::Encode(describe("write audio", &e)))
-            }
+            } => mux_packet(octx, packet, *in_tb, *out_index, "audio"),
             Self::Encode(r) => r.decode(Some(&packet), octx),
         }
     }
@@ -351,27 +340,6 @@ impl Reencode {
         frame: Option<&AVFrame>,
         octx: &mut AVFormatContextOutput,
     ) -> Result<(), MediaError> {
-        match self.enc.send_frame(frame) {
-            Ok(()) | Err(RsmpegError::EncoderFlushedError) => {}
-            Err(e) => return Err(MediaError::Encode(describe("audio encode", &e))),
-        }
-        loop {
-            let mut p = match self.enc.receive_packet() {
-                Ok(p) => p,
-                Err(RsmpegError::EncoderDrainError) | Err(RsmpegError::EncoderFlushedError) => {
-                    return Ok(())
-                }
-                Err(e) => return Err(MediaError::Encode(describe("audio encode", &e))),
-            };
-            let out_tb = octx
-                .streams()
-                .get(self.out_index)
-                .expect("our stream")
-                .time_base;
-            p.rescale_ts(self.enc.time_base, out_tb);
-            p.set_stream_index(self.out_index as i32);
-            octx.interleaved_write_frame(&mut p)
-                .map_err(|e| MediaError::Encode(describe("write audio", &e)))?;
-        }
+        encode_and_mux(&mut self.enc, frame, octx, self.out_index, "audio", None).map(|_| ())
     }
 }

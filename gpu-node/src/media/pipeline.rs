@@ -453,36 +453,68 @@ impl Sink {
     }
 
     fn encode(&mut self, frame: Option<&AVFrame>, abandon: &AtomicBool) -> Result<(), MediaError> {
-        match self.enc.send_frame(frame) {
-            Ok(()) | Err(RsmpegError::EncoderFlushedError) => {}
-            Err(e) => return Err(MediaError::Encode(describe("encode", &e))),
-        }
-        loop {
-            // Draining a deep lookahead can take a while: stay cancellable.
-            if abandon.load(Ordering::Relaxed) {
-                return Err(MediaError::Cancelled);
-            }
-            let mut packet = match self.enc.receive_packet() {
-                Ok(p) => p,
-                Err(RsmpegError::EncoderDrainError) | Err(RsmpegError::EncoderFlushedError) => {
-                    return Ok(())
-                }
-                Err(e) => return Err(MediaError::Encode(describe("encode", &e))),
-            };
-            self.bytes += packet.size as u64;
-            packet.set_stream_index(self.out_index as i32);
-            let out_tb = self
-                .octx
-                .streams()
-                .get(self.out_index)
-                .expect("stream we created")
-                .time_base;
-            packet.rescale_ts(self.enc.time_base, out_tb);
-            self.octx
-                .interleaved_write_frame(&mut packet)
-                .map_err(|e| MediaError::Encode(describe("write video", &e)))?;
-        }
+        self.bytes += encode_and_mux(
+            &mut self.enc,
+            frame,
+            &mut self.octx,
+            self.out_index,
+            "video",
+            Some(abandon),
+        )?;
+        Ok(())
     }
+}
+
+/// Send a frame (or the flush signal) to `enc` and mux every packet it returns into stream
+/// `out_index`; returns the bytes written. Stops with `Cancelled` once `abandon` is raised,
+/// since draining a deep lookahead can take a while.
+pub(crate) fn encode_and_mux(
+    enc: &mut AVCodecContext,
+    frame: Option<&AVFrame>,
+    octx: &mut AVFormatContextOutput,
+    out_index: usize,
+    what: &str,
+    abandon: Option<&AtomicBool>,
+) -> Result<u64, MediaError> {
+    match enc.send_frame(frame) {
+        Ok(()) | Err(RsmpegError::EncoderFlushedError) => {}
+        Err(e) => return Err(MediaError::Encode(describe(&format!("{what} encode"), &e))),
+    }
+    let mut bytes = 0;
+    loop {
+        if abandon.is_some_and(|a| a.load(Ordering::Relaxed)) {
+            return Err(MediaError::Cancelled);
+        }
+        let packet = match enc.receive_packet() {
+            Ok(p) => p,
+            Err(RsmpegError::EncoderDrainError) | Err(RsmpegError::EncoderFlushedError) => {
+                return Ok(bytes)
+            }
+            Err(e) => return Err(MediaError::Encode(describe(&format!("{what} encode"), &e))),
+        };
+        bytes += packet.size as u64;
+        mux_packet(octx, packet, enc.time_base, out_index, what)?;
+    }
+}
+
+/// Write a packet in time base `from` to output stream `out_index`.
+pub(crate) fn mux_packet(
+    octx: &mut AVFormatContextOutput,
+    mut packet: AVPacket,
+    from: ffi::AVRational,
+    out_index: usize,
+    what: &str,
+) -> Result<(), MediaError> {
+    let out_tb = octx
+        .streams()
+        .get(out_index)
+        .expect("a stream this pass created")
+        .time_base;
+    packet.rescale_ts(from, out_tb);
+    packet.set_stream_index(out_index as i32);
+    packet.set_pos(-1);
+    octx.interleaved_write_frame(&mut packet)
+        .map_err(|e| MediaError::Encode(describe(&format!("write {what}"), &e)))
 }
 
 pub(crate) fn q2d(r: ffi::AVRational) -> f64 {

@@ -298,25 +298,23 @@ impl<'a> Job<'a> {
             )?;
             let _ = std::fs::remove_file(&out);
         }
-        let stats = self.stats.clone();
-        let final_pass = || {
-            if two_pass {
-                Pass::Second(stats.clone())
+        let mut corrections = 0;
+        loop {
+            let pass = if two_pass {
+                Pass::Second(self.stats.clone())
             } else {
                 Pass::Only
-            }
-        };
-        let mut result = self.pass(
-            RateSpec::Average { bps: bps as i64 },
-            final_pass(),
-            true,
-            cancel,
-            on_progress,
-        )?;
-        for _ in 0..MAX_CORRECTIONS {
+            };
+            let result = self.pass(
+                RateSpec::Average { bps: bps as i64 },
+                pass,
+                true,
+                cancel,
+                on_progress,
+            )?;
             let off = (result.file_bytes as f64 - target) / target;
-            if off.abs() <= SIZE_TOLERANCE {
-                break;
+            if off.abs() <= SIZE_TOLERANCE || corrections == MAX_CORRECTIONS {
+                return Ok(result);
             }
             let other = result.file_bytes.saturating_sub(result.video_bytes) as f64;
             let next = correct_video_bps(bps, target, result.file_bytes as f64, other);
@@ -329,16 +327,9 @@ impl<'a> Job<'a> {
                 off * 100.0
             );
             bps = next;
+            corrections += 1;
             self.planned += 1;
-            result = self.pass(
-                RateSpec::Average { bps: bps as i64 },
-                final_pass(),
-                true,
-                cancel,
-                on_progress,
-            )?;
         }
-        Ok(result)
     }
 
     fn pass(
