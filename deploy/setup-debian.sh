@@ -11,7 +11,10 @@ SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
 packages=(ffmpeg libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev libswscale-dev
-          libswresample-dev libavutil-dev pkg-config clang libclang-dev mesa-vulkan-drivers)
+          libswresample-dev libavutil-dev pkg-config clang libclang-dev mesa-vulkan-drivers
+          libheif-dev libturbojpeg0-dev liblcms2-dev)
+# libvips-tools is the image benchmark's peer (kiln-bench image), not a dependency of Kiln.
+[ "${KILN_BENCH:-0}" = 1 ] && packages+=(libvips-tools)
 [ "$want_test" = 1 ] && packages+=(postgresql postgresql-client)
 
 missing=()

@@ -25,6 +25,8 @@ pub struct Config {
     pub max_image_bytes: u64,
     /// `KILN_MAX_IMAGE_PIXELS`: largest decoded image (default 100 MP).
     pub max_image_pixels: u64,
+    /// `KILN_MAX_IMAGE_FRAMES`: most frames in an animated GIF/WebP (default 500).
+    pub max_image_frames: u32,
     /// `KILN_LOCAL_SLOTS`: concurrent jobs on the embedded node (default 1).
     pub local_slots: usize,
     /// `KILN_MAX_ATTEMPTS`: tries per job before it fails for good (default 3).
@@ -43,6 +45,7 @@ impl Default for Config {
             max_upload_bytes: 2 << 30,
             max_image_bytes: 50 << 20,
             max_image_pixels: 100_000_000,
+            max_image_frames: 500,
             local_slots: 1,
             max_attempts: 3,
         }
@@ -94,6 +97,9 @@ impl Config {
         }
         if let Some(v) = env("KILN_MAX_IMAGE_PIXELS") {
             c.max_image_pixels = parse("KILN_MAX_IMAGE_PIXELS", &v)?;
+        }
+        if let Some(v) = env("KILN_MAX_IMAGE_FRAMES") {
+            c.max_image_frames = parse::<u32>("KILN_MAX_IMAGE_FRAMES", &v)?.max(1);
         }
         if let Some(v) = env("KILN_LOCAL_SLOTS") {
             c.local_slots = parse::<usize>("KILN_LOCAL_SLOTS", &v)?.max(1);

@@ -1,9 +1,14 @@
-//! Image resizing: the wgpu compute path (shaders/resize.wgsl) and the CPU path it falls back to.
+//! Image resizing: the wgpu compute path (shaders/resize.wgsl), the fast CPU path
+//! (fast_image_resize) and the f64 reference both are tested against.
 
 pub mod cpu;
 pub mod device;
+pub mod filter;
+pub mod reference;
+pub mod srgb;
 
-pub use device::{AdapterSummary, GpuError, GpuResizer};
+pub use device::{AdapterSummary, GpuError, GpuResizer, PoolStats};
+pub use filter::Filter;
 
 use std::sync::OnceLock;
 
@@ -15,41 +20,113 @@ pub enum ResizeBackend {
     Cpu,
 }
 
+impl ResizeBackend {
+    /// The name used in headers, metrics and capabilities.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Wgpu => "wgpu",
+            Self::Cpu => "cpu",
+        }
+    }
+}
+
+/// The node's resize choice, made once: which path, on which adapter, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResizerChoice {
+    pub backend: ResizeBackend,
+    pub adapter: Option<AdapterSummary>,
+    pub reason: String,
+}
+
+/// `KILN_IMAGE_RESIZER` = `auto` (default), `wgpu` or `cpu`.
+fn requested() -> String {
+    std::env::var("KILN_IMAGE_RESIZER")
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
 /// The node's one wgpu device, created on first use; `None` (with the reason logged once) when
-/// no adapter is usable, so callers take the CPU path.
+/// no adapter is usable.
 pub fn shared_resizer() -> Option<&'static GpuResizer> {
     static RESIZER: OnceLock<Option<GpuResizer>> = OnceLock::new();
     RESIZER
-        .get_or_init(|| match GpuResizer::new() {
-            Ok(r) => {
-                tracing::info!(adapter = ?r.adapter(), "wgpu resizer ready");
-                Some(r)
+        .get_or_init(|| {
+            if requested() == "cpu" {
+                return None;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "no usable wgpu adapter; images resize on the CPU");
-                None
+            match GpuResizer::new() {
+                Ok(r) => {
+                    tracing::info!(adapter = ?r.adapter(), "wgpu device ready");
+                    Some(r)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no usable wgpu adapter; images resize on the CPU");
+                    None
+                }
             }
         })
         .as_ref()
 }
 
-/// Resize packed RGBA8 (sRGB, straight alpha) from `src_w`×`src_h` to `dst_w`×`dst_h` with
-/// Lanczos3 in linear light, on the GPU when one is usable, else on the CPU.
+/// Decide once which path resizes images. A real GPU adapter takes the shader path; a CPU
+/// Vulkan driver (lavapipe) runs the same shader slower than fast_image_resize runs on the same
+/// cores (kiln-bench image), so `auto` resizes on the CPU there. `KILN_IMAGE_RESIZER=wgpu`
+/// forces the shader on any adapter; `cpu` never touches wgpu.
+pub fn choice() -> &'static ResizerChoice {
+    static CHOICE: OnceLock<ResizerChoice> = OnceLock::new();
+    CHOICE.get_or_init(|| {
+        let wanted = requested();
+        let gpu = shared_resizer();
+        let adapter = gpu.map(|g| g.adapter().clone());
+        let (backend, reason) = match (wanted.as_str(), &adapter) {
+            ("cpu", _) => (ResizeBackend::Cpu, "KILN_IMAGE_RESIZER=cpu".to_string()),
+            (_, None) => (
+                ResizeBackend::Cpu,
+                "no usable wgpu adapter (see the node's log)".to_string(),
+            ),
+            ("wgpu", Some(a)) => (
+                ResizeBackend::Wgpu,
+                format!("KILN_IMAGE_RESIZER=wgpu on {}", a.name),
+            ),
+            (_, Some(a)) if a.is_hardware() => {
+                (ResizeBackend::Wgpu, format!("{} {}", a.device_type, a.name))
+            }
+            (_, Some(a)) => (
+                ResizeBackend::Cpu,
+                format!(
+                    "adapter {} is a CPU driver; fast_image_resize measured faster on these cores",
+                    a.name
+                ),
+            ),
+        };
+        tracing::info!(backend = backend.as_str(), %reason, "image resize path chosen");
+        ResizerChoice {
+            backend,
+            adapter,
+            reason,
+        }
+    })
+}
+
+/// Resize packed RGBA8 (sRGB, straight alpha) from `src_w`×`src_h` to `dst_w`×`dst_h` in
+/// linear light, on the chosen path; a GPU failure falls back to the CPU with the reason
+/// logged. `opaque` lets the CPU path skip alpha work.
 pub fn resize_rgba8(
     src: &[u8],
-    src_w: u32,
-    src_h: u32,
-    dst_w: u32,
-    dst_h: u32,
-) -> (Vec<u8>, ResizeBackend) {
-    if let Some(gpu) = shared_resizer() {
-        match gpu.resize_rgba8(src, src_w, src_h, dst_w, dst_h) {
-            Ok(out) => return (out, ResizeBackend::Wgpu),
-            Err(e) => tracing::warn!(error = %e, "wgpu resize failed; using the CPU path"),
+    (src_w, src_h): (u32, u32),
+    (dst_w, dst_h): (u32, u32),
+    filter: Filter,
+    opaque: bool,
+) -> Result<(Vec<u8>, ResizeBackend), cpu::CpuResizeError> {
+    if choice().backend == ResizeBackend::Wgpu {
+        if let Some(gpu) = shared_resizer() {
+            match gpu.resize_rgba8(src, src_w, src_h, dst_w, dst_h, filter) {
+                Ok(out) => return Ok((out, ResizeBackend::Wgpu)),
+                Err(e) => tracing::warn!(error = %e, "wgpu resize failed; using the CPU path"),
+            }
         }
     }
-    (
-        cpu::resize_rgba8(src, src_w, src_h, dst_w, dst_h),
-        ResizeBackend::Cpu,
-    )
+    let out = cpu::resize_rgba8(src, src_w, src_h, dst_w, dst_h, filter, opaque)?;
+    Ok((out, ResizeBackend::Cpu))
 }

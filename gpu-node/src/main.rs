@@ -12,11 +12,11 @@ fn main() -> ExitCode {
         .init();
     match std::env::args().nth(1).as_deref() {
         Some("probe") => {
-            let adapter = kiln_gpu_node::gpu::shared_resizer().map(|r| r.adapter().clone());
+            let resize = kiln_gpu_node::gpu::choice();
             let report = serde_json::json!({
                 "media": kiln_gpu_node::media::capabilities(),
-                "wgpu_adapter": adapter,
-                "image_resize": if adapter.is_some() { "wgpu" } else { "cpu" },
+                "wgpu_adapter": resize.adapter,
+                "image_resize": resize,
                 "cpu_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             });
             println!(

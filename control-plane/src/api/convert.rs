@@ -3,13 +3,94 @@
 use axum::extract::{Multipart, State};
 use axum::http::{header, HeaderName};
 use axum::response::{IntoResponse, Response};
-use kiln_gpu_node::imaging::{self, ConvertParams, ImagingError, OutputFormat};
+use kiln_gpu_node::gpu::Filter;
+use kiln_gpu_node::imaging::{
+    self, ConvertParams, Fit, Gravity, ImagingError, Limits, OutputFormat,
+};
 
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::AppState;
 
-const DEFAULT_QUALITY: u8 = 80;
+/// Apply one form field. Names follow Konvrt (`format`, `quality`, `width`, `height`) with the
+/// blog's `maxWidth`/`maxHeight` and sharp's `fit`, `position`/`gravity`, `background`,
+/// `kernel`/`filter`, `lossless`.
+fn apply_field(params: &mut ConvertParams, name: &str, v: &str) -> Result<(), ApiError> {
+    if v.is_empty() {
+        return Ok(());
+    }
+    let bad = |what: &str| ApiError::BadRequest(format!("{name}: {what}, got {v:?}"));
+    match name {
+        "format" => {
+            params.format = Some(
+                OutputFormat::parse(v)
+                    .ok_or_else(|| bad("use jpg, png, webp, avif, gif or tiff"))?,
+            )
+        }
+        "quality" => {
+            params.quality = match v.parse::<u8>() {
+                Ok(q) if (1..=100).contains(&q) => Some(q),
+                _ => return Err(bad("quality is a whole number between 1 and 100")),
+            }
+        }
+        "width" | "w" => params.width = Some(parse_side(name, v)?),
+        "height" | "h" => params.height = Some(parse_side(name, v)?),
+        "maxWidth" | "max_width" => {
+            params.width = Some(parse_side(name, v)?);
+            params.fit = Fit::Inside;
+        }
+        "maxHeight" | "max_height" => {
+            params.height = Some(parse_side(name, v)?);
+            params.fit = Fit::Inside;
+        }
+        "fit" => {
+            params.fit = Fit::parse(v).ok_or_else(|| bad("use inside, cover, contain or fill"))?
+        }
+        "gravity" | "position" | "crop" => {
+            params.gravity = Gravity::parse(v).ok_or_else(|| {
+                bad("use center, north, south, east, west, north_east, north_west, south_east, south_west or entropy")
+            })?
+        }
+        "background" => params.background = Some(parse_colour(v).ok_or_else(|| bad("use #rrggbb, #rrggbbaa, white, black or transparent"))?),
+        "kernel" | "filter" => {
+            params.filter = Filter::parse(v)
+                .ok_or_else(|| bad("use lanczos3, mitchell, catmull_rom, bilinear or box"))?
+        }
+        "lossless" => {
+            params.lossless = match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => return Err(bad("use true or false")),
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `#rgb`, `#rrggbb`, `#rrggbbaa` (with or without `#`) or a few names.
+fn parse_colour(v: &str) -> Option<[u8; 4]> {
+    match v.to_ascii_lowercase().as_str() {
+        "white" => return Some([255, 255, 255, 255]),
+        "black" => return Some([0, 0, 0, 255]),
+        "transparent" => return Some([0, 0, 0, 0]),
+        _ => {}
+    }
+    let hex = v.trim_start_matches('#');
+    if !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).ok();
+    match hex.len() {
+        3 => {
+            let d = |i: usize| u8::from_str_radix(&hex[i..i + 1], 16).ok().map(|n| n * 17);
+            Some([d(0)?, d(1)?, d(2)?, 255])
+        }
+        6 => Some([byte(0)?, byte(2)?, byte(4)?, 255]),
+        8 => Some([byte(0)?, byte(2)?, byte(4)?, byte(6)?]),
+        _ => None,
+    }
+}
 
 fn parse_side(name: &str, v: &str) -> Result<u32, ApiError> {
     match v.trim().parse::<u32>() {
@@ -29,11 +110,12 @@ pub async fn convert(
     auth.require("jobs:create")?;
     let mut file: Option<Vec<u8>> = None;
     let mut params = ConvertParams {
-        format: None,
-        quality: DEFAULT_QUALITY,
-        width: None,
-        height: None,
-        max_pixels: state.config.max_image_pixels,
+        limits: Limits {
+            max_pixels: state.config.max_image_pixels,
+            max_frames: state.config.max_image_frames,
+            max_animation_pixels: state.config.max_image_pixels,
+        },
+        ..ConvertParams::default()
     };
     while let Some(mut field) = multipart.next_field().await? {
         let name = field.name().unwrap_or_default().to_string();
@@ -54,32 +136,7 @@ pub async fn convert(
             continue;
         }
         let value = super::small_field(field, &name).await?;
-        let v = value.trim();
-        if v.is_empty() {
-            continue;
-        }
-        match name.as_str() {
-            "format" => {
-                params.format = Some(OutputFormat::parse(v).ok_or_else(|| {
-                    ApiError::BadRequest(format!(
-                        "unsupported output format {v:?}: use jpg, png or webp"
-                    ))
-                })?)
-            }
-            "quality" => {
-                params.quality = match v.parse::<u8>() {
-                    Ok(q) if (1..=100).contains(&q) => q,
-                    _ => {
-                        return Err(ApiError::BadRequest(format!(
-                            "quality must be between 1 and 100, got {v:?}"
-                        )))
-                    }
-                }
-            }
-            "width" => params.width = Some(parse_side("width", v)?),
-            "height" => params.height = Some(parse_side("height", v)?),
-            _ => {}
-        }
+        apply_field(&mut params, &name, value.trim())?;
     }
     let input = file.ok_or_else(|| {
         ApiError::BadRequest("missing `file` field: send the image as multipart form data".into())
@@ -101,17 +158,15 @@ pub async fn convert(
                 .inc();
             return Err(match e {
                 ImagingError::UnsupportedFormat => ApiError::UnsupportedMedia(e.to_string()),
-                ImagingError::TooManyPixels { .. } => ApiError::PayloadTooLarge(e.to_string()),
+                ImagingError::TooManyPixels { .. } | ImagingError::TooManyFrames { .. } => {
+                    ApiError::PayloadTooLarge(e.to_string())
+                }
                 ImagingError::Corrupt(_) => ApiError::Unprocessable(e.to_string()),
-                ImagingError::Encode(_) => ApiError::internal(e),
+                ImagingError::Encode(_) | ImagingError::Resize(_) => ApiError::internal(e),
             });
         }
     };
-    let backend = match out.resized_on {
-        Some(kiln_gpu_node::gpu::ResizeBackend::Wgpu) => "wgpu",
-        Some(kiln_gpu_node::gpu::ResizeBackend::Cpu) => "cpu",
-        None => "none",
-    };
+    let backend = out.resized_on.map_or("none", |b| b.as_str());
     state
         .metrics
         .images_converted
@@ -127,6 +182,8 @@ pub async fn convert(
             (h("x-output-width"), out.width.to_string()),
             (h("x-output-height"), out.height.to_string()),
             (h("x-resize-backend"), backend.to_string()),
+            (h("x-shrink-on-load"), out.shrink_on_load.to_string()),
+            (h("x-output-frames"), out.frames.to_string()),
         ],
         out.bytes,
     )

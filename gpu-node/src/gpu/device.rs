@@ -1,9 +1,13 @@
-//! The node's wgpu device and the resize compute pipelines, created once and reused.
+//! The node's wgpu device and the resize compute pipelines, created once and reused; buffers
+//! come from a pool so a request does not allocate from scratch.
 
 use std::borrow::Cow;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
 
-use wgpu::util::DeviceExt;
+use super::filter::{Filter, Weights};
+use super::srgb;
 
 /// The adapter a node resizes on, as reported in its capabilities.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -13,6 +17,16 @@ pub struct AdapterSummary {
     pub device_type: String,
     pub backend: String,
     pub driver: String,
+}
+
+impl AdapterSummary {
+    /// Whether the adapter is a real GPU rather than a CPU Vulkan driver such as lavapipe.
+    pub fn is_hardware(&self) -> bool {
+        matches!(
+            self.device_type.as_str(),
+            "discrete_gpu" | "integrated_gpu" | "virtual_gpu"
+        )
+    }
 }
 
 /// Why the GPU path could not run.
@@ -30,18 +44,130 @@ pub enum GpuError {
     Readback(String),
 }
 
-/// One wgpu device with the two resize pipelines compiled.
+/// Buffer reuse counters, for tests and the bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    pub created: u64,
+    pub reused: u64,
+    pub pooled_bytes: u64,
+}
+
+/// Free buffers by usage, best-fit; the oldest are dropped beyond `POOL_CAP_BYTES`.
+#[derive(Default)]
+struct BufferPool {
+    free: Mutex<Vec<(wgpu::BufferUsages, wgpu::Buffer)>>,
+    created: AtomicU64,
+    reused: AtomicU64,
+}
+
+const POOL_CAP_BYTES: u64 = 512 << 20;
+/// Sizes are rounded up to this so that similar requests share buffers.
+const POOL_GRANULE: u64 = 256 << 10;
+
+impl BufferPool {
+    fn take(
+        &self,
+        device: &wgpu::Device,
+        usage: wgpu::BufferUsages,
+        size: u64,
+        limit: u64,
+    ) -> wgpu::Buffer {
+        {
+            let mut free = self.free.lock().expect("pool lock");
+            let best = free
+                .iter()
+                .enumerate()
+                .filter(|(_, (u, b))| {
+                    *u == usage && b.size() >= size && b.size() <= 2 * size.max(POOL_GRANULE)
+                })
+                .min_by_key(|(_, (_, b))| b.size())
+                .map(|(i, _)| i);
+            if let Some(i) = best {
+                self.reused.fetch_add(1, Ordering::Relaxed);
+                return free.remove(i).1;
+            }
+        }
+        self.created.fetch_add(1, Ordering::Relaxed);
+        // Uniform bindings have a small size limit: those stay exact.
+        let rounded = if usage.contains(wgpu::BufferUsages::UNIFORM) {
+            size
+        } else {
+            size.div_ceil(POOL_GRANULE) * POOL_GRANULE
+        };
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kiln pooled"),
+            size: rounded.min(limit).max(size.max(16)),
+            usage,
+            mapped_at_creation: false,
+        })
+    }
+
+    fn give(&self, usage: wgpu::BufferUsages, buf: wgpu::Buffer) {
+        let mut free = self.free.lock().expect("pool lock");
+        free.push((usage, buf));
+        let mut total: u64 = free.iter().map(|(_, b)| b.size()).sum();
+        while total > POOL_CAP_BYTES && !free.is_empty() {
+            total -= free.remove(0).1.size();
+        }
+    }
+
+    fn stats(&self) -> PoolStats {
+        PoolStats {
+            created: self.created.load(Ordering::Relaxed),
+            reused: self.reused.load(Ordering::Relaxed),
+            pooled_bytes: self
+                .free
+                .lock()
+                .expect("pool lock")
+                .iter()
+                .map(|(_, b)| b.size())
+                .sum(),
+        }
+    }
+}
+
+/// One wgpu device with the resize pipelines compiled.
 pub struct GpuResizer {
     device: wgpu::Device,
     queue: wgpu::Queue,
     horizontal: wgpu::ComputePipeline,
     vertical: wgpu::ComputePipeline,
+    horizontal_plane: wgpu::ComputePipeline,
+    vertical_plane: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
+    lut: wgpu::Buffer,
+    pool: BufferPool,
     summary: AdapterSummary,
     max_binding: u64,
 }
 
-const WORKGROUP: u32 = 16;
+const WG_X: u32 = 64;
+const WG_Y: u32 = 4;
+
+const STORAGE_IN: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_DST);
+const STORAGE_OUT: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC);
+const UNIFORM: wgpu::BufferUsages = wgpu::BufferUsages::UNIFORM.union(wgpu::BufferUsages::COPY_DST);
+const READBACK: wgpu::BufferUsages =
+    wgpu::BufferUsages::MAP_READ.union(wgpu::BufferUsages::COPY_DST);
+
+/// The shader's `Params`, field for field.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    src_w: u32,
+    src_h: u32,
+    dst_w: u32,
+    dst_h: u32,
+    taps_x: u32,
+    taps_y: u32,
+    y_starts: u32,
+    y_coefs: u32,
+    src_stride: u32,
+    dst_stride: u32,
+    _pad: [u32; 2],
+}
 
 fn rank(t: wgpu::DeviceType) -> u8 {
     match t {
@@ -51,6 +177,22 @@ fn rank(t: wgpu::DeviceType) -> u8 {
         wgpu::DeviceType::Cpu => 3,
         wgpu::DeviceType::Other => 4,
     }
+}
+
+fn snake(t: wgpu::DeviceType) -> &'static str {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => "discrete_gpu",
+        wgpu::DeviceType::IntegratedGpu => "integrated_gpu",
+        wgpu::DeviceType::VirtualGpu => "virtual_gpu",
+        wgpu::DeviceType::Cpu => "cpu",
+        wgpu::DeviceType::Other => "other",
+    }
+}
+
+/// Work buffers of one resize, returned to the pool when it is done.
+struct Job {
+    buffers: Vec<(wgpu::BufferUsages, wgpu::Buffer)>,
+    bind: wgpu::BindGroup,
 }
 
 impl GpuResizer {
@@ -83,32 +225,27 @@ impl GpuResizer {
                 "../../../shaders/resize.wgsl"
             ))),
         });
-        let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
+        let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
             ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only },
+                ty,
                 has_dynamic_offset: false,
                 min_binding_size: None,
             },
             count: None,
         };
+        let storage = |read_only| wgpu::BufferBindingType::Storage { read_only };
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("resize"),
             entries: &[
-                wgpu::BindGroupLayoutEntry {
-                    binding: 0,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                },
-                storage(1, true),
-                storage(2, false),
-                storage(3, false),
+                entry(0, wgpu::BufferBindingType::Uniform),
+                entry(1, storage(true)),
+                entry(2, storage(false)),
+                entry(3, storage(false)),
+                entry(4, storage(true)),
+                entry(5, storage(true)),
+                entry(6, storage(true)),
             ],
         });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -126,35 +263,34 @@ impl GpuResizer {
                 cache: None,
             })
         };
-        let horizontal = pipeline("horizontal");
-        let vertical = pipeline("vertical");
+        let table: Vec<f32> = srgb::to_linear_table().iter().map(|v| *v as f32).collect();
+        let lut = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("srgb lut"),
+            size: 256 * 4,
+            usage: STORAGE_IN,
+            mapped_at_creation: false,
+        });
+        queue.write_buffer(&lut, 0, bytemuck::cast_slice(&table));
         let max_binding =
             (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
         Ok(Self {
             summary: AdapterSummary {
                 name: info.name.clone(),
-                device_type: format!("{:?}", info.device_type)
-                    .chars()
-                    .enumerate()
-                    .flat_map(|(i, c)| {
-                        let lower = c.to_ascii_lowercase();
-                        if c.is_ascii_uppercase() && i > 0 {
-                            vec!['_', lower]
-                        } else {
-                            vec![lower]
-                        }
-                    })
-                    .collect(),
+                device_type: snake(info.device_type).to_string(),
                 backend: format!("{:?}", info.backend).to_ascii_lowercase(),
                 driver: format!("{} {}", info.driver, info.driver_info)
                     .trim()
                     .to_string(),
             },
+            horizontal: pipeline("horizontal"),
+            vertical: pipeline("vertical"),
+            horizontal_plane: pipeline("horizontal_plane"),
+            vertical_plane: pipeline("vertical_plane"),
             device,
             queue,
-            horizontal,
-            vertical,
             layout,
+            lut,
+            pool: BufferPool::default(),
             max_binding,
         })
     }
@@ -164,25 +300,36 @@ impl GpuResizer {
         &self.summary
     }
 
-    /// Resize packed RGBA8 (sRGB, straight alpha); see shaders/resize.wgsl.
-    pub fn resize_rgba8(
+    /// How often the buffer pool created and reused buffers.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Take pooled buffers, upload the source, tables and params, and bind them.
+    fn prepare(
         &self,
         src: &[u8],
-        src_w: u32,
-        src_h: u32,
-        dst_w: u32,
-        dst_h: u32,
-    ) -> Result<Vec<u8>, GpuError> {
-        let expected = src_w as usize * src_h as usize * 4;
-        if src.len() != expected || src_w == 0 || src_h == 0 || dst_w == 0 || dst_h == 0 {
-            return Err(GpuError::BadInput {
-                expected,
-                got: src.len(),
-            });
-        }
-        let mid_size = dst_w as u64 * src_h as u64 * 16;
-        let dst_size = dst_w as u64 * dst_h as u64 * 4;
-        let needed = (src.len() as u64).max(mid_size).max(dst_size);
+        mut params: Params,
+        mid_size: u64,
+        dst_size: u64,
+        filter: Filter,
+    ) -> Result<Job, GpuError> {
+        let wx = Weights::new(filter, params.src_w, params.dst_w);
+        let wy = Weights::new(filter, params.src_h, params.dst_h);
+        params.taps_x = wx.taps as u32;
+        params.taps_y = wy.taps as u32;
+        params.y_starts = wx.starts.len() as u32;
+        params.y_coefs = wx.coefs.len() as u32;
+        let coefs: Vec<f32> = wx
+            .coefs
+            .iter()
+            .chain(&wy.coefs)
+            .map(|v| *v as f32)
+            .collect();
+        let starts: Vec<u32> = wx.starts.iter().chain(&wy.starts).copied().collect();
+
+        let src_size = (src.len() as u64).next_multiple_of(4);
+        let needed = src_size.max(mid_size).max(dst_size);
         if needed > self.max_binding {
             return Err(GpuError::TooLarge {
                 needed,
@@ -190,87 +337,246 @@ impl GpuResizer {
             });
         }
         let d = &self.device;
-        let params = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("resize params"),
-            contents: bytemuck::cast_slice(&[src_w, src_h, dst_w, dst_h]),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let src_buf = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("resize src"),
-            contents: src,
-            usage: wgpu::BufferUsages::STORAGE,
-        });
-        let mid = d.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("resize mid"),
-            size: mid_size,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
-        let dst = d.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("resize dst"),
-            size: dst_size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let readback = d.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("resize readback"),
-            size: dst_size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let lim = self.max_binding;
+        let take = |usage, size| (usage, self.pool.take(d, usage, size, lim));
+        let buffers = vec![
+            take(UNIFORM, std::mem::size_of::<Params>() as u64),
+            take(STORAGE_IN, src_size),
+            take(STORAGE_OUT, mid_size),
+            take(STORAGE_OUT, dst_size),
+            take(STORAGE_IN, coefs.len() as u64 * 4),
+            take(STORAGE_IN, starts.len() as u64 * 4),
+            take(READBACK, dst_size),
+        ];
+        let q = &self.queue;
+        q.write_buffer(&buffers[0].1, 0, bytemuck::bytes_of(&params));
+        if src.len().is_multiple_of(4) {
+            q.write_buffer(&buffers[1].1, 0, src);
+        } else {
+            let mut padded = src.to_vec();
+            padded.resize(src_size as usize, 0);
+            q.write_buffer(&buffers[1].1, 0, &padded);
+        }
+        q.write_buffer(&buffers[4].1, 0, bytemuck::cast_slice(&coefs));
+        q.write_buffer(&buffers[5].1, 0, bytemuck::cast_slice(&starts));
+        let entries: Vec<wgpu::BindGroupEntry> = buffers[..6]
+            .iter()
+            .map(|(_, b)| b)
+            .chain([&self.lut])
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
         let bind = d.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("resize"),
             layout: &self.layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: params.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: src_buf.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: mid.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: dst.as_entire_binding(),
-                },
-            ],
+            entries: &entries,
         });
-        let mut encoder = d.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("resize"),
-        });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("resize"),
-                timestamp_writes: None,
-            });
-            pass.set_bind_group(0, &bind, &[]);
-            pass.set_pipeline(&self.horizontal);
-            pass.dispatch_workgroups(dst_w.div_ceil(WORKGROUP), src_h.div_ceil(WORKGROUP), 1);
-            pass.set_pipeline(&self.vertical);
-            pass.dispatch_workgroups(dst_w.div_ceil(WORKGROUP), dst_h.div_ceil(WORKGROUP), 1);
-        }
-        encoder.copy_buffer_to_buffer(&dst, 0, &readback, 0, dst_size);
-        self.queue.submit([encoder.finish()]);
+        Ok(Job { buffers, bind })
+    }
 
+    fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        job: &Job,
+        passes: [(&wgpu::ComputePipeline, u32, u32); 2],
+    ) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("resize"),
+            timestamp_writes: None,
+        });
+        pass.set_bind_group(0, &job.bind, &[]);
+        for (pipeline, x, y) in passes {
+            pass.set_pipeline(pipeline);
+            pass.dispatch_workgroups(x.div_ceil(WG_X), y.div_ceil(WG_Y), 1);
+        }
+    }
+
+    /// Run the two passes, read `dst_size` bytes back, and return the buffers to the pool.
+    fn run(
+        &self,
+        job: Job,
+        passes: [(&wgpu::ComputePipeline, u32, u32); 2],
+        dst_size: u64,
+    ) -> Result<Vec<u8>, GpuError> {
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("resize"),
+            });
+        self.record(&mut encoder, &job, passes);
+        let (dst, readback) = (&job.buffers[3].1, &job.buffers[6].1);
+        encoder.copy_buffer_to_buffer(dst, 0, readback, 0, dst_size);
+        self.queue.submit([encoder.finish()]);
+        let out = self.read(readback, dst_size);
+        for (usage, buf) in job.buffers {
+            self.pool.give(usage, buf);
+        }
+        out
+    }
+
+    fn read(&self, readback: &wgpu::Buffer, size: u64) -> Result<Vec<u8>, GpuError> {
         let (tx, rx) = mpsc::channel();
-        readback.map_async(wgpu::MapMode::Read, .., move |r| {
+        readback.map_async(wgpu::MapMode::Read, 0..size, move |r| {
             let _ = tx.send(r);
         });
-        d.poll(wgpu::PollType::wait_indefinitely())
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| GpuError::Readback(e.to_string()))?;
         rx.recv()
             .map_err(|e| GpuError::Readback(e.to_string()))?
             .map_err(|e| GpuError::Readback(e.to_string()))?;
         let out = readback
-            .get_mapped_range(..)
+            .get_mapped_range(0..size)
             .map_err(|e| GpuError::Readback(e.to_string()))?
             .to_vec();
         readback.unmap();
         Ok(out)
+    }
+
+    fn rgba_job(
+        &self,
+        src: &[u8],
+        src_w: u32,
+        src_h: u32,
+        dst_w: u32,
+        dst_h: u32,
+        filter: Filter,
+    ) -> Result<(Job, u64), GpuError> {
+        let expected = src_w as usize * src_h as usize * 4;
+        if src.len() != expected || src_w == 0 || src_h == 0 || dst_w == 0 || dst_h == 0 {
+            return Err(GpuError::BadInput {
+                expected,
+                got: src.len(),
+            });
+        }
+        let params = Params {
+            src_w,
+            src_h,
+            dst_w,
+            dst_h,
+            ..bytemuck::Zeroable::zeroed()
+        };
+        let mid_size = dst_w as u64 * src_h as u64 * 16;
+        let dst_size = dst_w as u64 * dst_h as u64 * 4;
+        Ok((
+            self.prepare(src, params, mid_size, dst_size, filter)?,
+            dst_size,
+        ))
+    }
+
+    /// Resize packed RGBA8 (sRGB, straight alpha) in linear light with premultiplied alpha;
+    /// see shaders/resize.wgsl.
+    pub fn resize_rgba8(
+        &self,
+        src: &[u8],
+        src_w: u32,
+        src_h: u32,
+        dst_w: u32,
+        dst_h: u32,
+        filter: Filter,
+    ) -> Result<Vec<u8>, GpuError> {
+        let (job, dst_size) = self.rgba_job(src, src_w, src_h, dst_w, dst_h, filter)?;
+        self.run(
+            job,
+            [
+                (&self.horizontal, dst_w, src_h),
+                (&self.vertical, dst_w, dst_h),
+            ],
+            dst_size,
+        )
+    }
+
+    /// The kernel alone, for the bench: upload once, run both passes `iterations` times,
+    /// wait for the GPU, and return the time per iteration (no transfers counted).
+    pub fn time_kernel(
+        &self,
+        src: &[u8],
+        (src_w, src_h): (u32, u32),
+        (dst_w, dst_h): (u32, u32),
+        filter: Filter,
+        iterations: u32,
+    ) -> Result<Duration, GpuError> {
+        let (job, _) = self.rgba_job(src, src_w, src_h, dst_w, dst_h, filter)?;
+        let passes = [
+            (&self.horizontal, dst_w, src_h),
+            (&self.vertical, dst_w, dst_h),
+        ];
+        let wait = || {
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| GpuError::Readback(e.to_string()))
+        };
+        // One untimed run warms caches and finishes the uploads.
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        self.record(&mut encoder, &job, passes);
+        self.queue.submit([encoder.finish()]);
+        wait()?;
+        let started = Instant::now();
+        for _ in 0..iterations {
+            let mut encoder = self.device.create_command_encoder(&Default::default());
+            self.record(&mut encoder, &job, passes);
+            self.queue.submit([encoder.finish()]);
+        }
+        wait()?;
+        let took = started.elapsed() / iterations.max(1);
+        for (usage, buf) in job.buffers {
+            self.pool.give(usage, buf);
+        }
+        Ok(took)
+    }
+
+    /// Resize one 8-bit video plane (Y, U or V) of `src_w`×`src_h` samples with rows
+    /// `src_stride` bytes apart, filtering the coded values as they are (video's convention).
+    /// Returns the plane with rows `dst_w` rounded up to 4 bytes apart, and that stride.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resize_plane(
+        &self,
+        src: &[u8],
+        src_w: u32,
+        src_h: u32,
+        src_stride: u32,
+        dst_w: u32,
+        dst_h: u32,
+        filter: Filter,
+    ) -> Result<(Vec<u8>, u32), GpuError> {
+        let expected = src_stride as usize * (src_h as usize).saturating_sub(1) + src_w as usize;
+        if src.len() < expected
+            || src_stride < src_w
+            || src_w == 0
+            || src_h == 0
+            || dst_w == 0
+            || dst_h == 0
+        {
+            return Err(GpuError::BadInput {
+                expected,
+                got: src.len(),
+            });
+        }
+        let dst_stride = dst_w.next_multiple_of(4);
+        let params = Params {
+            src_w,
+            src_h,
+            dst_w,
+            dst_h,
+            src_stride,
+            dst_stride,
+            ..bytemuck::Zeroable::zeroed()
+        };
+        let mid_size = (dst_stride / 4) as u64 * src_h as u64 * 16;
+        let dst_size = dst_stride as u64 * dst_h as u64;
+        let job = self.prepare(src, params, mid_size, dst_size, filter)?;
+        let words = dst_stride / 4;
+        let out = self.run(
+            job,
+            [
+                (&self.horizontal_plane, words, src_h),
+                (&self.vertical_plane, words, dst_h),
+            ],
+            dst_size,
+        )?;
+        Ok((out, dst_stride))
     }
 }
