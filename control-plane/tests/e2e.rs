@@ -309,7 +309,11 @@ async fn video_and_image_paths_end_to_end() {
     assert_eq!(r.headers()["x-original-size"], original.as_str());
     assert_eq!(r.headers()["x-output-format"], "webp");
     assert_eq!(r.headers()["content-type"], "image/webp");
-    assert_eq!(r.headers()["x-resize-backend"], "wgpu");
+    // The node's one-time choice: lavapipe here means the CPU path measured faster.
+    assert_eq!(
+        r.headers()["x-resize-backend"],
+        kiln_gpu_node::gpu::choice().backend.as_str()
+    );
     let out_size: usize = r.headers()["x-output-size"]
         .to_str()
         .unwrap()
@@ -336,6 +340,56 @@ async fn video_and_image_paths_end_to_end() {
         image::load_from_memory_with_format(&r.bytes().await.unwrap(), image::ImageFormat::Png)
             .unwrap();
     assert_eq!((img.width(), img.height()), (100, 67));
+
+    // The blog's patterns as written there: `maxWidth`, and a 200x200 centre-cropped avatar;
+    // HEIC in, AVIF out.
+    let r = s
+        .post_form(
+            "/api/v1/convert",
+            Form::new()
+                .part(
+                    "file",
+                    file_part(&media("photo/seeding_by_Clements_Engelhardt.jpg")),
+                )
+                .text("maxWidth", "1200"),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-output-format"], "jpg");
+    assert_eq!(r.headers()["x-shrink-on-load"], "4");
+    let img = image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!((img.width(), img.height()), (1200, 675));
+    let r = s
+        .post_form(
+            "/api/v1/convert",
+            Form::new()
+                .part("file", file_part(&media("photo/coffee.png")))
+                .text("width", "200")
+                .text("height", "200")
+                .text("fit", "cover")
+                .text("position", "centre")
+                .text("format", "jpg"),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let img = image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!((img.width(), img.height()), (200, 200));
+    let r = s
+        .post_form(
+            "/api/v1/convert",
+            Form::new()
+                .part("file", file_part(&media("photo/pug.heic")))
+                .text("format", "avif")
+                .text("width", "400")
+                .text("quality", "40"),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/avif");
+    assert_eq!(r.headers()["x-output-width"], "400");
+    assert_eq!(r.headers()["x-output-height"], "300");
+    let body = r.bytes().await.unwrap();
+    assert_eq!(&body[4..12], b"ftypavif");
 
     s.stop().await;
 }
@@ -454,6 +508,47 @@ async fn bad_input_gets_stable_errors_and_the_service_keeps_serving() {
         .post_form("/api/v1/convert", Form::new().text("format", "png"))
         .await;
     assert_eq!(r.status(), 400);
+    for (field, value) in [
+        ("fit", "squash"),
+        ("position", "upward"),
+        ("background", "#12"),
+        ("kernel", "nearest"),
+        ("quality", "0"),
+        ("lossless", "maybe"),
+        ("maxWidth", "-5"),
+    ] {
+        let r = s
+            .post_form(
+                "/api/v1/convert",
+                Form::new()
+                    .part("file", file_part(&media("photo/chelsea.png")))
+                    .text(field, value),
+            )
+            .await;
+        assert_eq!(r.status(), 400, "{field}={value}");
+        assert_eq!(error_code(&r.json().await.unwrap()), "bad_request");
+    }
+    // A truncated JPEG is 422; a file that is no image Kiln reads is 415.
+    let jpg = std::fs::read(media("photo/rocket.jpg")).unwrap();
+    let r = s
+        .post_form(
+            "/api/v1/convert",
+            Form::new().part(
+                "file",
+                Part::bytes(jpg[..jpg.len() / 2].to_vec()).file_name("cut.jpg"),
+            ),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(error_code(&r.json().await.unwrap()), "unprocessable");
+    let r = s
+        .post_form(
+            "/api/v1/convert",
+            Form::new().part("file", Part::bytes(b"BM....".to_vec()).file_name("x.bmp")),
+        )
+        .await;
+    assert_eq!(r.status(), 415);
+    assert_eq!(error_code(&r.json().await.unwrap()), "unsupported_media");
 
     // Unknown job ids are 404; downloads of unfinished jobs are 409.
     let (code, body) = s
