@@ -5,7 +5,11 @@
 //! Kiln's pipeline and through the `ffmpeg` CLI, interleaved, each run a child process so peak
 //! memory is measured the same way for both; prints Kiln fps / ffmpeg fps per encoder setting,
 //! one job and two concurrent jobs.
+//!
+//! `kiln-bench image [--runs N] [--images N]`: the wgpu resize kernel vs fast_image_resize, and
+//! whole image requests vs `vipsthumbnail` (see `image`).
 
+mod image;
 mod video;
 
 use std::process::ExitCode;
@@ -16,10 +20,14 @@ fn main() -> ExitCode {
         Some("video") => video::main(&args[1..]),
         // The child process a Kiln run happens in (see `video`).
         Some(video::CHILD) => video::child(&args[1..]),
+        Some("image") => image::main(&args[1..]),
+        Some(image::CHILD) => image::child(&args[1..]),
+        Some(image::CHOICE_CHILD) => image::choice_child(),
         _ => {
             eprintln!(
-                "usage: kiln-bench video [--runs N] [CLIP ...]\n\
-                 (image, sched and tune arrive with their issues)"
+                "usage: kiln-bench video [--runs N] [CLIP ...]\n       \
+                 kiln-bench image [--runs N] [--images N]\n\
+                 (sched and tune arrive with their issues)"
             );
             ExitCode::from(2)
         }

@@ -114,7 +114,7 @@ fn wait_rss(child: Child) -> Result<f64, String> {
 }
 
 /// Start `jobs` copies at once; the wall time for all of them and the largest peak memory.
-fn run_batch(jobs: usize, spawn: &dyn Fn(usize) -> Command) -> Result<(f64, f64), String> {
+pub fn run_batch(jobs: usize, spawn: &dyn Fn(usize) -> Command) -> Result<(f64, f64), String> {
     let start = Instant::now();
     let children: Vec<Child> = (0..jobs)
         .map(|i| {
@@ -145,7 +145,7 @@ fn frames_of(clip: &Path) -> Result<u64, String> {
         .map_err(|_| format!("cannot count frames of {}", clip.display()))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }

@@ -46,13 +46,25 @@ fn requested() -> String {
         .to_ascii_lowercase()
 }
 
-/// The node's one wgpu device, created on first use; `None` (with the reason logged once) when
-/// no adapter is usable.
+/// The best adapter's description, found without creating a device (cheap: a node that will
+/// resize on the CPU pays only for the enumeration).
+fn best_adapter() -> Option<AdapterSummary> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    adapters
+        .iter()
+        .map(|a| device::summarise(&a.get_info()))
+        .min_by_key(|s| s.rank())
+}
+
+/// The node's one wgpu device for resizing, created on first use when the shader path was
+/// chosen; `None` otherwise, or (with the reason logged once) when it could not be created.
 pub fn shared_resizer() -> Option<&'static GpuResizer> {
     static RESIZER: OnceLock<Option<GpuResizer>> = OnceLock::new();
     RESIZER
         .get_or_init(|| {
-            if requested() == "cpu" {
+            if choice().backend != ResizeBackend::Wgpu {
                 return None;
             }
             match GpuResizer::new() {
@@ -61,7 +73,7 @@ pub fn shared_resizer() -> Option<&'static GpuResizer> {
                     Some(r)
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "no usable wgpu adapter; images resize on the CPU");
+                    tracing::warn!(error = %e, "wgpu device failed; images resize on the CPU");
                     None
                 }
             }
@@ -77,14 +89,14 @@ pub fn choice() -> &'static ResizerChoice {
     static CHOICE: OnceLock<ResizerChoice> = OnceLock::new();
     CHOICE.get_or_init(|| {
         let wanted = requested();
-        let gpu = shared_resizer();
-        let adapter = gpu.map(|g| g.adapter().clone());
+        let adapter = if wanted == "cpu" {
+            None
+        } else {
+            best_adapter()
+        };
         let (backend, reason) = match (wanted.as_str(), &adapter) {
             ("cpu", _) => (ResizeBackend::Cpu, "KILN_IMAGE_RESIZER=cpu".to_string()),
-            (_, None) => (
-                ResizeBackend::Cpu,
-                "no usable wgpu adapter (see the node's log)".to_string(),
-            ),
+            (_, None) => (ResizeBackend::Cpu, "no wgpu adapter found".to_string()),
             ("wgpu", Some(a)) => (
                 ResizeBackend::Wgpu,
                 format!("KILN_IMAGE_RESIZER=wgpu on {}", a.name),
@@ -120,6 +132,7 @@ pub fn resize_rgba8(
     opaque: bool,
 ) -> Result<(Vec<u8>, ResizeBackend), cpu::CpuResizeError> {
     if choice().backend == ResizeBackend::Wgpu {
+        // `None` here means the device failed to start; that was logged once.
         if let Some(gpu) = shared_resizer() {
             match gpu.resize_rgba8(src, src_w, src_h, dst_w, dst_h, filter) {
                 Ok(out) => return Ok((out, ResizeBackend::Wgpu)),

@@ -1,5 +1,5 @@
 //! Image conversion for `POST /convert`: sniff, check the header against the limits, decode
-//! (JPEG shrink-on-load), orient, convert to sRGB, crop, resize (wgpu or CPU), letterbox,
+//! (JPEG shrink-on-load), orient, crop, resize (wgpu or CPU), convert to sRGB, letterbox,
 //! encode.
 
 pub mod color;
@@ -316,10 +316,7 @@ pub fn convert(input: &[u8], params: &ConvertParams) -> Result<Converted, Imagin
     let (mut w, mut h) = (decoded.width, decoded.height);
     let mut frames = Vec::with_capacity(decoded.frames.len());
     for f in decoded.frames {
-        let (mut rgba, ow, oh) = orient(f.rgba, decoded.width, decoded.height, decoded.orientation);
-        if let Some(icc) = &decoded.icc {
-            color::to_srgb(&mut rgba, icc);
-        }
+        let (rgba, ow, oh) = orient(f.rgba, decoded.width, decoded.height, decoded.orientation);
         (w, h) = (ow, oh);
         frames.push(Frame {
             rgba,
@@ -343,13 +340,20 @@ pub fn convert(input: &[u8], params: &ConvertParams) -> Result<Converted, Imagin
         f.rgba = if (region.w, region.h) == (rw, rh) {
             src
         } else {
-            let opaque = src.chunks_exact(4).all(|p| p[3] == 255);
+            let opaque = !decoded.has_alpha || src.chunks_exact(4).all(|p| p[3] == 255);
             let (out, backend) =
                 gpu::resize_rgba8(&src, (region.w, region.h), (rw, rh), params.filter, opaque)
                     .map_err(|e| ImagingError::Resize(e.to_string()))?;
             resized_on = Some(backend);
             out
         };
+        // The colour profile is applied to the resized pixels, not the full-size ones (libvips'
+        // thumbnail does the same): the resize treats the values with the sRGB curve, which is
+        // exact for Display P3 (the iPhone's profile, same curve) and close for the others, and
+        // a 12 MP transform would cost more than the resize.
+        if let Some(icc) = &decoded.icc {
+            color::to_srgb(&mut f.rgba, icc);
+        }
         if layout.canvas != layout.resized {
             f.rgba = place(
                 &f.rgba,

@@ -20,6 +20,17 @@ pub struct AdapterSummary {
 }
 
 impl AdapterSummary {
+    /// Preference order: discrete > integrated > virtual > CPU (lavapipe) > other.
+    pub fn rank(&self) -> u8 {
+        match self.device_type.as_str() {
+            "discrete_gpu" => 0,
+            "integrated_gpu" => 1,
+            "virtual_gpu" => 2,
+            "cpu" => 3,
+            _ => 4,
+        }
+    }
+
     /// Whether the adapter is a real GPU rather than a CPU Vulkan driver such as lavapipe.
     pub fn is_hardware(&self) -> bool {
         matches!(
@@ -169,13 +180,15 @@ struct Params {
     _pad: [u32; 2],
 }
 
-fn rank(t: wgpu::DeviceType) -> u8 {
-    match t {
-        wgpu::DeviceType::DiscreteGpu => 0,
-        wgpu::DeviceType::IntegratedGpu => 1,
-        wgpu::DeviceType::VirtualGpu => 2,
-        wgpu::DeviceType::Cpu => 3,
-        wgpu::DeviceType::Other => 4,
+/// Describe an adapter the way capabilities report it.
+pub fn summarise(info: &wgpu::AdapterInfo) -> AdapterSummary {
+    AdapterSummary {
+        name: info.name.clone(),
+        device_type: snake(info.device_type).to_string(),
+        backend: format!("{:?}", info.backend).to_ascii_lowercase(),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
     }
 }
 
@@ -206,7 +219,7 @@ impl GpuResizer {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let mut adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
-        adapters.sort_by_key(|a| rank(a.get_info().device_type));
+        adapters.sort_by_key(|a| summarise(&a.get_info()).rank());
         let adapter = adapters.into_iter().next().ok_or(GpuError::NoAdapter)?;
         let info = adapter.get_info();
         let limits = adapter.limits();
@@ -274,14 +287,7 @@ impl GpuResizer {
         let max_binding =
             (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
         Ok(Self {
-            summary: AdapterSummary {
-                name: info.name.clone(),
-                device_type: snake(info.device_type).to_string(),
-                backend: format!("{:?}", info.backend).to_ascii_lowercase(),
-                driver: format!("{} {}", info.driver, info.driver_info)
-                    .trim()
-                    .to_string(),
-            },
+            summary: summarise(&info),
             horizontal: pipeline("horizontal"),
             vertical: pipeline("vertical"),
             horizontal_plane: pipeline("horizontal_plane"),

@@ -29,6 +29,9 @@ pub struct Decoded {
     pub full: (u32, u32),
     pub icc: Option<Vec<u8>>,
     pub orientation: Orientation,
+    /// Whether the source can hold transparency at all (JPEG cannot); if not, the pixels'
+    /// alpha need not be scanned.
+    pub has_alpha: bool,
 }
 
 /// What the header says, before decoding.
@@ -148,30 +151,33 @@ pub fn decode(
     limits: &ImageLimits,
 ) -> Result<Decoded, ImagingError> {
     let full = (header.width, header.height);
-    let single = |rgba: Vec<u8>, w: u32, h: u32, icc: Option<Vec<u8>>| Decoded {
+    let single = |rgba: Vec<u8>, w: u32, h: u32, icc: Option<Vec<u8>>, has_alpha| Decoded {
         frames: vec![Frame { rgba, delay_ms: 0 }],
         width: w,
         height: h,
         full,
         icc,
         orientation: header.orientation,
+        has_alpha,
     };
     match format {
         InputFormat::Jpeg => {
             let icc = image_icc(input, limits);
             match jpeg::decode(input, shrink) {
-                Ok((rgba, w, h)) => Ok(single(rgba, w, h, icc)),
+                Ok((rgba, w, h)) => Ok(single(rgba, w, h, icc, false)),
                 // CMYK and other JPEGs TurboJPEG cannot turn into RGB: the slower decoder.
                 Err(e) if !e.contains("Premature end") => {
                     tracing::debug!(error = %e, "TurboJPEG refused; decoding with zune-jpeg");
                     let img = decode_image(input, limits)?.into_rgba8();
                     let (w, h) = img.dimensions();
-                    Ok(single(img.into_raw(), w, h, icc))
+                    Ok(single(img.into_raw(), w, h, icc, false))
                 }
                 Err(e) => Err(corrupt(e)),
             }
         }
-        InputFormat::Heif => decode_heif(input).map(|((rgba, w, h), icc)| single(rgba, w, h, icc)),
+        InputFormat::Heif => {
+            decode_heif(input).map(|((rgba, w, h), icc, alpha)| single(rgba, w, h, icc, alpha))
+        }
         InputFormat::Gif | InputFormat::Webp if animate => {
             let (frames, icc) = decode_frames(input, format, header, limits)?;
             Ok(Decoded {
@@ -181,13 +187,16 @@ pub fn decode(
                 full,
                 icc,
                 orientation: header.orientation,
+                has_alpha: true,
             })
         }
         _ => {
             let icc = image_icc(input, limits);
-            let img = decode_image(input, limits)?.into_rgba8();
+            let img = decode_image(input, limits)?;
+            let alpha = img.color().has_alpha();
+            let img = img.into_rgba8();
             let (w, h) = img.dimensions();
-            Ok(single(img.into_raw(), w, h, icc))
+            Ok(single(img.into_raw(), w, h, icc, alpha))
         }
     }
 }
@@ -211,7 +220,7 @@ fn decode_image(input: &[u8], limits: &ImageLimits) -> Result<DynamicImage, Imag
 /// Packed RGBA8 with its width and height.
 type Pixels = (Vec<u8>, u32, u32);
 
-fn decode_heif(input: &[u8]) -> Result<(Pixels, Option<Vec<u8>>), ImagingError> {
+fn decode_heif(input: &[u8]) -> Result<(Pixels, Option<Vec<u8>>, bool), ImagingError> {
     use libheif_rs::{ColorSpace, HeifContext, RgbChroma};
     let ctx = HeifContext::read_from_bytes(input).map_err(corrupt)?;
     let handle = ctx.primary_image_handle().map_err(corrupt)?;
@@ -229,7 +238,7 @@ fn decode_heif(input: &[u8]) -> Result<(Pixels, Option<Vec<u8>>), ImagingError> 
     for y in 0..h as usize {
         rgba.extend_from_slice(&plane.data[y * plane.stride..y * plane.stride + row]);
     }
-    Ok(((rgba, w, h), icc))
+    Ok(((rgba, w, h), icc, handle.has_alpha_channel()))
 }
 
 /// Every frame of an animated GIF or WebP, composed onto the full canvas, within the frame

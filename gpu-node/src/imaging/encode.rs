@@ -69,11 +69,8 @@ pub fn encode(
             out = jpeg::encode(&rgb, w, h, 3, opts.quality).map_err(encode_err)?;
         }
         OutputFormat::Png => {
-            let enc = PngEncoder::new_with_quality(
-                &mut out,
-                CompressionType::Default,
-                FilterType::Adaptive,
-            );
+            let enc =
+                PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive);
             if opaque {
                 enc.write_image(&rgb_of(rgba), w, h, ExtendedColorType::Rgb8)
             } else {
