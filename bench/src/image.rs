@@ -16,17 +16,11 @@ use std::time::Instant;
 use kiln_gpu_node::gpu::{self, cpu, Filter, GpuResizer};
 use kiln_gpu_node::imaging::{self, ConvertParams, OutputFormat};
 
+use crate::media;
 use crate::video::{median, run_batch};
 
 /// The child process a Kiln run happens in: `__kiln-image OUTDIR BOX FORMAT QUALITY FILE...`.
 pub const CHILD: &str = "__kiln-image";
-
-fn media(rel: &str) -> PathBuf {
-    let root = std::env::var_os("KILN_MEDIA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/media"));
-    root.join(rel)
-}
 
 /// The child that reports the node's resize choice: `__kiln-image-choice`.
 pub const CHOICE_CHILD: &str = "__kiln-image-choice";

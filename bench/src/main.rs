@@ -12,7 +12,16 @@
 mod image;
 mod video;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// A real media sample: `$KILN_MEDIA_DIR`, else `../shared/media` beside the checkout.
+pub fn media(rel: &str) -> PathBuf {
+    std::env::var_os("KILN_MEDIA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/media"))
+        .join(rel)
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -58,12 +58,9 @@ const SETTINGS: &[Setting] = &[
 ];
 
 fn default_clips() -> Vec<PathBuf> {
-    let root = std::env::var_os("KILN_MEDIA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/media"));
     vec![
-        root.join("video/bigbuckbunny.mp4"),
-        root.join("video/bikes.mp4"),
+        crate::media("video/bigbuckbunny.mp4"),
+        crate::media("video/bikes.mp4"),
     ]
 }
 

@@ -35,11 +35,13 @@ pub struct Decoded {
 }
 
 /// What the header says, before decoding.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Header {
     pub width: u32,
     pub height: u32,
     pub orientation: Orientation,
+    /// The embedded ICC profile, if any.
+    pub icc: Option<Vec<u8>>,
 }
 
 impl Header {
@@ -89,7 +91,8 @@ fn reader_limits(limits: &ImageLimits) -> Limits {
     l
 }
 
-/// Read the header of an `image`-crate format: size and EXIF orientation.
+/// Read the header of an `image`-crate format (JPEG's too, for its EXIF and ICC): size,
+/// orientation and colour profile.
 fn image_header(input: &[u8], limits: &ImageLimits) -> Result<Header, ImagingError> {
     let mut reader = ImageReader::new(Cursor::new(input))
         .with_guessed_format()
@@ -97,11 +100,13 @@ fn image_header(input: &[u8], limits: &ImageLimits) -> Result<Header, ImagingErr
     reader.limits(reader_limits(limits));
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
     let (width, height) = decoder.dimensions();
+    let icc = decoder.icc_profile().ok().flatten();
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     Ok(Header {
         width,
         height,
         orientation,
+        icc,
     })
 }
 
@@ -121,17 +126,21 @@ pub fn header(
                 width: handle.width(),
                 height: handle.height(),
                 orientation: Orientation::NoTransforms,
+                icc: handle.color_profile_raw().map(|p| p.data),
             }
         }
         InputFormat::Jpeg => {
+            // TurboJPEG's header is the authority on size; the metadata is read separately
+            // and is optional (a JPEG whose EXIF cannot be parsed still decodes).
             let (width, height) = jpeg::dimensions(input).map_err(corrupt)?;
-            let orientation = image_header(input, limits)
-                .map(|h| h.orientation)
-                .unwrap_or(Orientation::NoTransforms);
+            let (orientation, icc) = image_header(input, limits)
+                .map(|h| (h.orientation, h.icc))
+                .unwrap_or((Orientation::NoTransforms, None));
             Header {
                 width,
                 height,
                 orientation,
+                icc,
             }
         }
         _ => image_header(input, limits)?,
@@ -151,35 +160,35 @@ pub fn decode(
     limits: &ImageLimits,
 ) -> Result<Decoded, ImagingError> {
     let full = (header.width, header.height);
-    let single = |rgba: Vec<u8>, w: u32, h: u32, icc: Option<Vec<u8>>, has_alpha| Decoded {
+    let icc = header.icc.clone();
+    let single = |rgba: Vec<u8>, w: u32, h: u32, has_alpha| Decoded {
         frames: vec![Frame { rgba, delay_ms: 0 }],
         width: w,
         height: h,
         full,
-        icc,
+        icc: icc.clone(),
         orientation: header.orientation,
         has_alpha,
     };
     match format {
         InputFormat::Jpeg => {
-            let icc = image_icc(input, limits);
             match jpeg::decode(input, shrink) {
-                Ok((rgba, w, h)) => Ok(single(rgba, w, h, icc, false)),
+                Ok((rgba, w, h)) => Ok(single(rgba, w, h, false)),
                 // CMYK and other JPEGs TurboJPEG cannot turn into RGB: the slower decoder.
                 Err(e) if !e.contains("Premature end") => {
                     tracing::debug!(error = %e, "TurboJPEG refused; decoding with zune-jpeg");
                     let img = decode_image(input, limits)?.into_rgba8();
                     let (w, h) = img.dimensions();
-                    Ok(single(img.into_raw(), w, h, icc, false))
+                    Ok(single(img.into_raw(), w, h, false))
                 }
                 Err(e) => Err(corrupt(e)),
             }
         }
         InputFormat::Heif => {
-            decode_heif(input).map(|((rgba, w, h), icc, alpha)| single(rgba, w, h, icc, alpha))
+            decode_heif(input).map(|((rgba, w, h), alpha)| single(rgba, w, h, alpha))
         }
         InputFormat::Gif | InputFormat::Webp if animate => {
-            let (frames, icc) = decode_frames(input, format, header, limits)?;
+            let frames = decode_frames(input, format, header, limits)?;
             Ok(Decoded {
                 frames,
                 width: header.width,
@@ -191,22 +200,13 @@ pub fn decode(
             })
         }
         _ => {
-            let icc = image_icc(input, limits);
             let img = decode_image(input, limits)?;
             let alpha = img.color().has_alpha();
             let img = img.into_rgba8();
             let (w, h) = img.dimensions();
-            Ok(single(img.into_raw(), w, h, icc, alpha))
+            Ok(single(img.into_raw(), w, h, alpha))
         }
     }
-}
-
-fn image_icc(input: &[u8], limits: &ImageLimits) -> Option<Vec<u8>> {
-    let mut reader = ImageReader::new(Cursor::new(input))
-        .with_guessed_format()
-        .ok()?;
-    reader.limits(reader_limits(limits));
-    reader.into_decoder().ok()?.icc_profile().ok().flatten()
 }
 
 fn decode_image(input: &[u8], limits: &ImageLimits) -> Result<DynamicImage, ImagingError> {
@@ -220,11 +220,10 @@ fn decode_image(input: &[u8], limits: &ImageLimits) -> Result<DynamicImage, Imag
 /// Packed RGBA8 with its width and height.
 type Pixels = (Vec<u8>, u32, u32);
 
-fn decode_heif(input: &[u8]) -> Result<(Pixels, Option<Vec<u8>>, bool), ImagingError> {
+fn decode_heif(input: &[u8]) -> Result<(Pixels, bool), ImagingError> {
     use libheif_rs::{ColorSpace, HeifContext, RgbChroma};
     let ctx = HeifContext::read_from_bytes(input).map_err(corrupt)?;
     let handle = ctx.primary_image_handle().map_err(corrupt)?;
-    let icc = handle.color_profile_raw().map(|p| p.data);
     let img = handle
         .decode(ColorSpace::Rgb(RgbChroma::Rgba), None)
         .map_err(corrupt)?;
@@ -238,7 +237,7 @@ fn decode_heif(input: &[u8]) -> Result<(Pixels, Option<Vec<u8>>, bool), ImagingE
     for y in 0..h as usize {
         rgba.extend_from_slice(&plane.data[y * plane.stride..y * plane.stride + row]);
     }
-    Ok(((rgba, w, h), icc, handle.has_alpha_channel()))
+    Ok(((rgba, w, h), handle.has_alpha_channel()))
 }
 
 /// Every frame of an animated GIF or WebP, composed onto the full canvas, within the frame
@@ -248,37 +247,30 @@ fn decode_frames(
     format: InputFormat,
     header: &Header,
     limits: &ImageLimits,
-) -> Result<(Vec<Frame>, Option<Vec<u8>>), ImagingError> {
+) -> Result<Vec<Frame>, ImagingError> {
     let frame_pixels = header.width as u64 * header.height as u64;
     let max_frames = limits
         .max_frames
         .min((limits.max_animation_pixels / frame_pixels.max(1)).max(1) as u32);
-    let iter: Box<dyn Iterator<Item = image::ImageResult<image::Frame>>>;
-    let icc;
-    match format {
+    let iter: Box<dyn Iterator<Item = image::ImageResult<image::Frame>>> = match format {
         InputFormat::Gif => {
             let mut d = GifDecoder::new(Cursor::new(input)).map_err(corrupt)?;
             d.set_limits(reader_limits(limits)).map_err(corrupt)?;
-            icc = None;
-            iter = Box::new(d.into_frames());
+            Box::new(d.into_frames())
         }
         _ => {
             let mut d = WebPDecoder::new(Cursor::new(input)).map_err(corrupt)?;
-            icc = d.icc_profile().ok().flatten();
             if !d.has_animation() {
                 let img = DynamicImage::from_decoder(d).map_err(corrupt)?.into_rgba8();
-                return Ok((
-                    vec![Frame {
-                        rgba: img.into_raw(),
-                        delay_ms: 0,
-                    }],
-                    icc,
-                ));
+                return Ok(vec![Frame {
+                    rgba: img.into_raw(),
+                    delay_ms: 0,
+                }]);
             }
             d.set_limits(reader_limits(limits)).map_err(corrupt)?;
-            iter = Box::new(d.into_frames());
+            Box::new(d.into_frames())
         }
-    }
+    };
     let mut frames = Vec::new();
     for frame in iter {
         if frames.len() as u32 >= max_frames {
@@ -298,5 +290,5 @@ fn decode_frames(
     if frames.is_empty() {
         return Err(corrupt("animation has no frames"));
     }
-    Ok((frames, icc))
+    Ok(frames)
 }
