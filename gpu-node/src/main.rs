@@ -1,5 +1,5 @@
 //! `kiln-gpu-node`: a fleet node. `kiln-gpu-node probe` prints what this machine can do (codecs
-//! that actually open, the wgpu adapter) as JSON.
+//! that actually open, the wgpu adapter and the image resize path chosen on it) as JSON.
 
 use std::process::ExitCode;
 
@@ -15,7 +15,6 @@ fn main() -> ExitCode {
             let resize = kiln_gpu_node::gpu::choice();
             let report = serde_json::json!({
                 "media": kiln_gpu_node::media::capabilities(),
-                "wgpu_adapter": resize.adapter,
                 "image_resize": resize,
                 "cpu_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             });
