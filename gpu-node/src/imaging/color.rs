@@ -1,41 +1,80 @@
 //! Colour management: an embedded ICC profile is converted to sRGB (what the resize's
 //! linear-light maths and every browser assume), then dropped with the rest of the metadata.
 
-use lcms2::{Intent, PixelFormat, Profile, Transform};
+use std::sync::{Arc, Mutex};
 
-/// Convert packed RGBA8 pixels from `icc` to sRGB in place. A profile that is already sRGB,
-/// or that lcms2 cannot use for RGB pixels (grey or CMYK profiles, damaged data), leaves the
-/// pixels as they are; the reason is logged.
-pub fn to_srgb(rgba: &mut [u8], icc: &[u8]) {
+use lcms2::{DisallowCache, Flags, GlobalContext, Intent, PixelFormat, Profile, Transform};
+
+/// A transform shareable between threads (lcms2's no-cache mode).
+type SharedTransform = Transform<[u8; 4], [u8; 4], GlobalContext, DisallowCache>;
+
+/// Profiles seen recently and what to do with them (`None`: leave the pixels alone). Photos
+/// from one camera share one profile, and building a transform costs more than applying it
+/// to a resized image.
+const CACHED_PROFILES: usize = 8;
+
+/// What a profile turned into: a transform, or `None` for "leave the pixels alone".
+type Cached = Arc<Option<SharedTransform>>;
+
+fn transform_for(icc: &[u8]) -> Cached {
+    static CACHE: Mutex<Vec<(Vec<u8>, Cached)>> = Mutex::new(Vec::new());
+    if let Some((_, t)) = CACHE
+        .lock()
+        .expect("profile cache")
+        .iter()
+        .find(|(k, _)| k == icc)
+    {
+        return t.clone();
+    }
+    let built = Arc::new(build(icc));
+    let mut cache = CACHE.lock().expect("profile cache");
+    if cache.len() >= CACHED_PROFILES {
+        cache.remove(0);
+    }
+    cache.push((icc.to_vec(), built.clone()));
+    built
+}
+
+/// The transform from `icc` to sRGB, or `None` for a profile that is already sRGB or that
+/// lcms2 cannot use for RGB pixels (grey or CMYK profiles, damaged data); the reason is logged.
+fn build(icc: &[u8]) -> Option<SharedTransform> {
     let profile = match Profile::new_icc(icc) {
         Ok(p) => p,
         Err(e) => {
             tracing::debug!(error = %e, "ignoring an unreadable ICC profile");
-            return;
+            return None;
         }
     };
     let described = profile
         .info(lcms2::InfoType::Description, lcms2::Locale::none())
         .unwrap_or_default();
     if described.to_ascii_lowercase().contains("srgb") {
-        return;
+        return None;
     }
-    let srgb = Profile::new_srgb();
-    let transform = match Transform::new(
+    match SharedTransform::new_flags_context(
+        GlobalContext::new(),
         &profile,
         PixelFormat::RGBA_8,
-        &srgb,
+        &Profile::new_srgb(),
         PixelFormat::RGBA_8,
         Intent::Perceptual,
+        Flags::NO_CACHE,
     ) {
-        Ok(t) => t,
+        Ok(t) => Some(t),
         Err(e) => {
             tracing::debug!(error = %e, profile = %described, "ICC profile not usable for RGB");
-            return;
+            None
         }
-    };
-    let pixels: &mut [[u8; 4]] = bytemuck::cast_slice_mut(rgba);
-    transform.transform_in_place(pixels);
+    }
+}
+
+/// Convert packed RGBA8 pixels from `icc` to sRGB in place (alpha untouched). A profile that
+/// is already sRGB, or unusable, leaves the pixels as they are.
+pub fn to_srgb(rgba: &mut [u8], icc: &[u8]) {
+    if let Some(t) = transform_for(icc).as_ref() {
+        let pixels: &mut [[u8; 4]] = bytemuck::cast_slice_mut(rgba);
+        t.transform_in_place(pixels);
+    }
 }
 
 #[cfg(test)]
