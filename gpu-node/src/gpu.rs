@@ -49,13 +49,7 @@ fn requested() -> String {
 /// The best adapter's description, found without creating a device (cheap: a node that will
 /// resize on the CPU pays only for the enumeration).
 fn best_adapter() -> Option<AdapterSummary> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-    adapters
-        .iter()
-        .map(|a| device::summarise(&a.get_info()))
-        .min_by_key(|s| s.rank())
+    pollster::block_on(device::best_adapter()).map(|a| device::summarise(&a.get_info()))
 }
 
 /// The node's one wgpu device for resizing, created on first use when the shader path was

@@ -180,6 +180,17 @@ struct Params {
     _pad: [u32; 2],
 }
 
+/// The most preferred adapter on this machine (see `AdapterSummary::rank`), if any.
+pub async fn best_adapter() -> Option<wgpu::Adapter> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    instance
+        .enumerate_adapters(wgpu::Backends::all())
+        .await
+        .into_iter()
+        .min_by_key(|a| summarise(&a.get_info()).rank())
+}
+
 /// Describe an adapter the way capabilities report it.
 pub fn summarise(info: &wgpu::AdapterInfo) -> AdapterSummary {
     AdapterSummary {
@@ -202,6 +213,9 @@ fn snake(t: wgpu::DeviceType) -> &'static str {
     }
 }
 
+/// The two dispatches of a resize: pipeline and the grid (width, height) it covers.
+type Passes<'a> = [(&'a wgpu::ComputePipeline, u32, u32); 2];
+
 /// Work buffers of one resize, returned to the pool when it is done.
 struct Job {
     buffers: Vec<(wgpu::BufferUsages, wgpu::Buffer)>,
@@ -216,11 +230,7 @@ impl GpuResizer {
     }
 
     async fn new_async() -> Result<Self, GpuError> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let mut adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
-        adapters.sort_by_key(|a| summarise(&a.get_info()).rank());
-        let adapter = adapters.into_iter().next().ok_or(GpuError::NoAdapter)?;
+        let adapter = best_adapter().await.ok_or(GpuError::NoAdapter)?;
         let info = adapter.get_info();
         let limits = adapter.limits();
         let (device, queue) = adapter
@@ -383,12 +393,7 @@ impl GpuResizer {
         Ok(Job { buffers, bind })
     }
 
-    fn record(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        job: &Job,
-        passes: [(&wgpu::ComputePipeline, u32, u32); 2],
-    ) {
+    fn record(&self, encoder: &mut wgpu::CommandEncoder, job: &Job, passes: Passes<'_>) {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("resize"),
             timestamp_writes: None,
@@ -401,12 +406,7 @@ impl GpuResizer {
     }
 
     /// Run the two passes, read `dst_size` bytes back, and return the buffers to the pool.
-    fn run(
-        &self,
-        job: Job,
-        passes: [(&wgpu::ComputePipeline, u32, u32); 2],
-        dst_size: u64,
-    ) -> Result<Vec<u8>, GpuError> {
+    fn run(&self, job: Job, passes: Passes<'_>, dst_size: u64) -> Result<Vec<u8>, GpuError> {
         let mut encoder = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -450,7 +450,7 @@ impl GpuResizer {
         dst_w: u32,
         dst_h: u32,
         filter: Filter,
-    ) -> Result<(Job, u64), GpuError> {
+    ) -> Result<(Job, Passes<'_>, u64), GpuError> {
         let expected = src_w as usize * src_h as usize * 4;
         if src.len() != expected || src_w == 0 || src_h == 0 || dst_w == 0 || dst_h == 0 {
             return Err(GpuError::BadInput {
@@ -467,8 +467,13 @@ impl GpuResizer {
         };
         let mid_size = dst_w as u64 * src_h as u64 * 16;
         let dst_size = dst_w as u64 * dst_h as u64 * 4;
+        let passes = [
+            (&self.horizontal, dst_w, src_h),
+            (&self.vertical, dst_w, dst_h),
+        ];
         Ok((
             self.prepare(src, params, mid_size, dst_size, filter)?,
+            passes,
             dst_size,
         ))
     }
@@ -484,15 +489,8 @@ impl GpuResizer {
         dst_h: u32,
         filter: Filter,
     ) -> Result<Vec<u8>, GpuError> {
-        let (job, dst_size) = self.rgba_job(src, src_w, src_h, dst_w, dst_h, filter)?;
-        self.run(
-            job,
-            [
-                (&self.horizontal, dst_w, src_h),
-                (&self.vertical, dst_w, dst_h),
-            ],
-            dst_size,
-        )
+        let (job, passes, dst_size) = self.rgba_job(src, src_w, src_h, dst_w, dst_h, filter)?;
+        self.run(job, passes, dst_size)
     }
 
     /// The kernel alone, for the bench: upload once, run both passes `iterations` times,
@@ -505,11 +503,7 @@ impl GpuResizer {
         filter: Filter,
         iterations: u32,
     ) -> Result<Duration, GpuError> {
-        let (job, _) = self.rgba_job(src, src_w, src_h, dst_w, dst_h, filter)?;
-        let passes = [
-            (&self.horizontal, dst_w, src_h),
-            (&self.vertical, dst_w, dst_h),
-        ];
+        let (job, passes, _) = self.rgba_job(src, src_w, src_h, dst_w, dst_h, filter)?;
         let wait = || {
             self.device
                 .poll(wgpu::PollType::wait_indefinitely())

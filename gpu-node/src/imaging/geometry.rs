@@ -246,39 +246,32 @@ pub fn entropy_crop(rgba: &[u8], iw: u32, ih: u32, w: u32, h: u32) -> Rect {
         }
         hist
     };
-    let mut r = Rect {
-        x: 0,
-        y: 0,
-        w: iw,
-        h: ih,
-    };
-    while r.w > w {
-        let slice = ((r.w - w) / 4).max(1).min(r.w - w);
-        let left = entropy(&hist_of(Rect { w: slice, ..r }));
-        let right = entropy(&hist_of(Rect {
-            x: r.x + r.w - slice,
-            w: slice,
-            ..r
-        }));
-        if left < right {
-            r.x += slice;
+    let (w, h) = (w.min(iw), h.min(ih));
+    let busy = |r: Rect| entropy(&hist_of(r));
+    let x = trim_axis(iw, w, |x, n| {
+        busy(Rect {
+            x,
+            y: 0,
+            w: n,
+            h: ih,
+        })
+    });
+    let y = trim_axis(ih, h, |y, n| busy(Rect { x, y, w, h: n }));
+    Rect { x, y, w, h }
+}
+
+/// Shrink an axis of `len` to `target`, a quarter of the excess at a time, dropping whichever
+/// end slice has less entropy (`entropy_at(start, len)`); returns where the kept span starts.
+fn trim_axis(len: u32, target: u32, entropy_at: impl Fn(u32, u32) -> f64) -> u32 {
+    let (mut start, mut len) = (0, len);
+    while len > target {
+        let slice = ((len - target) / 4).max(1);
+        if entropy_at(start, slice) < entropy_at(start + len - slice, slice) {
+            start += slice;
         }
-        r.w -= slice;
+        len -= slice;
     }
-    while r.h > h {
-        let slice = ((r.h - h) / 4).max(1).min(r.h - h);
-        let top = entropy(&hist_of(Rect { h: slice, ..r }));
-        let bottom = entropy(&hist_of(Rect {
-            y: r.y + r.h - slice,
-            h: slice,
-            ..r
-        }));
-        if top < bottom {
-            r.y += slice;
-        }
-        r.h -= slice;
-    }
-    r
+    start
 }
 
 #[cfg(test)]

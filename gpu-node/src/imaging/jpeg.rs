@@ -25,30 +25,41 @@ impl Handle {
     }
 }
 
+impl Handle {
+    fn decompressor() -> Result<Self, String> {
+        // SAFETY: a fresh decompressor handle; null means failure.
+        let h = Handle(unsafe { tj::tjInitDecompress() });
+        if h.0.is_null() {
+            return Err("TurboJPEG could not start".into());
+        }
+        Ok(h)
+    }
+
+    /// The size of a JPEG, from its header.
+    fn dimensions(&self, data: &[u8]) -> Result<(u32, u32), String> {
+        let (mut w, mut hgt, mut sub, mut cs): (c_int, c_int, c_int, c_int) = (0, 0, 0, 0);
+        // SAFETY: data is a valid slice; the out-pointers are valid locals.
+        let rc = unsafe {
+            tj::tjDecompressHeader3(
+                self.0,
+                data.as_ptr(),
+                data.len() as c_ulong,
+                &mut w,
+                &mut hgt,
+                &mut sub,
+                &mut cs,
+            )
+        };
+        if rc != 0 || w <= 0 || hgt <= 0 {
+            return Err(self.error());
+        }
+        Ok((w as u32, hgt as u32))
+    }
+}
+
 /// The size of a JPEG, from its header.
 pub fn dimensions(data: &[u8]) -> Result<(u32, u32), String> {
-    // SAFETY: a fresh decompressor handle; null means failure.
-    let h = Handle(unsafe { tj::tjInitDecompress() });
-    if h.0.is_null() {
-        return Err("TurboJPEG could not start".into());
-    }
-    let (mut w, mut hgt, mut sub, mut cs): (c_int, c_int, c_int, c_int) = (0, 0, 0, 0);
-    // SAFETY: data is a valid slice; the out-pointers are valid locals.
-    let rc = unsafe {
-        tj::tjDecompressHeader3(
-            h.0,
-            data.as_ptr(),
-            data.len() as c_ulong,
-            &mut w,
-            &mut hgt,
-            &mut sub,
-            &mut cs,
-        )
-    };
-    if rc != 0 || w <= 0 || hgt <= 0 {
-        return Err(h.error());
-    }
-    Ok((w as u32, hgt as u32))
+    Handle::decompressor()?.dimensions(data)
 }
 
 /// The largest DCT reduction 1, 2, 4 or 8 that keeps the decoded image at least `min_w`×`min_h`.
@@ -61,12 +72,8 @@ pub fn shrink_factor((w, h): (u32, u32), (min_w, min_h): (u32, u32)) -> u32 {
 
 /// Decode to packed RGBA8 at 1/`shrink` of the size (1, 2, 4 or 8). Returns pixels and size.
 pub fn decode(data: &[u8], shrink: u32) -> Result<(Vec<u8>, u32, u32), String> {
-    let (w, h) = dimensions(data)?;
-    // SAFETY: as in `dimensions`.
-    let handle = Handle(unsafe { tj::tjInitDecompress() });
-    if handle.0.is_null() {
-        return Err("TurboJPEG could not start".into());
-    }
+    let handle = Handle::decompressor()?;
+    let (w, h) = handle.dimensions(data)?;
     let (sw, sh) = (w.div_ceil(shrink), h.div_ceil(shrink));
     let mut out = vec![0u8; sw as usize * sh as usize * 4];
     // SAFETY: `out` holds pitch*height bytes for the scaled size TurboJPEG will produce for
