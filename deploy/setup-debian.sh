@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Kiln needs on Debian 12 (bookworm), only where it is missing. Idempotent.
 #   deploy/setup-debian.sh          build and run dependencies
-#   deploy/setup-debian.sh --test   also PostgreSQL (started, reachable on 127.0.0.1:5432)
+#   deploy/setup-debian.sh --test   also PostgreSQL (started, reachable on 127.0.0.1:5432),
+#                                   redis-server (tests start their own on loopback ports) and
+#                                   s3s-fs, a real S3 server for the storage and fleet tests
 set -euo pipefail
 
 want_test=0
@@ -15,7 +17,7 @@ packages=(ffmpeg libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev 
           libheif-dev libturbojpeg0-dev liblcms2-dev)
 # libvips-tools is the image benchmark's peer (kiln-bench image), not a dependency of Kiln.
 [ "${KILN_BENCH:-0}" = 1 ] && packages+=(libvips-tools)
-[ "$want_test" = 1 ] && packages+=(postgresql postgresql-client)
+[ "$want_test" = 1 ] && packages+=(postgresql postgresql-client redis-server redis-tools)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -33,6 +35,13 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 if [ "$want_test" = 1 ]; then
+  # s3s-fs (an S3 server over a folder that enforces SigV4) for the S3 tests; built once and
+  # cached outside the clone (~4 min on 2 cores). The tests look for it here.
+  tools="${HOME}/.cache/kiln/tools"
+  if [ ! -x "$tools/bin/s3s-fs" ]; then
+    echo "==> installing s3s-fs into $tools"
+    cargo install s3s-fs@0.14.1 --locked --features binary --root "$tools" --quiet
+  fi
   if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     echo "==> starting PostgreSQL"
     cluster=$(ls /etc/postgresql | sort -V | tail -n1)

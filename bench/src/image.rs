@@ -277,16 +277,28 @@ fn request_table(runs: usize, per_run: usize) -> Result<(), String> {
 pub fn main(args: &[String]) -> ExitCode {
     let mut runs = 3usize;
     let mut per_run = 8usize;
+    let mut kernel_only = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--runs" => runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(3).max(1),
             "--images" => per_run = it.next().and_then(|v| v.parse().ok()).unwrap_or(8).max(1),
+            // The kernel table alone (a GPU machine without libvips).
+            "--kernel-only" => kernel_only = true,
             other => {
                 eprintln!("kiln-bench image: unknown argument {other}");
                 return ExitCode::from(2);
             }
         }
+    }
+    if kernel_only {
+        return match kernel_table(runs) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kiln-bench image: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if Command::new("vipsthumbnail")
         .arg("--help")

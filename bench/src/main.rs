@@ -6,7 +6,7 @@
 //! memory is measured the same way for both; prints Kiln fps / ffmpeg fps per encoder setting,
 //! one job and two concurrent jobs.
 //!
-//! `kiln-bench image [--runs N] [--images N]`: the wgpu resize kernel vs fast_image_resize, and
+//! `kiln-bench image [--runs N] [--images N] [--kernel-only]`: the wgpu resize kernel vs fast_image_resize, and
 //! whole image requests vs `vipsthumbnail` (see `image`).
 
 mod image;
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: kiln-bench video [--runs N] [CLIP ...]\n       \
-                 kiln-bench image [--runs N] [--images N]\n\
+                 kiln-bench image [--runs N] [--images N] [--kernel-only]\n\
                  (sched and tune arrive with their issues)"
             );
             ExitCode::from(2)

@@ -15,6 +15,7 @@ use crate::AppState;
 mod compress;
 mod convert;
 mod jobs;
+mod nodes;
 mod time;
 
 /// Every route Kiln serves.
@@ -33,7 +34,8 @@ pub fn router(state: AppState) -> Router {
             post(convert::convert).layer(DefaultBodyLimit::max(image_limit)),
         )
         .route("/status/{id}", get(jobs::status))
-        .route("/download/{id}", get(jobs::download));
+        .route("/download/{id}", get(jobs::download))
+        .route("/nodes", get(nodes::list));
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(healthz))

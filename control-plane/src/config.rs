@@ -15,7 +15,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// `REDIS_URL`: set to schedule onto fleet nodes through Redis (fleet mode).
     pub redis_url: Option<String>,
-    /// `KILN_STORAGE_URL`: `file:///path`; default `<data_dir>/storage`.
+    /// `KILN_STORAGE_URL`: `file:///path` or `s3://bucket?endpoint=…&region=…`; default
+    /// `<data_dir>/storage`.
     pub storage_url: Option<String>,
     /// `KILN_BOOTSTRAP_KEY`: the admin key to create on first start instead of a random one.
     pub bootstrap_key: Option<String>,
@@ -27,8 +28,13 @@ pub struct Config {
     pub max_image_pixels: u64,
     /// `KILN_MAX_IMAGE_FRAMES`: most frames in an animated GIF/WebP (default 500).
     pub max_image_frames: u32,
-    /// `KILN_LOCAL_SLOTS`: concurrent jobs on the embedded node (default 1).
-    pub local_slots: usize,
+    /// `KILN_LOCAL_SLOTS`: concurrent jobs on the embedded node (default 1 in the embedded
+    /// default, 0 — no local node — in fleet mode).
+    pub local_slots: Option<usize>,
+    /// `KILN_LEASE_SECS`: how long the embedded node's lease lasts without a heartbeat.
+    pub lease_secs: u64,
+    /// `KILN_INSTANCE_ID`: this control plane's name among replicas (default `<host>-<pid>`).
+    pub instance_id: String,
     /// `KILN_MAX_ATTEMPTS`: tries per job before it fails for good (default 3).
     pub max_attempts: u32,
 }
@@ -46,7 +52,15 @@ impl Default for Config {
             max_image_bytes: 50 << 20,
             max_image_pixels: 100_000_000,
             max_image_frames: 500,
-            local_slots: 1,
+            local_slots: None,
+            lease_secs: 30,
+            instance_id: format!(
+                "cp-{}-{}",
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_default(),
+                std::process::id()
+            ),
             max_attempts: 3,
         }
     }
@@ -62,6 +76,17 @@ pub struct ConfigError {
 }
 
 impl Config {
+    /// Jobs the embedded node runs at once (0: no embedded node).
+    pub fn embedded_slots(&self) -> usize {
+        self.local_slots
+            .unwrap_or(if self.redis_url.is_some() { 0 } else { 1 })
+    }
+
+    /// A node that has not reported for this long is not live (nodes report every 2 s).
+    pub fn node_live_ms(&self) -> i64 {
+        15_000
+    }
+
     /// Read the environment, then let `args` (`--listen ADDR`, `--data-dir DIR`) override it.
     pub fn from_env_and_args(
         env: impl Fn(&str) -> Option<String>,
@@ -102,7 +127,13 @@ impl Config {
             c.max_image_frames = parse::<u32>("KILN_MAX_IMAGE_FRAMES", &v)?.max(1);
         }
         if let Some(v) = env("KILN_LOCAL_SLOTS") {
-            c.local_slots = parse::<usize>("KILN_LOCAL_SLOTS", &v)?.max(1);
+            c.local_slots = Some(parse::<usize>("KILN_LOCAL_SLOTS", &v)?);
+        }
+        if let Some(v) = env("KILN_LEASE_SECS") {
+            c.lease_secs = parse::<u64>("KILN_LEASE_SECS", &v)?.max(2);
+        }
+        if let Some(v) = env("KILN_INSTANCE_ID") {
+            c.instance_id = v;
         }
         if let Some(v) = env("KILN_MAX_ATTEMPTS") {
             c.max_attempts = parse::<u32>("KILN_MAX_ATTEMPTS", &v)?.max(1);

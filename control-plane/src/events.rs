@@ -1,23 +1,34 @@
-//! Applies node events to the database: the only way job state moves after submission.
+//! Applies node events to the database: the only way job state moves after submission. The
+//! same loop takes back expired leases, notices a queue that lost its state (a Redis restart
+//! without persistence) and enqueues the database's unfinished jobs again, and refreshes the
+//! queue and job gauges.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_protocol::{JobQueue, JobSpec, NodeEvent, NodeEventKind};
+use sqlx::Row;
 use tokio::sync::watch;
 
 use crate::db::jobs::Completion;
 use crate::AppState;
 
-/// Consume events until shutdown; also returns expired leases to the queue.
+/// How often the housekeeping (reclaim, epoch check, gauges) runs.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// Consume events until shutdown, with the housekeeping above between batches.
 pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
-    let mut last_reclaim = tokio::time::Instant::now();
+    let mut last_housekeeping = tokio::time::Instant::now() - HOUSEKEEPING;
     loop {
         if *shutdown.borrow() {
             return;
         }
+        if last_housekeeping.elapsed() >= HOUSEKEEPING {
+            last_housekeeping = tokio::time::Instant::now();
+            housekeeping(&state).await;
+        }
         let batch = tokio::select! {
-            r = state.queue.next_events(256, Duration::from_millis(500)) => r,
+            r = state.queue.next_events(256, Duration::from_millis(250)) => r,
             _ = shutdown.changed() => return,
         };
         match batch {
@@ -30,24 +41,91 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "event stream unavailable");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-        if last_reclaim.elapsed() >= Duration::from_secs(2) {
-            last_reclaim = tokio::time::Instant::now();
-            match state.queue.reclaim_expired().await {
-                Ok(0) => {}
-                Ok(n) => tracing::warn!(
-                    jobs = n,
-                    "reclaimed jobs from nodes that stopped heartbeating"
-                ),
-                Err(e) => tracing::warn!(error = %e, "reclaim failed"),
-            }
-            if let Ok(d) = state.queue.depth().await {
-                state.metrics.queue_depth.set(d as i64);
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
     }
+}
+
+async fn housekeeping(state: &AppState) {
+    match state.queue.epoch_is_new().await {
+        Ok(true) => {
+            if let Err(e) = requeue_unfinished(state).await {
+                tracing::error!(error = %e, "could not re-enqueue unfinished jobs");
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "queue unreachable"),
+    }
+    match state.queue.reclaim_expired().await {
+        Ok(0) | Err(_) => {}
+        Ok(n) => tracing::warn!(
+            jobs = n,
+            "took jobs back from nodes that stopped heartbeating"
+        ),
+    }
+    if let Ok(d) = state.queue.depth().await {
+        state.metrics.queue_depth.set(d as i64);
+    }
+    if let Ok(nodes) = state.queue.nodes().await {
+        let live: Vec<_> = nodes
+            .iter()
+            .filter(|n| n.live(state.config.node_live_ms()))
+            .collect();
+        state.metrics.nodes_live.set(live.len() as i64);
+        state
+            .metrics
+            .node_slots
+            .with_label_values(&["busy"])
+            .set(live.iter().map(|n| n.busy as i64).sum());
+        state
+            .metrics
+            .node_slots
+            .with_label_values(&["total"])
+            .set(live.iter().map(|n| n.slots as i64).sum());
+    }
+    if let Ok(counts) = state.db.count_by_status().await {
+        state.metrics.jobs.reset();
+        for (status, codec, n) in counts {
+            state
+                .metrics
+                .jobs
+                .with_label_values(&[status.as_str(), codec.as_str()])
+                .set(n);
+        }
+    }
+}
+
+/// The queue is new (the embedded default's first start, a fresh Redis, or a Redis that lost
+/// its data): every job the database holds as `pending` or `processing` is enqueued again as
+/// its next attempt, so an accepted job is never lost with the queue.
+pub async fn requeue_unfinished(state: &AppState) -> anyhow::Result<()> {
+    let rows = sqlx::query(
+        "SELECT id, spec, attempts FROM jobs WHERE status IN ('pending', 'processing') ORDER BY created_at",
+    )
+    .fetch_all(&state.db.pool)
+    .await?;
+    if !rows.is_empty() {
+        tracing::warn!(
+            jobs = rows.len(),
+            "the queue is new: re-enqueueing the unfinished jobs the database holds"
+        );
+    }
+    for row in rows {
+        let id: String = row.try_get("id")?;
+        let attempts: i64 = row.try_get("attempts")?;
+        let mut spec: JobSpec = serde_json::from_str(&row.try_get::<String, _>("spec")?)?;
+        let next = attempts + 1;
+        spec.attempt = next as u32;
+        // Queue first: if the database update then fails, the new attempt's events advance
+        // the row anyway; the other order could leave a job recorded but never queued.
+        state.queue.enqueue(&spec).await?;
+        state
+            .db
+            .mark_requeued(&id, next, "the queue lost its state; queued again")
+            .await?;
+    }
+    Ok(())
 }
 
 /// Apply one event. Stale attempts and duplicates change nothing (the DB updates are guarded).
@@ -91,13 +169,8 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
                 duration_s: *duration_s,
                 report: serde_json::to_string(report).ok(),
             };
-            let first = state.db.mark_completed(&e.job_id, attempt, &done).await?;
-            if first {
-                state
-                    .metrics
-                    .jobs_finished
-                    .with_label_values(&["completed"])
-                    .inc();
+            if state.db.mark_completed(&e.job_id, attempt, &done).await? {
+                finished(state, "completed");
             }
         }
         NodeEventKind::Failed {
@@ -106,37 +179,76 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
             retryable,
         } => {
             if *retryable && e.attempt < state.config.max_attempts {
-                if state
-                    .db
-                    .mark_retry(&e.job_id, attempt, code.as_str(), message)
-                    .await?
-                {
-                    requeue(state, &e.job_id, e.attempt + 1).await?;
-                }
+                retry(state, &e.job_id, attempt, code.as_str(), message).await?;
             } else if state
                 .db
                 .mark_failed(&e.job_id, attempt, code.as_str(), message)
                 .await?
             {
-                state
-                    .metrics
-                    .jobs_finished
-                    .with_label_values(&["failed"])
-                    .inc();
+                finished(state, "failed");
+            }
+        }
+        NodeEventKind::Requeued {
+            next_attempt,
+            reason,
+        } => {
+            if state
+                .db
+                .mark_requeued(&e.job_id, *next_attempt as i64, reason)
+                .await?
+            {
+                state.metrics.jobs_requeued.inc();
+                tracing::warn!(job = %e.job_id, attempt = next_attempt, %reason, "job queued again");
+            }
+        }
+        NodeEventKind::DeadLettered { reason } => {
+            if state
+                .db
+                .mark_failed(&e.job_id, attempt, "dead_letter", reason)
+                .await?
+            {
+                tracing::error!(job = %e.job_id, %reason, "job dead-lettered");
+                finished(state, "dead_letter");
             }
         }
     }
     Ok(())
 }
 
-async fn requeue(state: &AppState, job_id: &str, attempt: u32) -> anyhow::Result<()> {
-    let spec: String = sqlx::query_scalar("SELECT spec FROM jobs WHERE id = $1")
+fn finished(state: &AppState, status: &str) {
+    state
+        .metrics
+        .jobs_finished
+        .with_label_values(&[status])
+        .inc();
+}
+
+/// A retryable failure: queue the next attempt, then record it. A replayed event (after a
+/// crash between the two) finds the row already moved and queues it again: a duplicate run is
+/// harmless (the output is overwritten, completion is counted once); a lost job would not be.
+async fn retry(
+    state: &AppState,
+    job_id: &str,
+    attempt: i64,
+    code: &str,
+    message: &str,
+) -> anyhow::Result<()> {
+    let row = sqlx::query("SELECT spec, attempts, status FROM jobs WHERE id = $1")
         .bind(job_id)
-        .fetch_one(&state.db.pool)
+        .fetch_optional(&state.db.pool)
         .await?;
-    let mut spec: JobSpec = serde_json::from_str(&spec)?;
-    spec.attempt = attempt;
-    enqueue(&state.queue, &spec).await
+    let Some(row) = row else { return Ok(()) };
+    let attempts: i64 = row.try_get("attempts")?;
+    let status: String = row.try_get("status")?;
+    let live = status == "pending" || status == "processing";
+    if !live || attempts > attempt + 1 || (attempts == attempt + 1 && status != "pending") {
+        return Ok(());
+    }
+    let mut spec: JobSpec = serde_json::from_str(&row.try_get::<String, _>("spec")?)?;
+    spec.attempt = (attempt + 1) as u32;
+    enqueue(&state.queue, &spec).await?;
+    state.db.mark_retry(job_id, attempt, code, message).await?;
+    Ok(())
 }
 
 /// Put a job on the queue.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use kiln_protocol::{JobQueue, LocalStore, MemoryQueue, Store};
+use kiln_protocol::{JobQueue, MemoryQueue, RedisQueue, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -52,21 +52,6 @@ impl Running {
     }
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let root = match config.storage_url.as_deref() {
-        None => config.data_dir.join("storage"),
-        Some(url) => match url.strip_prefix("file://") {
-            Some(path) if !path.is_empty() => std::path::PathBuf::from(path),
-            _ => anyhow::bail!(
-                "KILN_STORAGE_URL {url:?} is not supported yet: use file:///path (s3:// arrives with fleet mode)"
-            ),
-        },
-    };
-    Ok(Arc::new(LocalStore::open_root(&root).await.with_context(
-        || format!("opening the local store at {}", root.display()),
-    )?))
-}
-
 /// Create the first admin key if the database has none.
 async fn bootstrap_admin(db: &Db, config: &Config) -> anyhow::Result<Option<String>> {
     if db.count_keys().await? > 0 {
@@ -84,15 +69,10 @@ async fn bootstrap_admin(db: &Db, config: &Config) -> anyhow::Result<Option<Stri
     Ok(Some(key))
 }
 
-/// Start the control plane as `config` says: database, store, queue, the embedded node when
-/// there is no Redis, the event consumer, and the HTTP listener.
+/// Start the control plane as `config` says: database, store, queue (in-process, or Redis
+/// in fleet mode), the embedded node unless it is a fleet, the event consumer, and the HTTP
+/// listener.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    if config.redis_url.is_some() {
-        anyhow::bail!(
-            "REDIS_URL is set, but fleet mode (Redis queue, remote nodes) is not built yet; \
-             unset it to run the embedded default"
-        );
-    }
     tokio::fs::create_dir_all(&config.data_dir)
         .await
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
@@ -106,37 +86,54 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("opening the database at {db_url}"))?;
     let created_admin_key = bootstrap_admin(&db, &config).await?;
-    let store = open_store(&config).await?;
-    let queue: Arc<dyn JobQueue> = Arc::new(MemoryQueue::new());
+    let store = kiln_protocol::storage::open(
+        config.storage_url.as_deref(),
+        &config.data_dir.join("storage"),
+    )
+    .await
+    .context("opening the store (KILN_STORAGE_URL)")?;
+    let queue: Arc<dyn JobQueue> = match &config.redis_url {
+        None => Arc::new(MemoryQueue::with_max_attempts(config.max_attempts)),
+        Some(url) => Arc::new(
+            RedisQueue::connect(url, &config.instance_id, config.max_attempts)
+                .await
+                .context("connecting to Redis (REDIS_URL)")?,
+        ),
+    };
 
+    let metrics = Metrics::new();
     let state = AppState {
         db,
         store: store.clone(),
         queue: queue.clone(),
-        metrics: Metrics::new(),
+        metrics: metrics.clone(),
         config: Arc::new(config.clone()),
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
-    // Jobs accepted before a restart were lost with the in-process queue: put them back.
-    requeue_unfinished(&state).await?;
+    // A new queue (always, in the embedded default) gets the database's unfinished jobs now,
+    // before any node can ask for work; the event loop keeps checking for a Redis that lost
+    // its data.
+    if queue.epoch_is_new().await? {
+        events::requeue_unfinished(&state).await?;
+    }
 
     tasks.push(tokio::spawn(events::run(
         state.clone(),
         shutdown_rx.clone(),
     )));
-    tasks.push(tokio::spawn(kiln_gpu_node::worker::run(
-        queue,
-        store,
-        kiln_gpu_node::worker::WorkerConfig {
-            node_id: "local".into(),
-            slots: config.local_slots,
-            lease: Duration::from_secs(30),
-            scratch_dir: config.data_dir.join("scratch"),
-        },
-        shutdown_rx.clone(),
-    )));
+    let slots = config.embedded_slots();
+    if slots > 0 {
+        tasks.push(tokio::spawn(embedded_node(
+            &config,
+            queue.clone(),
+            store,
+            &metrics,
+            slots,
+            shutdown_rx.clone(),
+        )));
+    }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -152,7 +149,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     }));
-    tracing::info!(%addr, "kiln control plane listening (embedded default: in-process queue and local node)");
+    match &config.redis_url {
+        None => {
+            tracing::info!(%addr, "kiln control plane listening (embedded default: in-process queue and local node)")
+        }
+        Some(_) => {
+            tracing::info!(%addr, embedded_slots = slots, "kiln control plane listening (fleet mode: Redis queue)")
+        }
+    }
     Ok(Running {
         addr,
         created_admin_key,
@@ -161,32 +165,42 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
-/// In the embedded default the queue lives in memory, so on start every job still `pending`
-/// or `processing` in the database is enqueued again (as a new attempt).
-async fn requeue_unfinished(state: &AppState) -> anyhow::Result<()> {
-    use sqlx::Row;
-    let rows = sqlx::query(
-        "SELECT id, spec, attempts FROM jobs WHERE status IN ('pending', 'processing') ORDER BY created_at",
-    )
-    .fetch_all(&state.db.pool)
-    .await?;
-    for row in rows {
-        let id: String = row.try_get("id")?;
-        let attempts: i64 = row.try_get("attempts")?;
-        let mut spec: kiln_protocol::JobSpec =
-            serde_json::from_str(&row.try_get::<String, _>("spec")?)?;
-        let next = attempts + 1;
-        sqlx::query(
-            "UPDATE jobs SET status = 'pending', progress = 0, attempts = $1 WHERE id = $2 AND attempts = $3",
+/// The node inside the control plane's process: the embedded default's worker, registered
+/// and reported like any fleet node.
+fn embedded_node(
+    config: &Config,
+    queue: Arc<dyn JobQueue>,
+    store: Arc<dyn kiln_protocol::Store>,
+    metrics: &Metrics,
+    slots: usize,
+    shutdown: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let node_id = format!("{}-local", config.instance_id);
+    let scratch_dir = config.data_dir.join("scratch");
+    let lease = Duration::from_secs(config.lease_secs);
+    let node_metrics = kiln_gpu_node::metrics::NodeMetrics::register(metrics.registry());
+    async move {
+        let (caps, classes) = tokio::task::spawn_blocking(|| kiln_gpu_node::node::capabilities(3))
+            .await
+            .unwrap_or_default();
+        let status =
+            kiln_gpu_node::node::initial_status(&node_id, caps, classes.clone(), slots, None);
+        kiln_gpu_node::worker::run(
+            queue,
+            store,
+            kiln_gpu_node::worker::WorkerConfig {
+                node_id,
+                slots,
+                lease,
+                scratch_dir,
+                classes,
+                status,
+                report_every: Duration::from_secs(2),
+                drain_timeout: Duration::from_secs(600),
+                metrics: Some(node_metrics),
+            },
+            shutdown,
         )
-        .bind(next)
-        .bind(&id)
-        .bind(attempts)
-        .execute(&state.db.pool)
-        .await?;
-        spec.attempt = next as u32;
-        state.queue.enqueue(&spec).await?;
-        tracing::info!(job = %id, attempt = next, "re-enqueued unfinished job after restart");
+        .await
     }
-    Ok(())
 }

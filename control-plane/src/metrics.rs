@@ -1,6 +1,9 @@
 //! Prometheus metrics, declared in one place with the `kiln_` prefix.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 /// The control plane's metrics.
 #[derive(Clone)]
@@ -8,8 +11,16 @@ pub struct Metrics {
     registry: Registry,
     /// Jobs submitted, by kind.
     pub jobs_submitted: IntCounterVec,
-    /// Jobs finished, by final status (`completed`, `failed`).
+    /// Jobs finished, by final status (`completed`, `failed`, `dead_letter`).
     pub jobs_finished: IntCounterVec,
+    /// Jobs taken back from a node and queued again.
+    pub jobs_requeued: IntCounter,
+    /// Jobs in the database by status and codec.
+    pub jobs: IntGaugeVec,
+    /// Nodes that reported recently.
+    pub nodes_live: IntGauge,
+    /// Job slots over live nodes, `busy` and `total`.
+    pub node_slots: IntGaugeVec,
     /// Jobs waiting in the queue.
     pub queue_depth: IntGauge,
     /// Synchronous image conversions, by outcome and resize backend.
@@ -35,6 +46,23 @@ impl Metrics {
             &["status"],
         )
         .expect("valid metric");
+        let jobs_requeued = IntCounter::new(
+            "kiln_jobs_requeued_total",
+            "Jobs taken back from a node (lease expired or drained) and queued again",
+        )
+        .expect("valid metric");
+        let jobs = IntGaugeVec::new(
+            Opts::new("kiln_jobs", "Jobs in the database by status and codec"),
+            &["status", "codec"],
+        )
+        .expect("valid metric");
+        let nodes_live =
+            IntGauge::new("kiln_nodes_live", "Nodes that reported recently").expect("valid metric");
+        let node_slots = IntGaugeVec::new(
+            Opts::new("kiln_node_slots_total", "Job slots over live nodes"),
+            &["state"],
+        )
+        .expect("valid metric");
         let queue_depth =
             IntGauge::new("kiln_queue_depth", "Jobs waiting to be claimed").expect("valid metric");
         let images_converted = IntCounterVec::new(
@@ -50,6 +78,10 @@ impl Metrics {
         for c in [
             Box::new(jobs_submitted.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(jobs_finished.clone()),
+            Box::new(jobs_requeued.clone()),
+            Box::new(jobs.clone()),
+            Box::new(nodes_live.clone()),
+            Box::new(node_slots.clone()),
             Box::new(queue_depth.clone()),
             Box::new(images_converted.clone()),
             Box::new(http_seconds.clone()),
@@ -60,10 +92,19 @@ impl Metrics {
             registry,
             jobs_submitted,
             jobs_finished,
+            jobs_requeued,
+            jobs,
+            nodes_live,
+            node_slots,
             queue_depth,
             images_converted,
             http_seconds,
         }
+    }
+
+    /// The registry, for metrics declared elsewhere (the embedded node's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The text exposition format.

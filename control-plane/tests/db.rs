@@ -37,6 +37,7 @@ async fn conformance(db: &Db) {
         output_key: "outputs/x.mp4",
         input_name: Some("x.mp4"),
         input_size: 1000,
+        codec: Some("h264"),
     })
     .await
     .unwrap();
@@ -53,16 +54,39 @@ async fn conformance(db: &Db) {
         .record_progress(&id, 1, 50.0, 30.0, Some(2.0))
         .await
         .unwrap());
-    // Progress never goes backwards; a stale attempt changes nothing.
+    // Progress never goes backwards.
     db.record_progress(&id, 1, 30.0, 30.0, None).await.unwrap();
-    assert!(!db.record_progress(&id, 7, 90.0, 1.0, None).await.unwrap());
     let job = db.get_job(&account, &id).await.unwrap().unwrap();
     assert_eq!((job.status, job.progress), (JobStatus::Processing, 50.0));
     assert_eq!(job.node_id.as_deref(), Some("n1"));
 
+    // The queue took attempt 1 back (its node died) and queued attempt 2; a late event from
+    // attempt 1 is then stale.
+    assert!(db
+        .mark_requeued(&id, 2, "node n1 stopped heartbeating")
+        .await
+        .unwrap());
+    assert!(
+        !db.mark_requeued(&id, 2, "replayed").await.unwrap(),
+        "applied once"
+    );
+    assert!(!db.record_progress(&id, 1, 90.0, 1.0, None).await.unwrap());
+    let job = db.get_job(&account, &id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.status, job.attempts, job.progress, job.node_id.clone()),
+        (JobStatus::Pending, 2, 0.0, None)
+    );
+    // An event from a newer attempt than the row knows advances it (its Requeued event may
+    // arrive later, through another control-plane replica).
+    assert!(db.mark_started(&id, 3, "n2").await.unwrap());
+    assert!(!db.mark_requeued(&id, 3, "late").await.unwrap());
+    let job = db.get_job(&account, &id).await.unwrap().unwrap();
+    assert_eq!((job.status, job.attempts), (JobStatus::Processing, 3));
+    assert!(db.record_progress(&id, 3, 10.0, 30.0, None).await.unwrap());
+
     // A retryable failure moves to the next attempt; the old attempt's events are then stale.
     assert!(db
-        .mark_retry(&id, 1, "storage_failed", "disk")
+        .mark_retry(&id, 3, "storage_failed", "disk")
         .await
         .unwrap());
     let stale = Completion {
@@ -72,11 +96,11 @@ async fn conformance(db: &Db) {
         duration_s: 1.0,
         report: None,
     };
-    assert!(!db.mark_completed(&id, 1, &stale).await.unwrap());
+    assert!(!db.mark_completed(&id, 3, &stale).await.unwrap());
     let job = db.get_job(&account, &id).await.unwrap().unwrap();
     assert_eq!(
         (job.status, job.attempts, job.progress),
-        (JobStatus::Pending, 2, 0.0)
+        (JobStatus::Pending, 4, 0.0)
     );
 
     // Completion counts once.
@@ -87,9 +111,13 @@ async fn conformance(db: &Db) {
         duration_s: 10.0,
         report: Some(r#"{"encoder":"libx264"}"#.into()),
     };
-    assert!(db.mark_completed(&id, 2, &done).await.unwrap());
-    assert!(!db.mark_completed(&id, 2, &done).await.unwrap());
-    assert!(!db.mark_failed(&id, 2, "internal", "late").await.unwrap());
+    assert!(db.mark_completed(&id, 4, &done).await.unwrap());
+    assert!(!db.mark_completed(&id, 4, &done).await.unwrap());
+    assert!(
+        !db.mark_completed(&id, 5, &done).await.unwrap(),
+        "a finished job never moves"
+    );
+    assert!(!db.mark_failed(&id, 4, "internal", "late").await.unwrap());
     let job = db.get_job(&account, &id).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Completed);
     assert_eq!(

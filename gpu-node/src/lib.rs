@@ -3,4 +3,6 @@
 pub mod gpu;
 pub mod imaging;
 pub mod media;
+pub mod metrics;
+pub mod node;
 pub mod worker;

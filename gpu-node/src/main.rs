@@ -1,22 +1,31 @@
-//! `kiln-gpu-node`: a fleet node. `kiln-gpu-node probe` prints what this machine can do (codecs
-//! that actually open, the wgpu adapter and the image resize path chosen on it) as JSON.
+//! `kiln-gpu-node`: a fleet node.
+//!
+//! - `kiln-gpu-node` / `kiln-gpu-node run`: take jobs from Redis (`REDIS_URL`), read sources
+//!   and write outputs in `KILN_STORAGE_URL`, until SIGTERM, then drain.
+//! - `kiln-gpu-node probe`: print what this machine can do (codecs that actually open, the
+//!   wgpu adapter and image resize path, the queue classes it would take) as JSON.
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     match std::env::args().nth(1).as_deref() {
         Some("probe") => {
-            let resize = kiln_gpu_node::gpu::choice();
+            let sessions = std::env::var("KILN_NVENC_SESSIONS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(3);
+            let (caps, classes) = kiln_gpu_node::node::capabilities(sessions);
             let report = serde_json::json!({
                 "media": kiln_gpu_node::media::capabilities(),
-                "image_resize": resize,
-                "cpu_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                "image_resize": kiln_gpu_node::gpu::choice(),
+                "node": caps,
+                "classes": classes,
             });
             println!(
                 "{}",
@@ -24,12 +33,33 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        _ => {
+        None | Some("run") => {
+            let config = match kiln_gpu_node::node::NodeConfig::from_env(|k| std::env::var(k).ok())
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("kiln-gpu-node: {e:#}\n\nusage: kiln-gpu-node [run|probe]");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("kiln-gpu-node: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(kiln_gpu_node::node::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("kiln-gpu-node: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(other) => {
             eprintln!(
-                "usage: kiln-gpu-node probe\n\n\
-                 Running as a fleet node (REDIS_URL, KILN_STORAGE_URL) is not built yet: until the\n\
-                 Redis queue lands, `kiln-control-plane` runs the embedded default with a local node\n\
-                 in its own process."
+                "kiln-gpu-node: unknown command {other:?}\n\nusage: kiln-gpu-node [run|probe]"
             );
             ExitCode::from(2)
         }

@@ -1,24 +1,30 @@
 //! The node's job loop: claim a job, fetch its source, transcode, store the output, report.
 //!
 //! The loop survives everything a job can do: an error or a panic fails that job only; the
-//! lease is heartbeated while the job runs; queue outages are retried with backoff.
+//! lease is heartbeated while the job runs; queue outages are retried with backoff. The same
+//! loop is the embedded default's local node and a fleet node's: it registers the node, reports
+//! its load every few seconds, and on shutdown drains — takes no new jobs, lets running ones
+//! finish for up to `drain_timeout`, then hands the rest back to the queue.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kiln_protocol::{
-    now_ms, JobErrorCode, JobQueue, JobSpec, Lease, NodeEvent, NodeEventKind, Store, Task,
+    now_ms, JobErrorCode, JobQueue, JobSpec, Lease, NodeEvent, NodeEventKind, NodeStatus,
+    QueueError, Store, Task,
 };
 use tokio::sync::{mpsc, watch};
 
 use crate::media::{self, MediaError};
+use crate::metrics::NodeMetrics;
 
 /// How a node runs its slots.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WorkerConfig {
-    /// This node's id, as it appears in events and leases.
+    /// This node's id, as it appears in events, leases and the registry.
     pub node_id: String,
     /// Jobs run at once.
     pub slots: usize,
@@ -26,9 +32,54 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// Where sources are fetched to and outputs are written before upload.
     pub scratch_dir: PathBuf,
+    /// The queue classes this node takes (from its probed capabilities).
+    pub classes: Vec<String>,
+    /// What the node reports about itself; `busy`, `jobs_done` and `draining` are kept current.
+    pub status: NodeStatus,
+    /// How often the node reports to the registry.
+    pub report_every: Duration,
+    /// How long running jobs may go on after shutdown begins before they are handed back.
+    pub drain_timeout: Duration,
+    /// Where job outcomes and load are counted.
+    pub metrics: Option<NodeMetrics>,
 }
 
-/// Run `config.slots` job loops until `shutdown` turns true; running jobs finish first.
+/// Why a running job was stopped from outside.
+const RUN: u8 = 0;
+/// The node is draining and its time is up: hand the job back to the queue.
+const HAND_BACK: u8 = 1;
+/// The lease was taken back (this node was presumed dead): drop the work quietly.
+const LEASE_LOST: u8 = 2;
+
+struct Running {
+    cancel: Arc<AtomicBool>,
+    why: Arc<AtomicU8>,
+}
+
+#[derive(Default)]
+struct Shared {
+    busy: AtomicU32,
+    done: AtomicU64,
+    draining: AtomicBool,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+impl Shared {
+    fn stop_all(&self, why: u8) {
+        for r in self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            r.why.store(why, Ordering::SeqCst);
+            r.cancel.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Run `config.slots` job loops until `shutdown` turns true, then drain; returns when every
+/// slot has stopped and the node has left the registry.
 pub async fn run(
     queue: Arc<dyn JobQueue>,
     store: Arc<dyn Store>,
@@ -38,7 +89,29 @@ pub async fn run(
     if let Err(e) = tokio::fs::create_dir_all(&config.scratch_dir).await {
         tracing::error!(error = %e, dir = %config.scratch_dir.display(), "cannot create scratch dir");
     }
+    if let Some(m) = &config.metrics {
+        m.slots_total.set(config.slots as i64);
+    }
     let config = Arc::new(config);
+    let shared = Arc::new(Shared::default());
+    let (slots_done_tx, slots_done_rx) = watch::channel(false);
+    let reporter = tokio::spawn(report_loop(
+        queue.clone(),
+        config.clone(),
+        shared.clone(),
+        slots_done_rx,
+    ));
+    let drain_timer = {
+        let shared = shared.clone();
+        let mut shutdown = shutdown.clone();
+        let timeout = config.drain_timeout;
+        tokio::spawn(async move {
+            let _ = shutdown.wait_for(|v| *v).await;
+            shared.draining.store(true, Ordering::SeqCst);
+            tokio::time::sleep(timeout).await;
+            shared.stop_all(HAND_BACK);
+        })
+    };
     let mut slots = Vec::new();
     for slot in 0..config.slots {
         slots.push(tokio::spawn(slot_loop(
@@ -46,11 +119,62 @@ pub async fn run(
             queue.clone(),
             store.clone(),
             config.clone(),
+            shared.clone(),
             shutdown.clone(),
         )));
     }
     for s in slots {
         let _ = s.await;
+    }
+    drain_timer.abort();
+    let _ = slots_done_tx.send(true);
+    let _ = reporter.await;
+}
+
+fn load1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Report the node every `report_every` (and at once when draining starts); leave the
+/// registry when the slots are done.
+async fn report_loop(
+    queue: Arc<dyn JobQueue>,
+    config: Arc<WorkerConfig>,
+    shared: Arc<Shared>,
+    mut slots_done: watch::Receiver<bool>,
+) {
+    let mut was_draining = false;
+    loop {
+        let draining = shared.draining.load(Ordering::SeqCst);
+        let status = NodeStatus {
+            busy: shared.busy.load(Ordering::SeqCst),
+            jobs_done: shared.done.load(Ordering::SeqCst),
+            draining,
+            load1: load1(),
+            ..config.status.clone()
+        };
+        if let Err(e) = queue.report_node(&status).await {
+            tracing::warn!(error = %e, "could not report to the node registry");
+        }
+        if draining && !was_draining {
+            tracing::info!(busy = status.busy, "draining: taking no new jobs");
+        }
+        was_draining = draining;
+        let tick = if draining {
+            Duration::from_millis(500)
+        } else {
+            config.report_every
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = slots_done.wait_for(|v| *v) => break,
+        }
+    }
+    if let Err(e) = queue.remove_node(&config.node_id).await {
+        tracing::warn!(error = %e, "could not leave the node registry");
     }
 }
 
@@ -59,18 +183,33 @@ async fn slot_loop(
     queue: Arc<dyn JobQueue>,
     store: Arc<dyn Store>,
     config: Arc<WorkerConfig>,
+    shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) {
     let consumer = format!("{}/{}", config.node_id, slot);
     let mut backoff = Duration::from_millis(100);
     while !*shutdown.borrow() {
         match queue
-            .claim(&consumer, Duration::from_millis(500), config.lease)
+            .claim(
+                &consumer,
+                &config.classes,
+                Duration::from_millis(500),
+                config.lease,
+            )
             .await
         {
             Ok(Some(lease)) => {
                 backoff = Duration::from_millis(100);
-                run_leased(&queue, &store, &config, lease).await;
+                shared.busy.fetch_add(1, Ordering::SeqCst);
+                if let Some(m) = &config.metrics {
+                    m.slots_busy.inc();
+                }
+                run_leased(&queue, &store, &config, &shared, lease).await;
+                shared.busy.fetch_sub(1, Ordering::SeqCst);
+                shared.done.fetch_add(1, Ordering::SeqCst);
+                if let Some(m) = &config.metrics {
+                    m.slots_busy.dec();
+                }
             }
             Ok(None) => {}
             Err(e) => {
@@ -82,53 +221,141 @@ async fn slot_loop(
     }
 }
 
-async fn publish(queue: &Arc<dyn JobQueue>, node: &str, job: &JobSpec, kind: NodeEventKind) {
-    let event = NodeEvent {
+fn event(node: &str, job: &JobSpec, kind: NodeEventKind) -> NodeEvent {
+    NodeEvent {
         job_id: job.id.clone(),
         attempt: job.attempt,
         node_id: node.to_string(),
         at_ms: now_ms(),
         kind,
-    };
-    if let Err(e) = queue.publish(&event).await {
-        // Losing a progress event is harmless; losing a final one is covered by the lease: the
-        // job is not acked below unless its final event went out.
+    }
+}
+
+async fn publish(queue: &Arc<dyn JobQueue>, node: &str, job: &JobSpec, kind: NodeEventKind) {
+    if let Err(e) = queue.publish(&event(node, job, kind)).await {
+        // Losing a progress event is harmless; final events are retried (`publish_final`).
         tracing::warn!(job = %job.id, error = %e, "could not publish event");
     }
 }
 
-/// Run one leased job to its end and ack it.
+/// Publish a job's final event, retrying through a queue outage for a few minutes. Returns
+/// whether it went out; if not, the lease expires and the job runs again, so nothing is lost.
+async fn publish_final(queue: &Arc<dyn JobQueue>, e: &NodeEvent, why: &AtomicU8) -> bool {
+    let mut backoff = Duration::from_millis(200);
+    let give_up = Instant::now() + Duration::from_secs(240);
+    loop {
+        match queue.publish(e).await {
+            Ok(()) => return true,
+            Err(err) if Instant::now() < give_up && why.load(Ordering::SeqCst) != LEASE_LOST => {
+                tracing::warn!(job = %e.job_id, error = %err, "final event not published yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => {
+                tracing::error!(job = %e.job_id, error = %err, "final event not published; the job will run again");
+                return false;
+            }
+        }
+    }
+}
+
+fn codec_label(job: &JobSpec) -> &'static str {
+    match &job.task {
+        Task::Video(p) => p.codec.as_str(),
+    }
+}
+
+/// Run one leased job to its end, then ack it (or hand it back, or drop it if the lease was
+/// taken away).
 async fn run_leased(
     queue: &Arc<dyn JobQueue>,
     store: &Arc<dyn Store>,
     config: &WorkerConfig,
+    shared: &Shared,
     lease: Lease,
 ) {
     let job = lease.job.clone();
+    let started = Instant::now();
     tracing::info!(job = %job.id, attempt = job.attempt, "job started");
+    let cancel = Arc::new(AtomicBool::new(false));
+    let why = Arc::new(AtomicU8::new(RUN));
+    shared
+        .running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            lease.token.clone(),
+            Running {
+                cancel: cancel.clone(),
+                why: why.clone(),
+            },
+        );
+    if shared.draining.load(Ordering::SeqCst) && config.drain_timeout.is_zero() {
+        why.store(HAND_BACK, Ordering::SeqCst);
+        cancel.store(true, Ordering::SeqCst);
+    }
     publish(queue, &config.node_id, &job, NodeEventKind::Started).await;
 
-    // Heartbeat the lease while the job runs.
+    // Heartbeat the lease while the job runs; a lease taken back stops the work.
     let hb = {
         let queue = queue.clone();
         let lease = lease.clone();
         let every = config.lease / 3;
         let lease_for = config.lease;
+        let (cancel, why) = (cancel.clone(), why.clone());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                if let Err(e) = queue.heartbeat(&lease, lease_for).await {
-                    tracing::warn!(job = %lease.job.id, error = %e, "heartbeat failed");
+                match queue.heartbeat(&lease, lease_for).await {
+                    Ok(()) => {}
+                    Err(QueueError::LeaseLost(_)) => {
+                        tracing::warn!(job = %lease.job.id, "lease taken back by the queue; stopping this attempt");
+                        why.store(LEASE_LOST, Ordering::SeqCst);
+                        cancel.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(e) => tracing::warn!(job = %lease.job.id, error = %e, "heartbeat failed"),
                 }
             }
         })
     };
 
-    let outcome = execute(queue, store, config, &job).await;
+    let outcome = execute(queue, store, config, &job, &cancel).await;
     hb.abort();
+    shared
+        .running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&lease.token);
 
-    let final_event = match outcome {
+    let stopped = why.load(Ordering::SeqCst);
+    let label = |outcome: &str| {
+        if let Some(m) = &config.metrics {
+            m.jobs
+                .with_label_values(&[outcome, codec_label(&job)])
+                .inc();
+            m.job_seconds.observe(started.elapsed().as_secs_f64());
+        }
+    };
+    let final_kind = match outcome {
         Ok(kind) => kind,
+        Err(_) if stopped == HAND_BACK => {
+            label("released");
+            match queue
+                .release(&lease, "node drained before the job finished")
+                .await
+            {
+                Ok(()) => tracing::info!(job = %job.id, "handed back to the queue (draining)"),
+                Err(e) => {
+                    tracing::warn!(job = %job.id, error = %e, "hand-back failed; the lease will expire and the job run again")
+                }
+            }
+            return;
+        }
+        Err(_) if stopped == LEASE_LOST => {
+            label("lost");
+            return;
+        }
         Err((code, message)) => {
             tracing::warn!(job = %job.id, %code, %message, "job failed");
             NodeEventKind::Failed {
@@ -138,21 +365,23 @@ async fn run_leased(
             }
         }
     };
-    let event = NodeEvent {
-        job_id: job.id.clone(),
-        attempt: job.attempt,
-        node_id: config.node_id.clone(),
-        at_ms: now_ms(),
-        kind: final_event,
-    };
-    match queue.publish(&event).await {
-        Ok(()) => {
-            if let Err(e) = queue.ack(&lease).await {
-                tracing::warn!(job = %job.id, error = %e, "ack failed; the job may run again");
+    label(if matches!(final_kind, NodeEventKind::Completed { .. }) {
+        "completed"
+    } else {
+        "failed"
+    });
+    // A completed output is reported even if the lease was lost meanwhile: the output is
+    // valid, and the control plane counts a job's completion once whichever attempt sends it.
+    if publish_final(queue, &event(&config.node_id, &job, final_kind), &why).await {
+        match queue.ack(&lease).await {
+            Ok(()) => {}
+            Err(QueueError::LeaseLost(_)) => {
+                tracing::info!(job = %job.id, "lease was taken back before the ack; the result is recorded anyway")
+            }
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e, "ack failed; the job may run again")
             }
         }
-        // Not acked: the lease expires and the job is retried, so the result is not lost.
-        Err(e) => tracing::error!(job = %job.id, error = %e, "final event not published"),
     }
 }
 
@@ -164,6 +393,7 @@ async fn execute(
     store: &Arc<dyn Store>,
     config: &WorkerConfig,
     job: &JobSpec,
+    cancel: &Arc<AtomicBool>,
 ) -> Result<NodeEventKind, JobFailure> {
     let Task::Video(params) = &job.task;
     let storage_err = |e: kiln_protocol::StoreError| (JobErrorCode::StorageFailed, e.to_string());
@@ -196,8 +426,16 @@ async fn execute(
         let queue = queue.clone();
         let node = config.node_id.clone();
         let job = job.clone();
+        let metrics = config.metrics.clone();
         tokio::spawn(async move {
             while let Some(p) = rx.recv().await {
+                if let Some(m) = &metrics {
+                    if p.fps > 0.0 {
+                        m.encode_fps
+                            .with_label_values(&[codec_label(&job)])
+                            .observe(p.fps as f64);
+                    }
+                }
                 let kind = NodeEventKind::Progress {
                     percent: p.percent,
                     fps: p.fps,
@@ -208,7 +446,6 @@ async fn execute(
         })
     };
 
-    let cancel = Arc::new(AtomicBool::new(false));
     let result = {
         let params = params.clone();
         let out = scratch_out.clone();

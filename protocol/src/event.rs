@@ -49,6 +49,13 @@ pub enum NodeEventKind {
         message: String,
         retryable: bool,
     },
+    /// The queue took the job back from `node_id` (its lease expired, or the node handed it
+    /// back while draining) and queued it again as `next_attempt`. Written by the queue in the
+    /// same atomic step as the re-enqueue, so the database can never miss it.
+    Requeued { next_attempt: u32, reason: String },
+    /// The queue took the job back but it had used every attempt: it is in the dead-letter
+    /// queue and will not run again.
+    DeadLettered { reason: String },
 }
 
 /// How a video output was made: what a client or operator needs to understand the result.

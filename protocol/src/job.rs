@@ -20,6 +20,27 @@ pub struct JobSpec {
     pub task: Task,
 }
 
+impl JobSpec {
+    /// The queue class this job is scheduled through: which nodes may take it. A node
+    /// consumes exactly the classes its probed capabilities serve (see [`crate::queue`]).
+    pub fn class(&self) -> String {
+        match &self.task {
+            Task::Video(p) => video_class(p.codec, p.hardware),
+        }
+    }
+}
+
+/// `h264` (any node that can encode H.264, on NVENC or the CPU), `h264:cpu` (a CPU encoder
+/// is required) or `h264:nvenc` (NVENC is required).
+pub fn video_class(codec: crate::VideoCodec, hw: crate::HardwarePolicy) -> String {
+    use crate::HardwarePolicy::*;
+    match hw {
+        Auto | Gpu => codec.as_str().to_string(),
+        Cpu => format!("{}:cpu", codec.as_str()),
+        Nvenc => format!("{}:nvenc", codec.as_str()),
+    }
+}
+
 /// The kinds of work a node can do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -5,15 +5,19 @@
 pub mod error;
 pub mod event;
 pub mod job;
+pub mod node;
 pub mod queue;
 pub mod storage;
+#[doc(hidden)]
+pub mod testing;
 pub mod video;
 
 pub use error::JobErrorCode;
 pub use event::{EncodeReport, NodeEvent, NodeEventKind};
 pub use job::{JobSpec, Resolution, Task};
-pub use queue::{JobQueue, Lease, MemoryQueue, QueueError};
-pub use storage::{LocalStore, Store, StoreError};
+pub use node::{NodeCapabilities, NodeStatus};
+pub use queue::{JobQueue, Lease, MemoryQueue, QueueError, RedisQueue};
+pub use storage::{LocalStore, S3Store, Store, StoreError};
 pub use video::{
     Container, HardwarePolicy, Preset, RateControl, SizePlanError, VideoCodec, VideoParams,
 };

@@ -2,22 +2,33 @@
 //!
 //! Contract, for every implementation (the conformance tests in `queue::conformance` hold each
 //! one to it):
-//! - `enqueue` makes a job visible to exactly one `claim`.
+//! - `enqueue` puts a job in its class (`JobSpec::class`) and makes it visible to exactly one
+//!   `claim` by a consumer that asks for that class. Within a class, jobs come out in order.
 //! - A claimed job is *leased* to a consumer until `ack`; a lease not renewed by `heartbeat`
-//!   within its time is returned to the queue by `reclaim_expired`, so a dead node loses nothing.
-//! - `publish` / `next_events` carry node events to the control plane in the order published.
+//!   within its time is taken back by `reclaim_expired`, so a dead node loses nothing. Taking
+//!   back bumps the job's attempt number (the dead node's late events then no longer match)
+//!   and, in the same atomic step, publishes a `Requeued` event — or, once the job has used
+//!   `max_attempts`, moves it to the dead-letter queue and publishes `DeadLettered`.
+//! - A lease that was taken back is dead: its heartbeat, ack or release is refused.
+//! - `publish` / `next_events` carry node events to the control plane in the order published,
+//!   at least once (an event can be seen again after a control-plane crash; applying one is
+//!   idempotent).
+//! - `epoch_is_new` tells the control plane that the queue's state was created (or lost) since
+//!   it last asked, so jobs the database holds as unfinished must be enqueued again.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{JobSpec, NodeEvent};
+use crate::{JobSpec, NodeEvent, NodeStatus};
 
 pub mod memory;
+pub mod redis;
 
 #[doc(hidden)]
 pub mod conformance;
 
+pub use self::redis::RedisQueue;
 pub use memory::MemoryQueue;
 
 /// Why a queue operation failed.
@@ -37,7 +48,7 @@ pub enum QueueError {
 /// A job claimed by one consumer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lease {
-    /// The job.
+    /// The job (its `attempt` is the one this lease runs).
     pub job: JobSpec,
     /// Who holds it.
     pub consumer: String,
@@ -45,15 +56,20 @@ pub struct Lease {
     pub token: String,
 }
 
+/// Tries per job before the queue dead-letters it, unless configured otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
 /// The queue both sides talk to.
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
-    /// Add a job at the back of the queue.
+    /// Add a job at the back of its class.
     async fn enqueue(&self, job: &JobSpec) -> Result<(), QueueError>;
-    /// Take the next job for `consumer`, waiting up to `wait` for one; the lease lasts `lease_for`.
+    /// Take the oldest job of any of `classes` for `consumer`, waiting up to `wait` for one;
+    /// the lease lasts `lease_for`.
     async fn claim(
         &self,
         consumer: &str,
+        classes: &[String],
         wait: Duration,
         lease_for: Duration,
     ) -> Result<Option<Lease>, QueueError>;
@@ -61,12 +77,25 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn heartbeat(&self, lease: &Lease, lease_for: Duration) -> Result<(), QueueError>;
     /// The job is finished (completed or failed for good): forget it.
     async fn ack(&self, lease: &Lease) -> Result<(), QueueError>;
-    /// Return every job whose lease has expired to the queue; returns how many.
+    /// Hand a job back unfinished (a draining node): it is queued again at once as the next
+    /// attempt, with a `Requeued` event.
+    async fn release(&self, lease: &Lease, reason: &str) -> Result<(), QueueError>;
+    /// Take back every job whose lease has expired (see the contract above); returns how many.
     async fn reclaim_expired(&self) -> Result<usize, QueueError>;
-    /// Jobs waiting to be claimed.
+    /// Jobs waiting to be claimed, over all classes.
     async fn depth(&self) -> Result<u64, QueueError>;
     /// Send an event to the control plane.
     async fn publish(&self, event: &NodeEvent) -> Result<(), QueueError>;
-    /// Receive up to `max` events, waiting up to `wait` for the first.
+    /// Receive up to `max` events, waiting up to `wait` for the first. Asking again
+    /// acknowledges the previous batch.
     async fn next_events(&self, max: usize, wait: Duration) -> Result<Vec<NodeEvent>, QueueError>;
+    /// Register or refresh a node (its heartbeat).
+    async fn report_node(&self, node: &NodeStatus) -> Result<(), QueueError>;
+    /// Remove a node from the registry (it stopped cleanly).
+    async fn remove_node(&self, node_id: &str) -> Result<(), QueueError>;
+    /// Every registered node, with `age_ms` filled in; nodes silent for an hour are dropped.
+    async fn nodes(&self) -> Result<Vec<NodeStatus>, QueueError>;
+    /// Whether the queue's state is new since the last call (true on the first call of a fresh
+    /// backend, and again after a backend lost its data).
+    async fn epoch_is_new(&self) -> Result<bool, QueueError>;
 }

@@ -1,14 +1,21 @@
 //! Where sources and outputs live. Both sides stream through this trait: nothing is buffered
 //! whole in memory.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
 
 pub mod local;
+pub mod s3;
+
+#[doc(hidden)]
+pub mod conformance;
 
 pub use local::LocalStore;
+pub use s3::S3Store;
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +52,11 @@ pub trait Store: Send + Sync + 'static {
     async fn put_file(&self, key: &str, src: &Path) -> Result<u64, StoreError>;
     /// Open `key` for streaming reads.
     async fn open(&self, key: &str) -> Result<ObjectReader, StoreError>;
+    /// Open bytes `range` of `key` (the caller checked it against [`Store::size`]); the size
+    /// returned is the range's length.
+    async fn open_range(&self, key: &str, range: Range<u64>) -> Result<ObjectReader, StoreError>;
+    /// The size of `key` in bytes.
+    async fn size(&self, key: &str) -> Result<u64, StoreError>;
     /// A path FFmpeg can open directly, where the store is a local folder.
     fn local_path(&self, key: &str) -> Option<PathBuf>;
     /// Copy `key` to a local file (for stores that are not local folders).
@@ -67,5 +79,23 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
         Ok(())
     } else {
         Err(StoreError::InvalidKey(key.to_string()))
+    }
+}
+
+/// Open the store `url` names: `file:///path` (a local or shared folder such as NFS),
+/// `s3://bucket[/prefix]?endpoint=…&region=…`, or, with no URL, the folder `default_root`.
+pub async fn open(url: Option<&str>, default_root: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    match url {
+        None => Ok(Arc::new(LocalStore::open_root(default_root).await?)),
+        Some(u) if u.starts_with("s3://") => Ok(Arc::new(S3Store::from_url(u)?)),
+        Some(u) => match u.strip_prefix("file://") {
+            Some(path) if path.starts_with('/') => Ok(Arc::new(LocalStore::open_root(path).await?)),
+            _ => Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "KILN_STORAGE_URL {u:?}: use file:///absolute/path or s3://bucket?endpoint=…"
+                ),
+            ))),
+        },
     }
 }

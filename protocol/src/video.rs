@@ -405,15 +405,24 @@ pub enum HardwarePolicy {
     Cpu,
     /// Ask for NVENC; where the node has none the job runs on the CPU and says why.
     Gpu,
+    /// Require NVENC: the job is scheduled only onto nodes whose NVENC opened for its codec,
+    /// and waits (saying why in its status) while no live node has one.
+    Nvenc,
 }
 
 impl HardwarePolicy {
-    /// Parse `auto`, `cpu`, `gpu`.
+    /// Whether the job asked for NVENC (preferred or required).
+    pub fn wants_gpu(self) -> bool {
+        matches!(self, Self::Gpu | Self::Nvenc)
+    }
+
+    /// Parse `auto`, `cpu`, `gpu`, `nvenc`.
     pub fn parse(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "auto" => Some(Self::Auto),
             "cpu" | "none" | "software" => Some(Self::Cpu),
-            "gpu" | "nvenc" | "hardware" => Some(Self::Gpu),
+            "gpu" | "hardware" => Some(Self::Gpu),
+            "nvenc" | "require_gpu" => Some(Self::Nvenc),
             _ => None,
         }
     }

@@ -170,6 +170,7 @@ pub async fn compress(
         let params = video_params(&fields)?;
         check_media(&state, &source_key, &params).await?;
 
+        let params_codec = params.codec.as_str();
         let spec = JobSpec {
             id: job_id.clone(),
             attempt: 1,
@@ -189,6 +190,7 @@ pub async fn compress(
                 output_key: &spec.output_key,
                 input_name: filename.as_deref(),
                 input_size: size as i64,
+                codec: Some(params_codec),
             })
             .await?;
         if let Err(e) = state.queue.enqueue(&spec).await {

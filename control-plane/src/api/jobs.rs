@@ -75,6 +75,8 @@ pub fn job_json(job: &JobRow) -> Value {
         "encoding": report,
         "download_url": completed.then(|| format!("/api/v1/download/{}", job.id)),
         "attempts": job.attempts,
+        "node_id": job.node_id,
+        "dead_letter": job.status == JobStatus::Failed && job.error_code.as_deref() == Some("dead_letter"),
         "error": error,
         "created_at": rfc3339(job.created_at),
         "started_at": job.started_at.map(rfc3339),
@@ -95,13 +97,66 @@ async fn load(state: &AppState, auth: &Auth, id: &str) -> Result<JobRow, ApiErro
         .ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))
 }
 
-/// Current status, progress and result of a job.
+/// Current status, progress and result of a job. A pending job whose requirements no live
+/// node meets says so in `waiting_reason` instead of waiting silently.
 pub async fn status(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(job_json(&load(&state, &auth, &id).await?)))
+    let job = load(&state, &auth, &id).await?;
+    let mut doc = job_json(&job);
+    if job.status == JobStatus::Pending {
+        if let (Ok(spec), Ok(nodes)) = (
+            serde_json::from_str::<JobSpec>(&job.spec),
+            state.queue.nodes().await,
+        ) {
+            doc["waiting_reason"] = json!(kiln_protocol::node::unschedulable_reason(
+                &spec.class(),
+                &nodes,
+                state.config.node_live_ms()
+            ));
+        }
+    }
+    Ok(Json(doc))
+}
+
+/// A single byte range from a `Range` header, resolved against `size`: `Ok(None)` means
+/// "send the whole object" (no header, or a form Kiln does not serve, such as several ranges),
+/// `Err` means unsatisfiable (416).
+pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<std::ops::Range<u64>>, ()> {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        // The last `b` bytes.
+        let n: u64 = b.parse().map_err(|_| ())?;
+        if n == 0 {
+            return Err(());
+        }
+        size.saturating_sub(n)..size
+    } else {
+        let start: u64 = a.parse().map_err(|_| ())?;
+        let end = if b.is_empty() {
+            size
+        } else {
+            let last: u64 = b.parse().map_err(|_| ())?;
+            if last < start {
+                return Err(());
+            }
+            (last + 1).min(size)
+        };
+        start..end
+    };
+    if range.start >= size {
+        return Err(());
+    }
+    Ok(Some(range))
 }
 
 /// Stream a completed job's output.
@@ -109,6 +164,7 @@ pub async fn download(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let job = load(&state, &auth, &id).await?;
     if job.status != JobStatus::Completed {
@@ -117,14 +173,21 @@ pub async fn download(
             job.status.as_str()
         )));
     }
-    let (reader, size) = state
-        .store
-        .open(&job.output_key)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound(_) => ApiError::NotFound("the output is no longer stored".into()),
-            other => ApiError::internal(other),
-        })?;
+    let gone = |e: StoreError| match e {
+        StoreError::NotFound(_) => ApiError::NotFound("the output is no longer stored".into()),
+        other => ApiError::internal(other),
+    };
+    let size = state.store.size(&job.output_key).await.map_err(gone)?;
+    let range = parse_range(
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        size,
+    )
+    .map_err(|()| ApiError::RangeNotSatisfiable { size })?;
+    let (reader, len) = match &range {
+        Some(r) => state.store.open_range(&job.output_key, r.clone()).await,
+        None => state.store.open(&job.output_key).await,
+    }
+    .map_err(gone)?;
     let container = container_of(&job);
     let stem = job
         .input_name
@@ -143,10 +206,11 @@ pub async fn download(
             }
         })
         .collect();
-    Ok((
+    let mut resp = (
         [
             (header::CONTENT_TYPE, container.mime().to_string()),
-            (header::CONTENT_LENGTH, size.to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (header::ACCEPT_RANGES, "bytes".to_string()),
             (
                 header::CONTENT_DISPOSITION,
                 format!(
@@ -157,5 +221,46 @@ pub async fn download(
         ],
         Body::from_stream(ReaderStream::new(reader)),
     )
-        .into_response())
+        .into_response();
+    if let Some(r) = range {
+        *resp.status_mut() = axum::http::StatusCode::PARTIAL_CONTENT;
+        resp.headers_mut().insert(
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{size}", r.start, r.end - 1)
+                .parse()
+                .expect("ASCII header"),
+        );
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    type Case<'a> = (Option<&'a str>, Result<Option<std::ops::Range<u64>>, ()>);
+
+    #[test]
+    fn ranges() {
+        let size = 1000;
+        // (header, expected)
+        let cases: &[Case] = &[
+            (None, Ok(None)),
+            (Some("bytes=0-99"), Ok(Some(0..100))),
+            (Some("bytes=900-"), Ok(Some(900..1000))),
+            (Some("bytes=-100"), Ok(Some(900..1000))),
+            (Some("bytes=-5000"), Ok(Some(0..1000))),
+            (Some("bytes=990-5000"), Ok(Some(990..1000))),
+            (Some("bytes=0-0"), Ok(Some(0..1))),
+            (Some("bytes=0-1,5-6"), Ok(None)),
+            (Some("items=0-5"), Ok(None)),
+            (Some("bytes=1000-"), Err(())),
+            (Some("bytes=5-2"), Err(())),
+            (Some("bytes=-0"), Err(())),
+            (Some("bytes=a-b"), Err(())),
+        ];
+        for (h, want) in cases {
+            assert_eq!(parse_range(*h, size), *want, "{h:?}");
+        }
+    }
 }

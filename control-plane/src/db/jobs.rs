@@ -1,5 +1,10 @@
 //! Jobs: their rows and every state change. Each transition is one guarded UPDATE, so a
 //! duplicate or stale event (a retried node, a reclaimed lease) changes nothing.
+//!
+//! Attempt numbers are assigned by the queue (a reclaim bumps them atomically with the
+//! re-enqueue). An event from an attempt *newer* than the row's advances the row to it, since
+//! its `Requeued` event may be applied later (another control-plane replica, a replay after a
+//! crash); an event from an *older* attempt is stale and ignored.
 
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -119,6 +124,8 @@ pub struct NewJob<'a> {
     pub output_key: &'a str,
     pub input_name: Option<&'a str>,
     pub input_size: i64,
+    /// The output codec, for metrics.
+    pub codec: Option<&'a str>,
 }
 
 /// Statuses from which a job can still move (a finished job never changes again).
@@ -130,8 +137,8 @@ impl Db {
         let now = kiln_protocol::now_ms();
         sqlx::query(
             "INSERT INTO jobs (id, account_id, kind, status, spec, source_key, output_key,
-                               input_name, input_size, attempts, created_at, updated_at)
-             VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, 1, $9, $9)",
+                               input_name, input_size, attempts, created_at, updated_at, codec)
+             VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, 1, $9, $9, $10)",
         )
         .bind(j.id)
         .bind(j.account_id)
@@ -142,6 +149,7 @@ impl Db {
         .bind(j.input_name)
         .bind(j.input_size)
         .bind(now)
+        .bind(j.codec)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -161,9 +169,9 @@ impl Db {
     pub async fn mark_started(&self, id: &str, attempt: i64, node: &str) -> Result<bool, DbError> {
         let now = kiln_protocol::now_ms();
         let r = sqlx::query(&format!(
-            "UPDATE jobs SET status = 'processing', node_id = $1,
+            "UPDATE jobs SET status = 'processing', node_id = $1, attempts = $4,
                     started_at = COALESCE(started_at, $2), updated_at = $2
-             WHERE id = $3 AND attempts = $4 AND {LIVE}"
+             WHERE id = $3 AND attempts <= $4 AND {LIVE}"
         ))
         .bind(node)
         .bind(now)
@@ -186,9 +194,10 @@ impl Db {
         let now = kiln_protocol::now_ms();
         let r = sqlx::query(&format!(
             "UPDATE jobs SET status = 'processing',
-                    progress = CASE WHEN $1 > progress THEN $1 ELSE progress END,
+                    progress = CASE WHEN attempts < $6 OR $1 > progress THEN $1 ELSE progress END,
+                    attempts = $6,
                     fps = $2, eta_s = $3, started_at = COALESCE(started_at, $4), updated_at = $4
-             WHERE id = $5 AND attempts = $6 AND {LIVE}"
+             WHERE id = $5 AND attempts <= $6 AND {LIVE}"
         ))
         .bind(percent)
         .bind(fps)
@@ -212,8 +221,9 @@ impl Db {
         let r = sqlx::query(&format!(
             "UPDATE jobs SET status = 'completed', progress = 100, eta_s = 0, output_size = $1,
                     output_width = $2, output_height = $3, output_duration = $4, report = $8,
-                    completed_at = $5, updated_at = $5, error_code = NULL, error_message = NULL
-             WHERE id = $6 AND attempts = $7 AND {LIVE}"
+                    completed_at = $5, updated_at = $5, error_code = NULL, error_message = NULL,
+                    attempts = $7
+             WHERE id = $6 AND attempts <= $7 AND {LIVE}"
         ))
         .bind(done.output_size)
         .bind(done.width)
@@ -239,8 +249,8 @@ impl Db {
         let now = kiln_protocol::now_ms();
         let r = sqlx::query(&format!(
             "UPDATE jobs SET status = 'failed', error_code = $1, error_message = $2,
-                    completed_at = $3, updated_at = $3
-             WHERE id = $4 AND attempts = $5 AND {LIVE}"
+                    completed_at = $3, updated_at = $3, attempts = $5
+             WHERE id = $4 AND attempts <= $5 AND {LIVE}"
         ))
         .bind(code)
         .bind(message)
@@ -274,5 +284,38 @@ impl Db {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// The queue took attempt `next - 1` back and queued `next` (its lease expired, or its
+    /// node drained). Returns false if the row had already moved past it.
+    pub async fn mark_requeued(&self, id: &str, next: i64, reason: &str) -> Result<bool, DbError> {
+        let now = kiln_protocol::now_ms();
+        let r = sqlx::query(&format!(
+            "UPDATE jobs SET status = 'pending', attempts = $1, progress = 0, fps = NULL,
+                    eta_s = NULL, node_id = NULL, error_code = 'requeued', error_message = $2,
+                    updated_at = $3
+             WHERE id = $4 AND attempts < $1 AND {LIVE}"
+        ))
+        .bind(next)
+        .bind(reason)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Jobs by status and codec (for the metrics gauge).
+    pub async fn count_by_status(&self) -> Result<Vec<(String, String, i64)>, DbError> {
+        let rows = sqlx::query(
+            "SELECT status, COALESCE(codec, 'other') AS codec, COUNT(*) AS n
+             FROM jobs GROUP BY status, COALESCE(codec, 'other')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("codec")?, r.try_get("n")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
     }
 }

@@ -39,7 +39,7 @@ pub fn choose_encoder(
     }
     let Some(nv) = codec.nvenc_encoder() else {
         return EncoderChoice {
-            fallback: (policy == HardwarePolicy::Gpu).then(|| {
+            fallback: policy.wants_gpu().then(|| {
                 format!(
                     "no NVENC encoder for {} in FFmpeg 5.1; encoded with {}",
                     codec.as_str(),
@@ -60,7 +60,7 @@ pub fn choose_encoder(
                 .unwrap_or_else(|| "not probed".into());
             EncoderChoice {
                 // `auto` on a node without NVENC is the normal CPU path, not a fallback.
-                fallback: (policy == HardwarePolicy::Gpu).then(|| {
+                fallback: policy.wants_gpu().then(|| {
                     format!(
                         "{nv} unavailable on this node ({why}); encoded with {}",
                         cpu.name

@@ -1,4 +1,5 @@
-//! The in-process queue of the embedded default: one process, no Redis.
+//! The in-process queue of the embedded default: one process, no Redis. It keeps the same
+//! contract as the Redis queue and passes the same conformance suite.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -7,50 +8,123 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::{JobQueue, Lease, QueueError};
-use crate::{JobSpec, NodeEvent};
+use super::{JobQueue, Lease, QueueError, DEFAULT_MAX_ATTEMPTS};
+use crate::{now_ms, JobSpec, NodeEvent, NodeEventKind, NodeStatus};
+
+struct Leased {
+    job: JobSpec,
+    consumer: String,
+    deadline: Instant,
+}
 
 #[derive(Default)]
 struct State {
-    ready: VecDeque<JobSpec>,
-    /// Leased jobs by token: (job, consumer, deadline).
-    leased: HashMap<String, (JobSpec, String, Instant)>,
+    /// Waiting jobs by class.
+    ready: HashMap<String, VecDeque<(u64, JobSpec)>>,
+    leased: HashMap<String, Leased>,
+    dead: Vec<JobSpec>,
     events: VecDeque<NodeEvent>,
-    next_token: u64,
+    nodes: HashMap<String, (NodeStatus, Instant)>,
+    epoch_seen: bool,
+    /// Enqueue order across classes, so a consumer of several classes takes the oldest job.
+    seq: u64,
 }
 
 /// A queue held in memory; the embedded default's implementation of [`JobQueue`].
-#[derive(Default)]
 pub struct MemoryQueue {
     state: Mutex<State>,
     jobs_ready: Notify,
     events_ready: Notify,
+    max_attempts: u32,
+}
+
+impl Default for MemoryQueue {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryQueue {
-    /// An empty queue.
+    /// An empty queue that dead-letters after [`DEFAULT_MAX_ATTEMPTS`].
     pub fn new() -> Self {
-        Self::default()
+        Self::with_max_attempts(DEFAULT_MAX_ATTEMPTS)
+    }
+
+    /// An empty queue that dead-letters a job after `max_attempts` attempts.
+    pub fn with_max_attempts(max_attempts: u32) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            jobs_ready: Notify::new(),
+            events_ready: Notify::new(),
+            max_attempts: max_attempts.max(1),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave State half-updated (every mutation is a
-        // single collection operation), so a poisoned lock is safe to keep using.
+        // few collection operations with no fallible step between), so a poisoned lock is safe.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(st: &mut State, job: JobSpec) {
+        st.seq += 1;
+        let seq = st.seq;
+        st.ready
+            .entry(job.class())
+            .or_default()
+            .push_back((seq, job));
+    }
+
+    /// Take a lease back (expired or released): requeue as the next attempt, or dead-letter.
+    /// Returns the event the caller publishes (in the same critical section).
+    fn take_back(&self, st: &mut State, leased: Leased, reason: &str, count: bool) {
+        let mut job = leased.job;
+        let kind = if count && job.attempt >= self.max_attempts {
+            let reason = format!(
+                "{reason}; attempt {} of {} — moved to the dead-letter queue",
+                job.attempt, self.max_attempts
+            );
+            st.dead.push(job.clone());
+            NodeEventKind::DeadLettered { reason }
+        } else {
+            job.attempt += 1;
+            Self::push(st, job.clone());
+            NodeEventKind::Requeued {
+                next_attempt: job.attempt,
+                reason: reason.to_string(),
+            }
+        };
+        let attempt = match kind {
+            NodeEventKind::Requeued { next_attempt, .. } => next_attempt - 1,
+            _ => job.attempt,
+        };
+        st.events.push_back(NodeEvent {
+            job_id: job.id.clone(),
+            attempt,
+            node_id: leased.consumer,
+            at_ms: now_ms(),
+            kind,
+        });
+    }
+
+    /// Jobs in the dead-letter queue.
+    pub fn dead_letters(&self) -> Vec<JobSpec> {
+        self.lock().dead.clone()
     }
 }
 
 #[async_trait]
 impl JobQueue for MemoryQueue {
     async fn enqueue(&self, job: &JobSpec) -> Result<(), QueueError> {
-        self.lock().ready.push_back(job.clone());
-        self.jobs_ready.notify_one();
+        Self::push(&mut self.lock(), job.clone());
+        self.jobs_ready.notify_waiters();
         Ok(())
     }
 
     async fn claim(
         &self,
         consumer: &str,
+        classes: &[String],
         wait: Duration,
         lease_for: Duration,
     ) -> Result<Option<Lease>, QueueError> {
@@ -58,23 +132,29 @@ impl JobQueue for MemoryQueue {
         loop {
             // Register interest before checking, so a notify between check and wait is not lost.
             let notified = self.jobs_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             {
                 let mut st = self.lock();
-                if let Some(job) = st.ready.pop_front() {
-                    st.next_token += 1;
-                    let token = format!("{}:{}", job.id, st.next_token);
+                let oldest = classes
+                    .iter()
+                    .filter_map(|c| st.ready.get(c)?.front().map(|(seq, _)| (*seq, c.clone())))
+                    .min();
+                if let Some((_, class)) = oldest {
+                    let (_, job) = st
+                        .ready
+                        .get_mut(&class)
+                        .and_then(|q| q.pop_front())
+                        .expect("front exists");
+                    let token = format!("{}:{}:{}", job.id, job.attempt, uuid::Uuid::new_v4());
                     st.leased.insert(
                         token.clone(),
-                        (
-                            job.clone(),
-                            consumer.to_string(),
-                            Instant::now() + lease_for,
-                        ),
+                        Leased {
+                            job: job.clone(),
+                            consumer: consumer.to_string(),
+                            deadline: Instant::now() + lease_for,
+                        },
                     );
-                    // Another waiter may be able to take the next job.
-                    if !st.ready.is_empty() {
-                        self.jobs_ready.notify_one();
-                    }
                     return Ok(Some(Lease {
                         job,
                         consumer: consumer.to_string(),
@@ -90,8 +170,8 @@ impl JobQueue for MemoryQueue {
 
     async fn heartbeat(&self, lease: &Lease, lease_for: Duration) -> Result<(), QueueError> {
         match self.lock().leased.get_mut(&lease.token) {
-            Some(entry) => {
-                entry.2 = Instant::now() + lease_for;
+            Some(l) => {
+                l.deadline = Instant::now() + lease_for;
                 Ok(())
             }
             None => Err(QueueError::LeaseLost(lease.job.id.clone())),
@@ -105,34 +185,52 @@ impl JobQueue for MemoryQueue {
         }
     }
 
+    async fn release(&self, lease: &Lease, reason: &str) -> Result<(), QueueError> {
+        {
+            let mut st = self.lock();
+            let leased = st
+                .leased
+                .remove(&lease.token)
+                .ok_or_else(|| QueueError::LeaseLost(lease.job.id.clone()))?;
+            self.take_back(&mut st, leased, reason, false);
+        }
+        self.jobs_ready.notify_waiters();
+        self.events_ready.notify_waiters();
+        Ok(())
+    }
+
     async fn reclaim_expired(&self) -> Result<usize, QueueError> {
         let now = Instant::now();
-        let mut st = self.lock();
-        let expired: Vec<String> = st
-            .leased
-            .iter()
-            .filter(|(_, (_, _, deadline))| *deadline <= now)
-            .map(|(token, _)| token.clone())
-            .collect();
-        for token in &expired {
-            if let Some((job, _, _)) = st.leased.remove(token) {
-                st.ready.push_back(job);
+        let n = {
+            let mut st = self.lock();
+            let expired: Vec<String> = st
+                .leased
+                .iter()
+                .filter(|(_, l)| l.deadline <= now)
+                .map(|(token, _)| token.clone())
+                .collect();
+            for token in &expired {
+                if let Some(leased) = st.leased.remove(token) {
+                    let reason = format!("node {} stopped heartbeating", leased.consumer);
+                    self.take_back(&mut st, leased, &reason, true);
+                }
             }
+            expired.len()
+        };
+        if n > 0 {
+            self.jobs_ready.notify_waiters();
+            self.events_ready.notify_waiters();
         }
-        drop(st);
-        for _ in 0..expired.len() {
-            self.jobs_ready.notify_one();
-        }
-        Ok(expired.len())
+        Ok(n)
     }
 
     async fn depth(&self) -> Result<u64, QueueError> {
-        Ok(self.lock().ready.len() as u64)
+        Ok(self.lock().ready.values().map(|q| q.len() as u64).sum())
     }
 
     async fn publish(&self, event: &NodeEvent) -> Result<(), QueueError> {
         self.lock().events.push_back(event.clone());
-        self.events_ready.notify_one();
+        self.events_ready.notify_waiters();
         Ok(())
     }
 
@@ -140,6 +238,8 @@ impl JobQueue for MemoryQueue {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.events_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             {
                 let mut st = self.lock();
                 if !st.events.is_empty() {
@@ -152,6 +252,39 @@ impl JobQueue for MemoryQueue {
             }
         }
     }
+
+    async fn report_node(&self, node: &NodeStatus) -> Result<(), QueueError> {
+        self.lock()
+            .nodes
+            .insert(node.node_id.clone(), (node.clone(), Instant::now()));
+        Ok(())
+    }
+
+    async fn remove_node(&self, node_id: &str) -> Result<(), QueueError> {
+        self.lock().nodes.remove(node_id);
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeStatus>, QueueError> {
+        let mut st = self.lock();
+        st.nodes
+            .retain(|_, (_, seen)| seen.elapsed() < super::redis::NODE_FORGET);
+        let mut out: Vec<NodeStatus> = st
+            .nodes
+            .values()
+            .map(|(n, seen)| NodeStatus {
+                age_ms: seen.elapsed().as_millis() as i64,
+                ..n.clone()
+            })
+            .collect();
+        out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        Ok(out)
+    }
+
+    async fn epoch_is_new(&self) -> Result<bool, QueueError> {
+        let mut st = self.lock();
+        Ok(!std::mem::replace(&mut st.epoch_seen, true))
+    }
 }
 
 #[cfg(test)]
@@ -161,6 +294,9 @@ mod tests {
 
     #[tokio::test]
     async fn memory_queue_conforms() {
-        conformance::run_all(|| async { MemoryQueue::new() }).await;
+        conformance::run_all(
+            |max_attempts| async move { MemoryQueue::with_max_attempts(max_attempts) },
+        )
+        .await;
     }
 }

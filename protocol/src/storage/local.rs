@@ -26,6 +26,19 @@ impl LocalStore {
         Ok(self.root.join(key))
     }
 
+    async fn open_file(&self, key: &str) -> Result<(tokio::fs::File, u64), StoreError> {
+        match tokio::fs::File::open(self.path(key)?).await {
+            Ok(file) => {
+                let size = file.metadata().await?.len();
+                Ok((file, size))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound(key.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A temporary sibling path; renamed over the target once complete so readers never see a
     /// half-written object.
     fn temp_path(target: &Path) -> PathBuf {
@@ -69,23 +82,30 @@ impl Store for LocalStore {
         result
     }
 
+    async fn open(&self, key: &str) -> Result<ObjectReader, StoreError> {
+        let (file, size) = self.open_file(key).await?;
+        Ok((Box::new(file), size))
+    }
+
     async fn put_file(&self, key: &str, src: &Path) -> Result<u64, StoreError> {
         let mut file = tokio::fs::File::open(src).await?;
         self.put_stream(key, &mut file, u64::MAX - 1).await
     }
 
-    async fn open(&self, key: &str) -> Result<ObjectReader, StoreError> {
-        let path = self.path(key)?;
-        match tokio::fs::File::open(&path).await {
-            Ok(file) => {
-                let size = file.metadata().await?.len();
-                Ok((Box::new(file), size))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(StoreError::NotFound(key.to_string()))
-            }
-            Err(e) => Err(e.into()),
-        }
+    async fn open_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<ObjectReader, StoreError> {
+        use tokio::io::AsyncSeekExt;
+        let (mut file, _) = self.open_file(key).await?;
+        file.seek(std::io::SeekFrom::Start(range.start)).await?;
+        let len = range.end.saturating_sub(range.start);
+        Ok((Box::new(file.take(len)), len))
+    }
+
+    async fn size(&self, key: &str) -> Result<u64, StoreError> {
+        Ok(self.open_file(key).await?.1)
     }
 
     fn local_path(&self, key: &str) -> Option<PathBuf> {

@@ -1,0 +1,203 @@
+//! Sources and outputs in an S3-compatible bucket (the fleet's store), through `object_store`.
+//! Writes stream as multipart uploads; an object appears only once its upload completes.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::buffered::BufWriter;
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, GetRange, ObjectStore};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio_util::io::StreamReader;
+
+use super::{validate_key, ObjectReader, Store, StoreError};
+
+/// Objects under an optional prefix of one bucket.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    inner: Arc<dyn ObjectStore>,
+    prefix: String,
+    bucket: String,
+}
+
+fn backend(e: object_store::Error) -> StoreError {
+    match e {
+        object_store::Error::NotFound { path, .. } => StoreError::NotFound(path),
+        other => StoreError::Io(std::io::Error::other(other.to_string())),
+    }
+}
+
+impl S3Store {
+    /// Parse `s3://bucket[/prefix]?endpoint=…&region=…` (credentials from the usual `AWS_*`
+    /// variables) and connect.
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        let bad = |why: &str| {
+            StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("KILN_STORAGE_URL {url:?}: {why}"),
+            ))
+        };
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| bad("not an s3:// URL"))?;
+        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+        if bucket.is_empty() {
+            return Err(bad("no bucket"));
+        }
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_decode(v);
+            builder = match k {
+                "endpoint" => {
+                    let http = v.starts_with("http://");
+                    builder
+                        .with_endpoint(&v)
+                        .with_allow_http(http)
+                        // Custom endpoints (MinIO, Garage, s3s) address buckets by path.
+                        .with_virtual_hosted_style_request(false)
+                }
+                "region" => builder.with_region(&v),
+                other => return Err(bad(&format!("unknown parameter {other:?}"))),
+            };
+        }
+        let inner = builder.build().map_err(|e| bad(&e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(inner),
+            prefix: prefix.trim_matches('/').to_string(),
+            bucket: bucket.to_string(),
+        })
+    }
+
+    fn path(&self, key: &str) -> Result<ObjectPath, StoreError> {
+        validate_key(key)?;
+        Ok(if self.prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{}/{key}", self.prefix))
+        })
+    }
+
+    /// The bucket this store writes to.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ObjectReader, StoreError> {
+        let opts = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..Default::default()
+        };
+        let res = self
+            .inner
+            .get_opts(&self.path(key)?, opts)
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => StoreError::NotFound(key.to_string()),
+                other => backend(other),
+            })?;
+        let len = res.range.end - res.range.start;
+        let stream = res
+            .into_stream()
+            .map_err(|e| std::io::Error::other(e.to_string()));
+        Ok((Box::new(StreamReader::new(stream)), len))
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[async_trait]
+impl Store for S3Store {
+    async fn put_stream(
+        &self,
+        key: &str,
+        body: &mut (dyn AsyncRead + Unpin + Send),
+        limit: u64,
+    ) -> Result<u64, StoreError> {
+        let path = self.path(key)?;
+        // BufWriter sends one PUT for small bodies and a multipart upload (10 MiB parts) for
+        // large ones, holding at most a part in memory.
+        let mut writer = BufWriter::new(self.inner.clone(), path);
+        let mut limited = body.take(limit.saturating_add(1));
+        let copied = tokio::io::copy(&mut limited, &mut writer).await;
+        match copied {
+            Ok(n) if n <= limit => {
+                writer.shutdown().await?;
+                Ok(n)
+            }
+            Ok(_) => {
+                let _ = writer.abort().await;
+                Err(StoreError::TooLarge { limit })
+            }
+            Err(e) => {
+                let _ = writer.abort().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn put_file(&self, key: &str, src: &Path) -> Result<u64, StoreError> {
+        let mut file = tokio::fs::File::open(src).await?;
+        self.put_stream(key, &mut file, u64::MAX - 1).await
+    }
+
+    async fn open(&self, key: &str) -> Result<ObjectReader, StoreError> {
+        self.get(key, None).await
+    }
+
+    async fn open_range(&self, key: &str, range: Range<u64>) -> Result<ObjectReader, StoreError> {
+        self.get(key, Some(range)).await
+    }
+
+    async fn size(&self, key: &str) -> Result<u64, StoreError> {
+        let meta = self
+            .inner
+            .head(&self.path(key)?)
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => StoreError::NotFound(key.to_string()),
+                other => backend(other),
+            })?;
+        Ok(meta.size)
+    }
+
+    fn local_path(&self, _key: &str) -> Option<PathBuf> {
+        None
+    }
+
+    async fn fetch_to_path(&self, key: &str, dest: &Path) -> Result<u64, StoreError> {
+        let (mut reader, _) = self.open(key).await?;
+        let mut out = tokio::fs::File::create(dest).await?;
+        let n = tokio::io::copy(&mut reader, &mut out).await?;
+        out.flush().await?;
+        Ok(n)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.inner.delete(&self.path(key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(backend(e)),
+        }
+    }
+}
