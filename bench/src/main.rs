@@ -8,8 +8,13 @@
 //!
 //! `kiln-bench image [--runs N] [--images N] [--kernel-only]`: the wgpu resize kernel vs fast_image_resize, and
 //! whole image requests vs `vipsthumbnail` (see `image`).
+//!
+//! `kiln-bench sched [--submissions N] [--clients N] [--latency-jobs N] [--database URL]`:
+//! scheduling overhead through the API against `redis-benchmark` on the same Redis (see
+//! `sched`).
 
 mod image;
+mod sched;
 mod video;
 
 use std::path::{Path, PathBuf};
@@ -30,13 +35,15 @@ fn main() -> ExitCode {
         // The child process a Kiln run happens in (see `video`).
         Some(video::CHILD) => video::child(&args[1..]),
         Some("image") => image::main(&args[1..]),
+        Some("sched") => sched::main(&args[1..]),
         Some(image::CHILD) => image::child(&args[1..]),
         Some(image::CHOICE_CHILD) => image::choice_child(),
         _ => {
             eprintln!(
                 "usage: kiln-bench video [--runs N] [CLIP ...]\n       \
-                 kiln-bench image [--runs N] [--images N] [--kernel-only]\n\
-                 (sched and tune arrive with their issues)"
+                 kiln-bench image [--runs N] [--images N] [--kernel-only]\n       \
+                 kiln-bench sched [--submissions N] [--clients N] [--latency-jobs N] [--database URL]\n\
+                 (tune arrives with its issue)"
             );
             ExitCode::from(2)
         }

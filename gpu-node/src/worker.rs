@@ -290,10 +290,6 @@ async fn run_leased(
                 why: why.clone(),
             },
         );
-    if shared.draining.load(Ordering::SeqCst) && config.drain_timeout.is_zero() {
-        why.store(HAND_BACK, Ordering::SeqCst);
-        cancel.store(true, Ordering::SeqCst);
-    }
     publish(queue, &config.node_id, &job, NodeEventKind::Started).await;
 
     // Heartbeat the lease while the job runs; a lease taken back stops the work.

@@ -26,7 +26,7 @@ use crate::AppState;
 
 /// Validated settings from the text fields: `codec`, `quality`, `method` (`crf`, `bitrate`,
 /// `size`), `bitrate` / `max_bitrate` / `buffer_size` (kbps, kbit), `target_size_mb`,
-/// `resolution`, `preset`, `format` (`mp4`, `webm`, `mkv`), `hardware` (`auto`, `cpu`, `gpu`),
+/// `resolution`, `preset`, `format` (`mp4`, `webm`, `mkv`), `hardware` (`auto`, `cpu`, `gpu`, `nvenc`),
 /// `allow_upscale`, `allow_larger`.
 fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, ApiError> {
     let get = |k: &str| fields.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
@@ -111,9 +111,18 @@ fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, ApiErro
     }
     let hardware = match get("hardware") {
         None => HardwarePolicy::Auto,
-        Some(h) => HardwarePolicy::parse(h)
-            .ok_or_else(|| bad(format!("hardware must be auto, cpu or gpu, got {h:?}")))?,
+        Some(h) => HardwarePolicy::parse(h).ok_or_else(|| {
+            bad(format!(
+                "hardware must be auto, cpu, gpu or nvenc, got {h:?}"
+            ))
+        })?,
     };
+    if hardware == HardwarePolicy::Nvenc && codec.nvenc_encoder().is_none() {
+        return Err(bad(format!(
+            "hardware=nvenc: there is no NVENC encoder for {} (h264 and h265 have one)",
+            codec.as_str()
+        )));
+    }
     let resolution =
         Resolution::parse(get("resolution").unwrap_or("")).map_err(|e| bad(e.to_string()))?;
     Ok(VideoParams {
@@ -324,6 +333,8 @@ mod tests {
                 true
             )
         );
+        let p = video_params(&fields(&[("codec", "h265"), ("hardware", "nvenc")])).unwrap();
+        assert_eq!(p.hardware, HardwarePolicy::Nvenc);
         // A bitrate alone implies the bitrate method; VBV defaults are left to the node.
         let p = video_params(&fields(&[("codec", "hevc"), ("bitrate", "800")])).unwrap();
         assert_eq!(
@@ -357,6 +368,7 @@ mod tests {
             vec![("format", "avi")],
             vec![("format", "webm")],
             vec![("hardware", "tpu")],
+            vec![("codec", "av1"), ("hardware", "nvenc")],
             vec![("allow_larger", "maybe")],
         ] {
             assert!(
