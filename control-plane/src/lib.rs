@@ -194,6 +194,7 @@ fn embedded_node(
                 lease,
                 scratch_dir,
                 classes,
+                nvenc_sessions: 3,
                 status,
                 report_every: Duration::from_secs(2),
                 drain_timeout: Duration::from_secs(600),

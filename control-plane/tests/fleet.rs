@@ -143,6 +143,10 @@ impl Fleet {
     }
 
     fn spawn_node(&mut self, id: &str) {
+        self.spawn_node_with(id, &[]);
+    }
+
+    fn spawn_node_with(&mut self, id: &str, extra: &[(&str, &str)]) {
         let log = std::fs::File::create(self.dir.path().join(format!("{id}.log"))).unwrap();
         let child = Command::new(node_binary())
             .env("REDIS_URL", self.redis.url())
@@ -159,6 +163,7 @@ impl Fleet {
                 self.dir.path().join(format!("scratch-{id}")),
             )
             .env("RUST_LOG", "info")
+            .envs(extra.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -522,5 +527,60 @@ async fn redis_restarted_mid_batch_loses_no_job() {
     );
     // The node re-registered with the new Redis.
     fleet.wait_nodes(1).await;
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_hands_back_what_it_cannot_finish() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut fleet = Fleet::start().await;
+    let clip = fleet.dir.path().join("clip.mp4");
+    make_clip(&clip, 20);
+    // node-a may keep running jobs for 1 s after SIGTERM, then must hand them back.
+    fleet.spawn_node_with("node-a", &[("KILN_DRAIN_TIMEOUT_SECS", "1")]);
+    fleet.wait_nodes(1).await;
+    let id = fleet
+        .submit(&clip, &[("codec", "h264"), ("preset", "slow")])
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while fleet.status(&id).await["status"] != "processing" {
+        assert!(Instant::now() < deadline, "node-a never started the job");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fleet.signal("node-a", "TERM");
+    let mut a = fleet.nodes.remove("node-a").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(s) = a.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node-a did not stop after draining"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(exit.success(), "{}", fleet.node_log("node-a"));
+    // Handed back, not abandoned: queued again as attempt 2.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let doc = loop {
+        let doc = fleet.status(&id).await;
+        if doc["status"] == "pending" && doc["attempts"] == 2 {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "not handed back: {doc}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        doc["waiting_reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("no live node"),
+        "{doc}"
+    );
+    fleet.spawn_node("node-b");
+    let (docs, _) = fleet.wait_all(std::slice::from_ref(&id)).await;
+    assert!(docs[0]["node_id"].as_str().unwrap().starts_with("node-b"));
+    fleet.check_outputs(&docs, 20.0).await;
     fleet.stop().await;
 }

@@ -301,6 +301,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             lease: config.lease,
             scratch_dir: config.scratch_dir.clone(),
             classes,
+            nvenc_sessions: config.nvenc_sessions,
             status,
             report_every: Duration::from_secs(2),
             drain_timeout: config.drain_timeout,

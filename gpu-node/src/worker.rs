@@ -34,6 +34,9 @@ pub struct WorkerConfig {
     pub scratch_dir: PathBuf,
     /// The queue classes this node takes (from its probed capabilities).
     pub classes: Vec<String>,
+    /// NVENC encodes at once: jobs of `:nvenc` classes are claimed only while one of these is
+    /// free, so slots beyond the GPU's encode sessions take CPU work instead.
+    pub nvenc_sessions: usize,
     /// What the node reports about itself; `busy`, `jobs_done` and `draining` are kept current.
     pub status: NodeStatus,
     /// How often the node reports to the registry.
@@ -56,9 +59,9 @@ struct Running {
     why: Arc<AtomicU8>,
 }
 
-#[derive(Default)]
 struct Shared {
     busy: AtomicU32,
+    nvenc: Arc<tokio::sync::Semaphore>,
     done: AtomicU64,
     draining: AtomicBool,
     running: Mutex<HashMap<String, Running>>,
@@ -93,7 +96,13 @@ pub async fn run(
         m.slots_total.set(config.slots as i64);
     }
     let config = Arc::new(config);
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        busy: AtomicU32::new(0),
+        nvenc: Arc::new(tokio::sync::Semaphore::new(config.nvenc_sessions)),
+        done: AtomicU64::new(0),
+        draining: AtomicBool::new(false),
+        running: Mutex::new(HashMap::new()),
+    });
     let (slots_done_tx, slots_done_rx) = watch::channel(false);
     let reporter = tokio::spawn(report_loop(
         queue.clone(),
@@ -189,16 +198,21 @@ async fn slot_loop(
     let consumer = format!("{}/{}", config.node_id, slot);
     let mut backoff = Duration::from_millis(100);
     while !*shutdown.borrow() {
+        // Ask for NVENC work only while an NVENC session is free; the permit is held for the
+        // job's run if the job is one.
+        let permit = shared.nvenc.clone().try_acquire_owned().ok();
+        let classes = claimable(&config.classes, permit.is_some());
         match queue
             .claim(
                 &consumer,
-                &config.classes,
+                &classes,
                 Duration::from_millis(500),
                 config.lease,
             )
             .await
         {
             Ok(Some(lease)) => {
+                let _permit = permit.filter(|_| is_nvenc_class(&lease.job.class()));
                 backoff = Duration::from_millis(100);
                 shared.busy.fetch_add(1, Ordering::SeqCst);
                 if let Some(m) = &config.metrics {
@@ -219,6 +233,20 @@ async fn slot_loop(
             }
         }
     }
+}
+
+fn is_nvenc_class(class: &str) -> bool {
+    class.ends_with(":nvenc")
+}
+
+/// The classes a slot asks for: all of the node's, or all but the NVENC-only ones when every
+/// NVENC session is taken.
+fn claimable(classes: &[String], nvenc_free: bool) -> Vec<String> {
+    classes
+        .iter()
+        .filter(|c| nvenc_free || !is_nvenc_class(c))
+        .cloned()
+        .collect()
 }
 
 fn event(node: &str, job: &JobSpec, kind: NodeEventKind) -> NodeEvent {
@@ -495,5 +523,20 @@ impl Drop for Cleanup {
         for p in &self.0 {
             let _ = std::fs::remove_file(p);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nvenc_classes_only_with_a_free_session() {
+        let classes: Vec<String> = ["h264", "h264:cpu", "h264:nvenc", "h265:nvenc"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(claimable(&classes, true), classes);
+        assert_eq!(claimable(&classes, false), ["h264", "h264:cpu"]);
     }
 }
