@@ -77,11 +77,13 @@ pub(crate) async fn drain(multipart: &mut axum::extract::Multipart) {
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
-    if state.db.ping().await {
-        Json(serde_json::json!({"status": "ok"})).into_response()
-    } else {
-        ApiError::Unavailable("database not reachable".into()).into_response()
+    if !state.db.ping().await {
+        return ApiError::Unavailable("database not reachable".into()).into_response();
     }
+    if let Err(e) = state.queue.depth().await {
+        return ApiError::Unavailable(format!("job queue not reachable: {e}")).into_response();
+    }
+    Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -510,6 +510,9 @@ async fn redis_restarted_mid_batch_loses_no_job() {
         assert!(Instant::now() < deadline, "the batch never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    fleet.redis.kill();
+    let health = fleet.http.get(fleet.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 503, "healthz reports the lost queue");
     fleet.redis.restart();
 
     let (docs, _) = fleet.wait_all(&ids).await;

@@ -56,6 +56,9 @@ pub struct Lease {
     pub token: String,
 }
 
+/// Nodes silent this long are dropped from the registry.
+pub const NODE_FORGET: Duration = Duration::from_secs(3600);
+
 /// Tries per job before the queue dead-letters it, unless configured otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 

@@ -268,7 +268,7 @@ impl JobQueue for MemoryQueue {
     async fn nodes(&self) -> Result<Vec<NodeStatus>, QueueError> {
         let mut st = self.lock();
         st.nodes
-            .retain(|_, (_, seen)| seen.elapsed() < super::redis::NODE_FORGET);
+            .retain(|_, (_, seen)| seen.elapsed() < super::NODE_FORGET);
         let mut out: Vec<NodeStatus> = st
             .nodes
             .values()

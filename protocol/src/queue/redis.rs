@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
 use redis::{AsyncCommands, Script, Value};
 
-use super::{JobQueue, Lease, QueueError, DEFAULT_MAX_ATTEMPTS};
+use super::{JobQueue, Lease, QueueError, DEFAULT_MAX_ATTEMPTS, NODE_FORGET};
 use crate::{JobSpec, NodeEvent, NodeStatus};
 
 const STREAM_PREFIX: &str = "kiln:q:";
@@ -49,8 +49,6 @@ const EVENT_GROUP: &str = "control-plane";
 const UNLEASED_GRACE_MS: u64 = 30_000;
 /// Events a control plane read but never acknowledged are adopted by another after this.
 const EVENT_ADOPT_MS: u64 = 60_000;
-/// Nodes silent this long are dropped from the registry.
-pub(crate) const NODE_FORGET: Duration = Duration::from_secs(3600);
 
 /// Shared Lua helpers: Redis' clock in ms.
 const NOW_LUA: &str = r#"

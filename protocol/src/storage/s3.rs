@@ -52,7 +52,9 @@ impl S3Store {
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = percent_decode(v);
+            let v = percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned();
             builder = match k {
                 "endpoint" => {
                     let http = v.starts_with("http://");
@@ -107,24 +109,6 @@ impl S3Store {
             .map_err(|e| std::io::Error::other(e.to_string()));
         Ok((Box::new(StreamReader::new(stream)), len))
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[async_trait]
@@ -198,6 +182,30 @@ impl Store for S3Store {
         match self.inner.delete(&self.path(key)?).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(backend(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_urls() {
+        let s = S3Store::from_url(
+            "s3://media/kiln/prod?endpoint=http%3A%2F%2F127.0.0.1%3A9000&region=eu-west-1",
+        )
+        .unwrap();
+        assert_eq!(s.bucket(), "media");
+        assert_eq!(
+            s.path("outputs/a.mp4").unwrap().as_ref(),
+            "kiln/prod/outputs/a.mp4"
+        );
+        assert!(s.path("../x").is_err());
+        let plain = S3Store::from_url("s3://media").unwrap();
+        assert_eq!(plain.path("sources/x").unwrap().as_ref(), "sources/x");
+        for bad in ["s3://", "s3://?region=x", "s3://b?colour=red", "http://b"] {
+            assert!(S3Store::from_url(bad).is_err(), "{bad}");
         }
     }
 }
