@@ -330,6 +330,22 @@ impl Fleet {
                 format!("bytes 100-1099/{}", bytes.len())
             );
             assert_eq!(r.bytes().await.unwrap(), bytes[100..1100]);
+
+            let r = self
+                .http
+                .get(self.url(&format!("/api/v1/download/{id}")))
+                .bearer_auth(KEY)
+                .header("Range", format!("bytes={}-", bytes.len()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 416);
+            assert_eq!(
+                r.headers()["content-range"].to_str().unwrap(),
+                format!("bytes */{}", bytes.len())
+            );
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "range_not_satisfiable");
         }
     }
 
@@ -512,7 +528,11 @@ async fn redis_restarted_mid_batch_loses_no_job() {
     }
     fleet.redis.kill();
     let health = fleet.http.get(fleet.url("/healthz")).send().await.unwrap();
-    assert_eq!(health.status().as_u16(), 503, "healthz reports the lost queue");
+    assert_eq!(
+        health.status().as_u16(),
+        503,
+        "healthz reports the lost queue"
+    );
     fleet.redis.restart();
 
     let (docs, _) = fleet.wait_all(&ids).await;
