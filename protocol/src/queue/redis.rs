@@ -12,7 +12,8 @@
 //!   claimed entry and until when. Deadlines are on Redis' clock (`TIME`), so node clocks need
 //!   not agree.
 //! - `kiln:events` — node events for the control plane, consumer group `control-plane`.
-//! - `kiln:dead` — jobs that used every attempt (the dead-letter queue).
+//! - `kiln:dead` — jobs that used every attempt (the dead-letter queue), capped at about
+//!   100 000 entries (the database keeps every job's final state regardless).
 //! - `kiln:nodes`, `kiln:nodes:seen` — node registrations and when each last reported.
 //! - `kiln:epoch` — set once per Redis data set; its absence means Redis lost its data.
 //!
@@ -147,7 +148,7 @@ local function take(id, consumer, reason, count)
   local kind
   if count and attempt >= max_attempts then
     reason = reason .. '; attempt ' .. attempt .. ' of ' .. max_attempts .. ' - moved to the dead-letter queue'
-    redis.call('XADD', KEYS[4], '*', 'id', f['id'], 'attempt', attempt, 'job', f['job'], 'reason', reason)
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 'id', f['id'], 'attempt', attempt, 'job', f['job'], 'reason', reason)
     kind = {type = 'dead_lettered', reason = reason}
   else
     redis.call('XADD', KEYS[2], '*', 'id', f['id'], 'attempt', attempt + 1, 'job', f['job'],
