@@ -180,9 +180,17 @@ fn embedded_node(
     let lease = Duration::from_secs(config.lease_secs);
     let node_metrics = kiln_gpu_node::metrics::NodeMetrics::register(metrics.registry());
     async move {
-        let (caps, classes) = tokio::task::spawn_blocking(|| kiln_gpu_node::node::capabilities(3))
-            .await
-            .unwrap_or_default();
+        let (caps, classes) =
+            match tokio::task::spawn_blocking(|| kiln_gpu_node::node::capabilities(3)).await {
+                Ok(probed) => probed,
+                Err(e) => {
+                    tracing::error!(error = %e, "the embedded node's capability probe failed");
+                    Default::default()
+                }
+            };
+        if classes.is_empty() {
+            tracing::error!("the embedded node can encode nothing (no encoder opened): video jobs will wait, and their status says so");
+        }
         let status =
             kiln_gpu_node::node::initial_status(&node_id, caps, classes.clone(), slots, None);
         kiln_gpu_node::worker::run(
