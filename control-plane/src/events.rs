@@ -13,12 +13,16 @@ use tokio::sync::watch;
 use crate::db::jobs::Completion;
 use crate::AppState;
 
-/// How often the housekeeping (reclaim, epoch check, gauges) runs.
+/// How often the housekeeping (reclaim, epoch check, queue and node gauges) runs.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// How often the jobs-by-status gauge is recounted: a GROUP BY over the whole jobs table,
+/// too heavy for every second on a large database, and Prometheus scrapes every 15 s or so.
+const JOB_COUNTS: Duration = Duration::from_secs(15);
 
 /// Consume events until shutdown, with the housekeeping above between batches.
 pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let mut last_housekeeping = tokio::time::Instant::now() - HOUSEKEEPING;
+    let mut last_counts = tokio::time::Instant::now() - JOB_COUNTS;
     loop {
         if *shutdown.borrow() {
             return;
@@ -26,6 +30,10 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         if last_housekeeping.elapsed() >= HOUSEKEEPING {
             last_housekeeping = tokio::time::Instant::now();
             housekeeping(&state).await;
+            if last_counts.elapsed() >= JOB_COUNTS {
+                last_counts = tokio::time::Instant::now();
+                count_jobs(&state).await;
+            }
         }
         let batch = tokio::select! {
             r = state.queue.next_events(256, Duration::from_millis(250)) => r,
@@ -84,6 +92,10 @@ async fn housekeeping(state: &AppState) {
             .with_label_values(&["total"])
             .set(live.iter().map(|n| n.slots as i64).sum());
     }
+}
+
+/// Refresh `kiln_jobs{status,codec}` from the database.
+async fn count_jobs(state: &AppState) {
     if let Ok(counts) = state.db.count_by_status().await {
         state.metrics.jobs.reset();
         for (status, codec, n) in counts {

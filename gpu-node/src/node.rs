@@ -330,16 +330,8 @@ mod tests {
     use crate::media::capabilities::CodecProbe;
 
     fn caps(open: &[&'static str]) -> MediaCapabilities {
-        let all = [
-            "libx264",
-            "libx265",
-            "libsvtav1",
-            "libvpx-vp9",
-            "h264_nvenc",
-            "hevc_nvenc",
-        ];
         MediaCapabilities {
-            encoders: all
+            encoders: crate::media::capabilities::ENCODERS
                 .iter()
                 .map(|n| CodecProbe {
                     name: n,

@@ -38,7 +38,8 @@ impl MediaCapabilities {
     }
 }
 
-const ENCODERS: &[&str] = &[
+/// The encoders every node probes.
+pub(crate) const ENCODERS: &[&str] = &[
     "libx264",
     "libx265",
     "libsvtav1",

@@ -264,6 +264,15 @@ fn split_token(token: &str) -> Result<(&str, &str), QueueError> {
         .ok_or_else(|| QueueError::Malformed(format!("lease token {token:?}")))
 }
 
+/// A script's "did this consumer still hold the lease" answer (1) as a result.
+fn lease_held(answer: i64, lease: &Lease) -> Result<(), QueueError> {
+    if answer == 1 {
+        Ok(())
+    } else {
+        Err(QueueError::LeaseLost(lease.job.id.clone()))
+    }
+}
+
 fn is_nogroup(e: &redis::RedisError) -> bool {
     e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP")
 }
@@ -322,6 +331,22 @@ impl RedisQueue {
             let _: () = c.del(keys).await.map_err(unavailable)?;
         }
         Ok(())
+    }
+
+    /// The `TAKE_BACK` script for `class` with its keys and leading arguments; the caller
+    /// adds the arguments of `mode` (`release` or `reclaim`).
+    fn take_back(&self, class: &str, mode: &str) -> redis::ScriptInvocation<'_> {
+        let mut inv = self.scripts.take_back.prepare_invoke();
+        inv.key(LEASES)
+            .key(stream_key(class))
+            .key(EVENTS)
+            .key(DEAD)
+            .key(wake_key(class))
+            .key(SEQ)
+            .arg(mode)
+            .arg(self.max_attempts)
+            .arg(class);
+        inv
     }
 
     async fn try_claim(
@@ -482,11 +507,7 @@ impl JobQueue for RedisQueue {
             .invoke_async(&mut c)
             .await
             .map_err(unavailable)?;
-        if held == 1 {
-            Ok(())
-        } else {
-            Err(QueueError::LeaseLost(lease.job.id.clone()))
-        }
+        lease_held(held, lease)
     }
 
     async fn ack(&self, lease: &Lease) -> Result<(), QueueError> {
@@ -503,39 +524,21 @@ impl JobQueue for RedisQueue {
             .invoke_async(&mut c)
             .await
             .map_err(unavailable)?;
-        if held == 1 {
-            Ok(())
-        } else {
-            Err(QueueError::LeaseLost(lease.job.id.clone()))
-        }
+        lease_held(held, lease)
     }
 
     async fn release(&self, lease: &Lease, reason: &str) -> Result<(), QueueError> {
         let (class, entry) = split_token(&lease.token)?;
         let mut c = self.conn().await?;
         let n: i64 = self
-            .scripts
-            .take_back
-            .key(LEASES)
-            .key(stream_key(class))
-            .key(EVENTS)
-            .key(DEAD)
-            .key(wake_key(class))
-            .key(SEQ)
-            .arg("release")
-            .arg(self.max_attempts)
-            .arg(class)
+            .take_back(class, "release")
             .arg(&lease.consumer)
             .arg(entry)
             .arg(reason)
             .invoke_async(&mut c)
             .await
             .map_err(unavailable)?;
-        if n == 1 {
-            Ok(())
-        } else {
-            Err(QueueError::LeaseLost(lease.job.id.clone()))
-        }
+        lease_held(n, lease)
     }
 
     async fn reclaim_expired(&self) -> Result<usize, QueueError> {
@@ -544,17 +547,7 @@ impl JobQueue for RedisQueue {
         let mut total = 0usize;
         for class in classes {
             let n: i64 = self
-                .scripts
-                .take_back
-                .key(LEASES)
-                .key(stream_key(&class))
-                .key(EVENTS)
-                .key(DEAD)
-                .key(wake_key(&class))
-                .key(SEQ)
-                .arg("reclaim")
-                .arg(self.max_attempts)
-                .arg(&class)
+                .take_back(&class, "reclaim")
                 .arg(UNLEASED_GRACE_MS)
                 .invoke_async(&mut c)
                 .await

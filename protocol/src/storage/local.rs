@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::{validate_key, ObjectReader, Store, StoreError};
+use super::{copy_limited, validate_key, ObjectReader, Store, StoreError};
 
 /// Objects as files under one root folder.
 #[derive(Debug, Clone)]
@@ -63,12 +63,7 @@ impl Store for LocalStore {
         let tmp = Self::temp_path(&target);
         let result = async {
             let mut file = tokio::fs::File::create(&tmp).await?;
-            // Read one byte past the limit so an exactly-at-limit body is accepted.
-            let mut limited = body.take(limit.saturating_add(1));
-            let written = tokio::io::copy(&mut limited, &mut file).await?;
-            if written > limit {
-                return Err(StoreError::TooLarge { limit });
-            }
+            let written = copy_limited(body, &mut file, limit).await?;
             file.flush().await?;
             file.sync_all().await?;
             drop(file);

@@ -11,10 +11,10 @@ use object_store::aws::AmazonS3Builder;
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange, ObjectStore};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio_util::io::StreamReader;
 
-use super::{validate_key, ObjectReader, Store, StoreError};
+use super::{copy_limited, validate_key, ObjectReader, Store, StoreError};
 
 /// Objects under an optional prefix of one bucket.
 #[derive(Debug, Clone)]
@@ -123,20 +123,14 @@ impl Store for S3Store {
         // BufWriter sends one PUT for small bodies and a multipart upload (10 MiB parts) for
         // large ones, holding at most a part in memory.
         let mut writer = BufWriter::new(self.inner.clone(), path);
-        let mut limited = body.take(limit.saturating_add(1));
-        let copied = tokio::io::copy(&mut limited, &mut writer).await;
-        match copied {
-            Ok(n) if n <= limit => {
+        match copy_limited(body, &mut writer, limit).await {
+            Ok(n) => {
                 writer.shutdown().await?;
                 Ok(n)
             }
-            Ok(_) => {
-                let _ = writer.abort().await;
-                Err(StoreError::TooLarge { limit })
-            }
             Err(e) => {
                 let _ = writer.abort().await;
-                Err(e.into())
+                Err(e)
             }
         }
     }
