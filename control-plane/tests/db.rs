@@ -3,11 +3,8 @@
 use kiln_control_plane::db::jobs::{Completion, NewJob};
 use kiln_control_plane::db::{Db, JobStatus};
 
-/// Postgres admin URL; a fresh database is created per run and dropped after.
-fn pg_admin_url() -> String {
-    std::env::var("KILN_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
+mod common;
+use common::ScratchPg;
 
 async fn conformance(db: &Db) {
     // Keys: only the hash is stored; a wrong or revoked key is not accepted.
@@ -142,26 +139,9 @@ async fn sqlite_conforms() {
 
 #[tokio::test]
 async fn postgres_conforms() {
-    use sqlx::Executor;
-    sqlx::any::install_default_drivers();
-    let admin_url = pg_admin_url();
-    let admin = sqlx::AnyPool::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("Postgres at {admin_url} is required for this test: {e}"));
-    let name = format!("kiln_test_{}", uuid::Uuid::new_v4().simple());
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    let url = match admin_url.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => panic!("bad URL {admin_url}"),
-    };
+    let (pg, url) = ScratchPg::create("kiln_test").await;
     let db = Db::connect(&url).await.unwrap();
     conformance(&db).await;
     db.pool.close().await;
-    admin
-        .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
-        .await
-        .unwrap();
+    pg.drop_db().await;
 }

@@ -13,6 +13,9 @@ use kiln_protocol::testing::{RedisServer, S3Server};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
+mod common;
+use common::ScratchPg;
+
 const KEY: &str = "kiln_fleet_test_key_0123456789";
 
 /// The fleet tests start several processes each; running them one at a time keeps the
@@ -68,46 +71,13 @@ fn ffprobe(path: &Path) -> (f64, String) {
     )
 }
 
-struct Pg {
-    admin_url: String,
-    name: String,
-}
-
-impl Pg {
-    async fn create() -> (Self, String) {
-        use sqlx::Executor;
-        sqlx::any::install_default_drivers();
-        let admin_url = std::env::var("KILN_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let admin = sqlx::AnyPool::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("Postgres at {admin_url} is required: {e}"));
-        let name = format!("kiln_fleet_{}", uuid::Uuid::new_v4().simple());
-        admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .unwrap();
-        admin.close().await;
-        let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
-        (Self { admin_url, name }, url)
-    }
-
-    async fn drop_db(self) {
-        use sqlx::Executor;
-        let admin = sqlx::AnyPool::connect(&self.admin_url).await.unwrap();
-        let _ = admin
-            .execute(format!("DROP DATABASE {} WITH (FORCE)", self.name).as_str())
-            .await;
-    }
-}
-
 struct Fleet {
     running: Option<Running>,
     base: String,
     http: reqwest::Client,
     redis: RedisServer,
     s3: S3Server,
-    pg: Option<Pg>,
+    pg: Option<ScratchPg>,
     nodes: HashMap<String, Child>,
     dir: tempfile::TempDir,
 }
@@ -118,7 +88,7 @@ impl Fleet {
         let redis = RedisServer::start();
         let s3 = S3Server::start();
         S3Server::export_env();
-        let (pg, db_url) = Pg::create().await;
+        let (pg, db_url) = ScratchPg::create("kiln_fleet").await;
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("cp"),
@@ -182,6 +152,20 @@ impl Fleet {
             .status()
             .unwrap()
             .success());
+    }
+
+    /// Take node `id` out of the fleet and wait (up to 30 s) for it to exit; `what` names the
+    /// wait in the failure message.
+    async fn wait_exit(&mut self, id: &str, what: &str) -> std::process::ExitStatus {
+        let mut child = self.nodes.remove(id).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{id} did not stop {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -398,7 +382,14 @@ async fn a_node_killed_mid_encode_loses_no_job() {
     let why = doc["waiting_reason"].as_str().unwrap_or_default();
     assert!(why.contains("NVENC for h264"), "{doc}");
 
-    let fields = [("codec", "h264"), ("quality", "28"), ("resolution", "360p")];
+    // The slow preset keeps each encode long enough (seconds) for several progress reports
+    // to be seen while polling, and for the kill to land mid-encode.
+    let fields = [
+        ("codec", "h264"),
+        ("quality", "28"),
+        ("resolution", "360p"),
+        ("preset", "slow"),
+    ];
     let mut ids = Vec::new();
     for _ in 0..5 {
         ids.push(fleet.submit(&clip, &fields).await);
@@ -484,15 +475,7 @@ async fn a_node_killed_mid_encode_loses_no_job() {
 
     // SIGTERM: an idle node drains at once, leaves the registry and exits cleanly.
     fleet.signal("node-b", "TERM");
-    let mut child = fleet.nodes.remove("node-b").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "node-b did not stop on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = fleet.wait_exit("node-b", "on SIGTERM").await;
     assert!(status.success(), "{}", fleet.node_log("node-b"));
     let (_, body) = fleet.get_json("/api/v1/nodes").await;
     assert!(
@@ -571,18 +554,7 @@ async fn a_draining_node_hands_back_what_it_cannot_finish() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     fleet.signal("node-a", "TERM");
-    let mut a = fleet.nodes.remove("node-a").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(s) = a.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node-a did not stop after draining"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let exit = fleet.wait_exit("node-a", "after draining").await;
     assert!(exit.success(), "{}", fleet.node_log("node-a"));
     // Handed back, not abandoned: queued again as attempt 2.
     let deadline = Instant::now() + Duration::from_secs(5);
