@@ -6,38 +6,81 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::AppState;
 
-mod compress;
-mod convert;
-mod jobs;
-mod nodes;
-mod time;
+pub mod admin;
+pub mod compress;
+pub mod convert;
+pub mod docs;
+pub mod jobs;
+pub mod nodes;
+pub mod submit;
+pub mod time;
 
-/// Every route Kiln serves.
-pub fn router(state: AppState) -> Router {
+/// Every `/api/v1` route with its OpenAPI operation: registering a route here is what puts it
+/// in the spec, so the two cannot drift apart.
+pub fn api_routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     // Kiln's own check refuses images over the limit with 413; axum's limit sits above it so
     // the rest of a moderately oversized body can still be drained (see `drain`).
     let image_limit = (state.config.max_image_bytes as usize).saturating_mul(2) + (1 << 20);
-    let api = Router::new()
-        // Video uploads stream to storage; the store enforces their size limit, not axum.
+    // Video uploads stream to storage; the store enforces their size limit, not axum.
+    let streamed = OpenApiRouter::new()
+        .routes(routes!(compress::compress))
+        .routes(routes!(submit::upload))
+        .layer(DefaultBodyLimit::disable());
+    let images = OpenApiRouter::new()
+        .routes(routes!(convert::convert))
+        .layer(DefaultBodyLimit::max(image_limit));
+    let rest = OpenApiRouter::new()
+        .routes(routes!(jobs::status))
+        .routes(routes!(jobs::download))
+        .routes(routes!(admin::usage))
+        .routes(routes!(submit::create_jobs, jobs::list))
+        .routes(routes!(jobs::get_job, jobs::cancel))
+        .routes(routes!(jobs::job_download))
+        .routes(routes!(submit::create_batch))
+        .routes(routes!(submit::get_batch))
+        .routes(routes!(submit::archive))
+        .routes(routes!(admin::create_key, admin::list_keys))
+        .routes(routes!(admin::revoke_key))
+        .routes(routes!(admin::create_account))
+        .routes(routes!(admin::update_account))
+        .routes(routes!(admin::own_account))
+        .routes(routes!(nodes::list));
+    let (router, mut spec) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+        .merge(streamed)
+        .merge(images)
+        .merge(rest)
+        .split_for_parts();
+    spec.info.version = env!("CARGO_PKG_VERSION").to_string();
+    (router, spec)
+}
+
+/// Every route Kiln serves.
+pub fn router(state: AppState) -> Router {
+    let (api, spec) = api_routes(&state);
+    let spec = std::sync::Arc::new(spec);
+    let api = api
         .route(
-            "/compress",
-            post(compress::compress).layer(DefaultBodyLimit::disable()),
+            "/api/v1/openapi.json",
+            get(move || {
+                let spec = spec.clone();
+                async move { Json(spec.as_ref().clone()) }
+            }),
         )
-        .route(
-            "/convert",
-            post(convert::convert).layer(DefaultBodyLimit::max(image_limit)),
-        )
-        .route("/status/{id}", get(jobs::status))
-        .route("/download/{id}", get(jobs::download))
-        .route("/nodes", get(nodes::list));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ));
     Router::new()
-        .nest("/api/v1", api)
+        .merge(api)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -37,6 +37,30 @@ pub struct Config {
     pub instance_id: String,
     /// `KILN_MAX_ATTEMPTS`: tries per job before it fails for good (default 3).
     pub max_attempts: u32,
+    /// `KILN_RATE_WRITE_PER_MIN`: writes (submissions, cancels, admin changes) per key per
+    /// minute, unless the key has its own limit (default 60, Konvrt's published limit).
+    pub rate_write_per_min: i64,
+    /// `KILN_RATE_READ_PER_MIN`: reads per key per minute (default 600).
+    pub rate_read_per_min: i64,
+    /// `KILN_URL_ALLOWLIST`: CIDRs, addresses and host names that source URLs, webhooks and
+    /// S3 endpoints may reach although not public (and over plain http).
+    pub url_allowlist: String,
+    /// `KILN_FETCH_TIMEOUT_SECS`: longest fetch of a source URL or bucket object (default 600).
+    pub fetch_timeout_secs: u64,
+    /// `KILN_OUTPUT_TTL_SECS`: how long outputs stay downloadable (default 24 h); then 410 and
+    /// the sweeper deletes them.
+    pub output_ttl_secs: u64,
+    /// `KILN_UPLOAD_TTL_SECS`: how long an upload can be used by jobs (default 24 h).
+    pub upload_ttl_secs: u64,
+    /// `KILN_WEBHOOK_BACKOFF_MS`: first retry delay of a failed webhook, doubling each time up
+    /// to an hour (default 30 s).
+    pub webhook_backoff_ms: u64,
+    /// `KILN_WEBHOOK_MAX_ATTEMPTS`: deliveries tried before giving up (default 15: about 9 h
+    /// with the default backoff).
+    pub webhook_max_attempts: u32,
+    /// `KILN_SIGNING_KEY`: secret for pre-signed download URLs; default a random one kept in
+    /// the database, so every replica shares it.
+    pub signing_key: Option<String>,
 }
 
 impl Default for Config {
@@ -62,6 +86,15 @@ impl Default for Config {
                 std::process::id()
             ),
             max_attempts: 3,
+            rate_write_per_min: 60,
+            rate_read_per_min: 600,
+            url_allowlist: String::new(),
+            fetch_timeout_secs: 600,
+            output_ttl_secs: 86_400,
+            upload_ttl_secs: 86_400,
+            webhook_backoff_ms: 30_000,
+            webhook_max_attempts: 15,
+            signing_key: None,
         }
     }
 }
@@ -138,6 +171,36 @@ impl Config {
         if let Some(v) = env("KILN_MAX_ATTEMPTS") {
             c.max_attempts = parse::<u32>("KILN_MAX_ATTEMPTS", &v)?.max(1);
         }
+        if let Some(v) = env("KILN_RATE_WRITE_PER_MIN") {
+            c.rate_write_per_min = parse("KILN_RATE_WRITE_PER_MIN", &v)?;
+        }
+        if let Some(v) = env("KILN_RATE_READ_PER_MIN") {
+            c.rate_read_per_min = parse("KILN_RATE_READ_PER_MIN", &v)?;
+        }
+        if let Some(v) = env("KILN_URL_ALLOWLIST") {
+            crate::netguard::UrlPolicy::parse(&v).map_err(|why| ConfigError {
+                name: "KILN_URL_ALLOWLIST".into(),
+                value: v.clone(),
+                why,
+            })?;
+            c.url_allowlist = v;
+        }
+        if let Some(v) = env("KILN_FETCH_TIMEOUT_SECS") {
+            c.fetch_timeout_secs = parse::<u64>("KILN_FETCH_TIMEOUT_SECS", &v)?.max(1);
+        }
+        if let Some(v) = env("KILN_OUTPUT_TTL_SECS") {
+            c.output_ttl_secs = parse::<u64>("KILN_OUTPUT_TTL_SECS", &v)?.max(1);
+        }
+        if let Some(v) = env("KILN_UPLOAD_TTL_SECS") {
+            c.upload_ttl_secs = parse::<u64>("KILN_UPLOAD_TTL_SECS", &v)?.max(1);
+        }
+        if let Some(v) = env("KILN_WEBHOOK_BACKOFF_MS") {
+            c.webhook_backoff_ms = parse::<u64>("KILN_WEBHOOK_BACKOFF_MS", &v)?.max(1);
+        }
+        if let Some(v) = env("KILN_WEBHOOK_MAX_ATTEMPTS") {
+            c.webhook_max_attempts = parse::<u32>("KILN_WEBHOOK_MAX_ATTEMPTS", &v)?.max(1);
+        }
+        c.signing_key = env("KILN_SIGNING_KEY");
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let mut value = |name: &str| {

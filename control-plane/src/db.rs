@@ -68,12 +68,34 @@ impl Db {
         Ok(Self { pool, backend })
     }
 
+    /// A random secret stored under `name` in `settings`, created on first use; every
+    /// replica on this database reads the same one.
+    pub async fn shared_secret(&self, name: &str) -> Result<String, DbError> {
+        let fresh = keys::generate_webhook_secret();
+        let insert = match self.backend {
+            Backend::Sqlite => "INSERT OR IGNORE INTO settings (name, value) VALUES ($1, $2)",
+            Backend::Postgres => {
+                "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"
+            }
+        };
+        sqlx::query(insert)
+            .bind(name)
+            .bind(&fresh)
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT value FROM settings WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("value")?)
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").fetch_one(&self.pool).await.is_ok()
     }
 }
 
-pub(crate) fn opt_i64(row: &AnyRow, col: &str) -> Result<Option<i64>, sqlx::Error> {
+pub fn opt_i64(row: &AnyRow, col: &str) -> Result<Option<i64>, sqlx::Error> {
     row.try_get::<Option<i64>, _>(col)
 }

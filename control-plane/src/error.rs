@@ -20,6 +20,11 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
+    Gone(String),
+    /// Credits exhausted (402).
+    #[error("{0}")]
+    PaymentRequired(String),
+    #[error("{0}")]
     PayloadTooLarge(String),
     /// A `Range` outside the object; `size` goes into `Content-Range: bytes */size`.
     #[error("the requested range is outside the {size}-byte output")]
@@ -28,6 +33,9 @@ pub enum ApiError {
     UnsupportedMedia(String),
     #[error("{0}")]
     Unprocessable(String),
+    /// Too many requests; `retry_after` seconds go into `Retry-After`.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: u64 },
     #[error("service unavailable: {0}")]
     Unavailable(String),
     /// Never shown to the client; logged with its source.
@@ -44,12 +52,15 @@ impl ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Gone(_) => (StatusCode::GONE, "gone"),
+            Self::PaymentRequired(_) => (StatusCode::PAYMENT_REQUIRED, "payment_required"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::RangeNotSatisfiable { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
             }
             Self::UnsupportedMedia(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media"),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -61,9 +72,32 @@ impl ApiError {
     }
 }
 
+/// An error and its sources, joined (reqwest's own message omits the cause).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
 impl From<crate::db::DbError> for ApiError {
     fn from(e: crate::db::DbError) -> Self {
         Self::internal(e)
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        match e {
+            axum::extract::rejection::JsonRejection::MissingJsonContentType(_) => {
+                Self::UnsupportedMedia("send the body as application/json".into())
+            }
+            other => Self::BadRequest(format!("malformed JSON body: {}", other.body_text())),
+        }
     }
 }
 
@@ -96,6 +130,10 @@ impl IntoResponse for ApiError {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 resp.headers_mut().insert(header::CONTENT_RANGE, v);
             }
+        }
+        if let Self::RateLimited { retry_after, .. } = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()

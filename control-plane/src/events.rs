@@ -18,11 +18,14 @@ const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// How often the jobs-by-status gauge is recounted: a GROUP BY over the whole jobs table,
 /// too heavy for every second on a large database, and Prometheus scrapes every 15 s or so.
 const JOB_COUNTS: Duration = Duration::from_secs(15);
+/// How often expired outputs and uploads are deleted.
+const SWEEP: Duration = Duration::from_secs(5);
 
 /// Consume events until shutdown, with the housekeeping above between batches.
 pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let mut last_housekeeping = tokio::time::Instant::now() - HOUSEKEEPING;
     let mut last_counts = tokio::time::Instant::now() - JOB_COUNTS;
+    let mut last_sweep = tokio::time::Instant::now() - SWEEP;
     loop {
         if *shutdown.borrow() {
             return;
@@ -33,6 +36,12 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             if last_counts.elapsed() >= JOB_COUNTS {
                 last_counts = tokio::time::Instant::now();
                 count_jobs(&state).await;
+            }
+            if last_sweep.elapsed() >= SWEEP {
+                last_sweep = tokio::time::Instant::now();
+                if let Err(e) = sweep(&state).await {
+                    tracing::warn!(error = %e, "retention sweep failed");
+                }
             }
         }
         let batch = tokio::select! {
@@ -155,7 +164,7 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
             fps,
             eta_s,
         } => {
-            state
+            let moved = state
                 .db
                 .record_progress(
                     &e.job_id,
@@ -165,6 +174,9 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
                     eta_s.map(|v| v as f64),
                 )
                 .await?;
+            if moved {
+                progress_webhook(state, &e.job_id, *percent).await?;
+            }
         }
         NodeEventKind::Completed {
             output_size,
@@ -180,9 +192,12 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
                 height: *height as i64,
                 duration_s: *duration_s,
                 report: serde_json::to_string(report).ok(),
+                gpu: report.hwaccel.is_some() || report.encoder.contains("nvenc"),
+                ttl_ms: state.config.output_ttl_secs as i64 * 1000,
             };
             if state.db.mark_completed(&e.job_id, attempt, &done).await? {
                 finished(state, "completed");
+                completed(state, &e.job_id).await?;
             }
         }
         NodeEventKind::Failed {
@@ -198,6 +213,7 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
                 .await?
             {
                 finished(state, "failed");
+                failed(state, &e.job_id).await?;
             }
         }
         NodeEventKind::Requeued {
@@ -221,10 +237,164 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
             {
                 tracing::error!(job = %e.job_id, %reason, "job dead-lettered");
                 finished(state, "dead_letter");
+                failed(state, &e.job_id).await?;
             }
         }
     }
     Ok(())
+}
+
+/// A job failed for good: refund its credits, tell its webhook.
+async fn failed(state: &AppState, job_id: &str) -> anyhow::Result<()> {
+    state.db.refund(job_id).await?;
+    if let Some(job) = state.db.get_job_any(job_id).await? {
+        crate::webhooks::record(state, &job, "job.failed").await?;
+    }
+    Ok(())
+}
+
+/// A job completed: copy the output to the caller's bucket if asked (in the background: a
+/// large copy must not hold up the event loop), then tell its webhook.
+async fn completed(state: &AppState, job_id: &str) -> anyhow::Result<()> {
+    let Some(job) = state.db.get_job_any(job_id).await? else {
+        return Ok(());
+    };
+    let destination: Option<crate::sources::S3Location> =
+        sqlx::query("SELECT destination FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_one(&state.db.pool)
+            .await?
+            .try_get::<Option<String>, _>("destination")?
+            .and_then(|d| serde_json::from_str(&d).ok());
+    let Some(dest) = destination else {
+        return crate::webhooks::record(state, &job, "job.completed").await;
+    };
+    let state = state.clone();
+    tokio::spawn(async move {
+        let (ext, _) = crate::api::jobs::output_format(&job);
+        let key = crate::sources::destination_key(&dest, &job.id, &ext);
+        let outcome = crate::sources::deliver(&state, &dest, &job.output_key, &key).await;
+        let (status, error) = match &outcome {
+            Ok(_) => ("delivered", None),
+            Err(e) => ("failed", Some(e.clone())),
+        };
+        if let Err(e) = &outcome {
+            tracing::warn!(job = %job.id, error = %e, "could not copy the output to the destination bucket");
+        }
+        let _ = sqlx::query(
+            "UPDATE jobs SET destination_status = $1, destination_error = $2 WHERE id = $3",
+        )
+        .bind(status)
+        .bind(error)
+        .bind(&job.id)
+        .execute(&state.db.pool)
+        .await;
+        if let Ok(Some(job)) = state.db.get_job_any(&job.id).await {
+            if let Err(e) = crate::webhooks::record(&state, &job, "job.completed").await {
+                tracing::warn!(job = %job.id, error = %e, "could not record the webhook");
+            }
+        }
+    });
+    Ok(())
+}
+
+/// `job.progress` webhooks (opt-in): at most one per 10 % step.
+async fn progress_webhook(state: &AppState, job_id: &str, percent: f32) -> anyhow::Result<()> {
+    let step = (percent / 10.0).floor() as i64 * 10;
+    if step <= 0 || step >= 100 {
+        return Ok(());
+    }
+    let claimed = sqlx::query(
+        "UPDATE jobs SET progress_notified = $1
+         WHERE id = $2 AND webhook_progress = 1 AND progress_notified < $1 AND webhook_url IS NOT NULL",
+    )
+    .bind(step)
+    .bind(job_id)
+    .execute(&state.db.pool)
+    .await?;
+    if claimed.rows_affected() == 1 {
+        if let Some(job) = state.db.get_job_any(job_id).await? {
+            crate::webhooks::record(state, &job, "job.progress").await?;
+        }
+    }
+    Ok(())
+}
+
+/// Delete what has expired: outputs past `expires_at` (then 410), sources no live job still
+/// needs, and unused uploads past their time.
+pub async fn sweep(state: &AppState) -> anyhow::Result<usize> {
+    let now = kiln_protocol::now_ms();
+    let mut n = 0;
+    let rows = sqlx::query(
+        "SELECT id, output_key, source_key FROM jobs
+         WHERE expires_at IS NOT NULL AND expires_at <= $1 AND swept_at IS NULL
+           AND status IN ('completed', 'failed', 'cancelled')
+         ORDER BY expires_at LIMIT 200",
+    )
+    .bind(now)
+    .fetch_all(&state.db.pool)
+    .await?;
+    for r in rows {
+        let id: String = r.try_get("id")?;
+        let output: String = r.try_get("output_key")?;
+        let source: String = r.try_get("source_key")?;
+        match state.store.delete(&output).await {
+            Ok(()) | Err(kiln_protocol::StoreError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "could not delete an expired output");
+                continue;
+            }
+        }
+        // A source shared by a batch stays while any job still needs it; uploads are swept
+        // on their own schedule.
+        if !source.starts_with("uploads/") && !source_in_use(state, &source, &id).await? {
+            let _ = state.store.delete(&source).await;
+        }
+        sqlx::query("UPDATE jobs SET swept_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&id)
+            .execute(&state.db.pool)
+            .await?;
+        n += 1;
+    }
+    let uploads = sqlx::query(
+        "SELECT id, object_key FROM uploads WHERE expires_at <= $1 AND swept_at IS NULL LIMIT 200",
+    )
+    .bind(now)
+    .fetch_all(&state.db.pool)
+    .await?;
+    for r in uploads {
+        let id: String = r.try_get("id")?;
+        let key: String = r.try_get("object_key")?;
+        if source_in_use(state, &key, "").await? {
+            continue;
+        }
+        let _ = state.store.delete(&key).await;
+        sqlx::query("UPDATE uploads SET swept_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&id)
+            .execute(&state.db.pool)
+            .await?;
+        n += 1;
+    }
+    if n > 0 {
+        state.metrics.swept.inc_by(n as u64);
+        tracing::info!(objects = n, "retention sweep deleted expired data");
+    }
+    Ok(n)
+}
+
+/// Whether a job other than `except` that is still running or waiting reads `source`.
+async fn source_in_use(state: &AppState, source: &str, except: &str) -> anyhow::Result<bool> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n FROM jobs WHERE source_key = $1 AND id <> $2
+           AND status IN ('pending', 'processing')",
+    )
+    .bind(source)
+    .bind(except)
+    .fetch_one(&state.db.pool)
+    .await?;
+    Ok(row.try_get::<i64, _>("n")? > 0)
 }
 
 fn finished(state: &AppState, status: &str) {

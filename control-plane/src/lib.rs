@@ -17,6 +17,10 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod metrics;
+pub mod netguard;
+pub mod ratelimit;
+pub mod sources;
+pub mod webhooks;
 
 pub use config::Config;
 use db::Db;
@@ -30,6 +34,14 @@ pub struct AppState {
     pub queue: Arc<dyn JobQueue>,
     pub metrics: Metrics,
     pub config: Arc<Config>,
+    /// Per-key request counts (in process, or in Redis for a fleet).
+    pub limiter: Arc<ratelimit::Limiter>,
+    /// Where outbound requests may go.
+    pub url_policy: Arc<netguard::UrlPolicy>,
+    /// Wakes the webhook delivery loop when an event is recorded.
+    pub webhook_wake: webhooks::Wake,
+    /// Signs pre-signed download links.
+    pub signing_key: Arc<String>,
 }
 
 /// A started control plane.
@@ -101,6 +113,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ),
     };
 
+    let limiter = match &config.redis_url {
+        None => ratelimit::Limiter::memory(),
+        Some(url) => ratelimit::Limiter::redis(url).context("rate limiter (REDIS_URL)")?,
+    };
+    let url_policy =
+        netguard::UrlPolicy::parse(&config.url_allowlist).map_err(anyhow::Error::msg)?;
+    let signing_key = match &config.signing_key {
+        Some(k) => k.clone(),
+        None => db.shared_secret("download_signing_key").await?,
+    };
     let metrics = Metrics::new();
     let state = AppState {
         db,
@@ -108,6 +130,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         queue: queue.clone(),
         metrics: metrics.clone(),
         config: Arc::new(config.clone()),
+        limiter: Arc::new(limiter),
+        url_policy: Arc::new(url_policy),
+        webhook_wake: Arc::new(tokio::sync::Notify::new()),
+        signing_key: Arc::new(signing_key),
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -120,6 +146,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
 
     tasks.push(tokio::spawn(events::run(
+        state.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(webhooks::run(
         state.clone(),
         shutdown_rx.clone(),
     )));

@@ -27,6 +27,12 @@ pub struct Metrics {
     pub images_converted: IntCounterVec,
     /// HTTP request latency by route and status class.
     pub http_seconds: HistogramVec,
+    /// Requests refused with 429, by class (`write`, `read`).
+    pub rate_limited: IntCounterVec,
+    /// Webhook delivery attempts by outcome (`delivered`, `retry`, `failed`).
+    pub webhooks: IntCounterVec,
+    /// Outputs, sources and uploads deleted by the retention sweeper.
+    pub swept: IntCounter,
 }
 
 impl Metrics {
@@ -75,6 +81,21 @@ impl Metrics {
             &["route", "status"],
         )
         .expect("valid metric");
+        let rate_limited = IntCounterVec::new(
+            Opts::new("kiln_rate_limited_total", "Requests refused with 429"),
+            &["class"],
+        )
+        .expect("valid metric");
+        let webhooks = IntCounterVec::new(
+            Opts::new("kiln_webhook_attempts_total", "Webhook delivery attempts"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let swept = IntCounter::new(
+            "kiln_swept_objects_total",
+            "Expired outputs, sources and uploads deleted by the retention sweeper",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(jobs_submitted.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(jobs_finished.clone()),
@@ -85,6 +106,9 @@ impl Metrics {
             Box::new(queue_depth.clone()),
             Box::new(images_converted.clone()),
             Box::new(http_seconds.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(webhooks.clone()),
+            Box::new(swept.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -99,6 +123,9 @@ impl Metrics {
             queue_depth,
             images_converted,
             http_seconds,
+            rate_limited,
+            webhooks,
+            swept,
         }
     }
 

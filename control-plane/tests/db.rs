@@ -35,6 +35,11 @@ async fn conformance(db: &Db) {
         input_name: Some("x.mp4"),
         input_size: 1000,
         codec: Some("h264"),
+        batch_id: None,
+        webhook_url: None,
+        webhook_progress: false,
+        destination: None,
+        credits: 0,
     })
     .await
     .unwrap();
@@ -92,6 +97,8 @@ async fn conformance(db: &Db) {
         height: 2,
         duration_s: 1.0,
         report: None,
+        gpu: false,
+        ttl_ms: 1000,
     };
     assert!(!db.mark_completed(&id, 3, &stale).await.unwrap());
     let job = db.get_job(&account, &id).await.unwrap().unwrap();
@@ -107,6 +114,8 @@ async fn conformance(db: &Db) {
         height: 136,
         duration_s: 10.0,
         report: Some(r#"{"encoder":"libx264"}"#.into()),
+        gpu: true,
+        ttl_ms: 86_400_000,
     };
     assert!(db.mark_completed(&id, 4, &done).await.unwrap());
     assert!(!db.mark_completed(&id, 4, &done).await.unwrap());
@@ -125,6 +134,108 @@ async fn conformance(db: &Db) {
     assert_eq!(job.output_duration, Some(10.0));
     assert_eq!(job.progress, 100.0);
     assert!(job.completed_at.is_some() && job.error_code.is_none());
+    assert_eq!(job.gpu, Some(1));
+    assert_eq!(job.expires_at, Some(job.completed_at.unwrap() + 86_400_000));
+    assert!(
+        !db.mark_cancelled(&id).await.unwrap(),
+        "a finished job cannot be cancelled"
+    );
+
+    // Credits: charged jobs are refunded once, only when failed or cancelled.
+    let paying = db.create_account("paying", Some(10), None).await.unwrap();
+    assert!(paying
+        .webhook_secret
+        .as_deref()
+        .unwrap()
+        .starts_with("whsec_"));
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let id = uuid::Uuid::now_v7().to_string();
+        db.insert_job(&NewJob {
+            id: &id,
+            account_id: &paying.id,
+            kind: "image",
+            spec: "{}",
+            source_key: "sources/y",
+            output_key: "outputs/y.png",
+            input_name: None,
+            input_size: 10,
+            codec: None,
+            batch_id: Some("b1"),
+            webhook_url: None,
+            webhook_progress: false,
+            destination: None,
+            credits: 2,
+        })
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    assert_eq!(
+        db.refund(&ids[0]).await.unwrap(),
+        0,
+        "a pending job keeps its credits"
+    );
+    assert!(db.mark_cancelled(&ids[0]).await.unwrap());
+    assert!(!db.mark_cancelled(&ids[0]).await.unwrap());
+    assert_eq!(db.refund(&ids[0]).await.unwrap(), 2);
+    assert_eq!(db.refund(&ids[0]).await.unwrap(), 0, "refunded once");
+    let account = db.get_account(&paying.id).await.unwrap().unwrap();
+    assert_eq!(account.credits, Some(12));
+
+    // Pages of jobs, newest first, by cursor; by status.
+    let first = db.list_jobs(&paying.id, None, None, 2).await.unwrap();
+    assert_eq!(
+        first.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        [&ids[4], &ids[3]]
+    );
+    let next = db
+        .list_jobs(&paying.id, Some(&first[1].id), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        next.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        [&ids[2], &ids[1], &ids[0]]
+    );
+    let cancelled = db
+        .list_jobs(&paying.id, None, Some(JobStatus::Cancelled), 10)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(db.batch_jobs(&paying.id, "b1").await.unwrap().len(), 5);
+    assert!(db
+        .batch_jobs(&account_id_other(db).await, "b1")
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Keys: listed without the key, revoked keys stop authenticating.
+    let key = kiln_control_plane::db::keys::generate_key();
+    let key_id = db
+        .insert_key(
+            &paying.id,
+            "k",
+            &key,
+            &["jobs:read".to_string()],
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert!(db.authenticate(&key).await.unwrap().is_some());
+    let listed = db.list_keys(Some(&paying.id)).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].prefix, &key[..12]);
+    assert!(db.revoke_key(&key_id).await.unwrap());
+    assert!(db.authenticate(&key).await.unwrap().is_none());
+    assert!(!db.revoke_key("nope").await.unwrap());
+
+    // The shared secret is created once.
+    let s1 = db.shared_secret("t").await.unwrap();
+    assert_eq!(db.shared_secret("t").await.unwrap(), s1);
+}
+
+async fn account_id_other(db: &Db) -> String {
+    db.create_account("other", None, None).await.unwrap().id
 }
 
 #[tokio::test]

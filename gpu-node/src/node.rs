@@ -132,6 +132,8 @@ pub fn classes_for(caps: &MediaCapabilities, nvenc_sessions: usize) -> Vec<Strin
             out.push(video_class(codec, HardwarePolicy::Nvenc));
         }
     }
+    // Every node converts images, on its GPU adapter or its CPU.
+    out.push(kiln_protocol::job::IMAGE_CLASS.to_string());
     out
 }
 

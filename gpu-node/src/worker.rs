@@ -53,6 +53,11 @@ const RUN: u8 = 0;
 const HAND_BACK: u8 = 1;
 /// The lease was taken back (this node was presumed dead): drop the work quietly.
 const LEASE_LOST: u8 = 2;
+/// The job was cancelled through the API: stop, remove what was written, ack.
+const CANCELLED: u8 = 3;
+
+/// How often a running job checks whether it was cancelled.
+const CANCEL_POLL: Duration = Duration::from_millis(500);
 
 struct Running {
     cancel: Arc<AtomicBool>,
@@ -290,6 +295,13 @@ async fn publish_final(queue: &Arc<dyn JobQueue>, e: &NodeEvent, why: &AtomicU8)
 fn codec_label(job: &JobSpec) -> &'static str {
     match &job.task {
         Task::Video(p) => p.codec.as_str(),
+        Task::Image(_) => "image",
+    }
+}
+
+async fn ack_quietly(queue: &Arc<dyn JobQueue>, lease: &Lease) {
+    if let Err(e) = queue.ack(lease).await {
+        tracing::warn!(job = %lease.job.id, error = %e, "ack failed");
     }
 }
 
@@ -304,6 +316,11 @@ async fn run_leased(
 ) {
     let job = lease.job.clone();
     let started = Instant::now();
+    if queue.is_cancelled(&job.id).await.unwrap_or(false) {
+        tracing::info!(job = %job.id, "claimed a cancelled job; dropping it");
+        ack_quietly(queue, &lease).await;
+        return;
+    }
     tracing::info!(job = %job.id, attempt = job.attempt, "job started");
     let cancel = Arc::new(AtomicBool::new(false));
     let why = Arc::new(AtomicU8::new(RUN));
@@ -320,7 +337,8 @@ async fn run_leased(
         );
     publish(queue, &config.node_id, &job, NodeEventKind::Started).await;
 
-    // Heartbeat the lease while the job runs; a lease taken back stops the work.
+    // Heartbeat the lease while the job runs; a lease taken back, or a cancellation through
+    // the API, stops the work.
     let hb = {
         let queue = queue.clone();
         let lease = lease.clone();
@@ -328,8 +346,19 @@ async fn run_leased(
         let lease_for = config.lease;
         let (cancel, why) = (cancel.clone(), why.clone());
         tokio::spawn(async move {
+            let mut last_beat = Instant::now();
             loop {
-                tokio::time::sleep(every).await;
+                tokio::time::sleep(CANCEL_POLL.min(every)).await;
+                if queue.is_cancelled(&lease.job.id).await.unwrap_or(false) {
+                    tracing::info!(job = %lease.job.id, "cancelled; stopping");
+                    why.store(CANCELLED, Ordering::SeqCst);
+                    cancel.store(true, Ordering::SeqCst);
+                    return;
+                }
+                if last_beat.elapsed() < every {
+                    continue;
+                }
+                last_beat = Instant::now();
                 match queue.heartbeat(&lease, lease_for).await {
                     Ok(()) => {}
                     Err(QueueError::LeaseLost(_)) => {
@@ -380,6 +409,11 @@ async fn run_leased(
             label("lost");
             return;
         }
+        Err(_) if stopped == CANCELLED => {
+            label("cancelled");
+            ack_quietly(queue, &lease).await;
+            return;
+        }
         Err((code, message)) => {
             tracing::warn!(job = %job.id, %code, %message, "job failed");
             NodeEventKind::Failed {
@@ -419,7 +453,10 @@ async fn execute(
     job: &JobSpec,
     cancel: &Arc<AtomicBool>,
 ) -> Result<NodeEventKind, JobFailure> {
-    let Task::Video(params) = &job.task;
+    let params = match &job.task {
+        Task::Video(p) => p,
+        Task::Image(p) => return execute_image(store, job, p).await,
+    };
     let storage_err = |e: kiln_protocol::StoreError| (JobErrorCode::StorageFailed, e.to_string());
 
     let scratch_in = config
@@ -508,6 +545,77 @@ async fn execute(
         height: outcome.height,
         duration_s: outcome.duration_s,
         report: outcome.report,
+    })
+}
+
+/// Largest image source a node reads into memory.
+const MAX_IMAGE_SOURCE: u64 = 256 << 20;
+
+/// Convert an image: read the source, convert on the GPU or CPU, store the result.
+async fn execute_image(
+    store: &Arc<dyn Store>,
+    job: &JobSpec,
+    p: &kiln_protocol::ImageParams,
+) -> Result<NodeEventKind, JobFailure> {
+    use crate::imaging::{self, ImagingError};
+    use tokio::io::AsyncReadExt;
+    let storage_err = |e: kiln_protocol::StoreError| (JobErrorCode::StorageFailed, e.to_string());
+    let params = imaging::params::from_fields(&p.fields, imaging::ConvertParams::default())
+        .map_err(|e| (JobErrorCode::InvalidSettings, e))?;
+    let (mut reader, size) = store.open(&job.source_key).await.map_err(storage_err)?;
+    if size > MAX_IMAGE_SOURCE {
+        return Err((
+            JobErrorCode::InvalidSettings,
+            format!("images are limited to {MAX_IMAGE_SOURCE} bytes"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    reader
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| storage_err(e.into()))?;
+    let out = tokio::task::spawn_blocking(move || imaging::convert(&bytes, &params))
+        .await
+        .map_err(|_| {
+            (
+                JobErrorCode::Internal,
+                "the conversion panicked".to_string(),
+            )
+        })?
+        .map_err(|e| {
+            let code = match e {
+                ImagingError::UnsupportedFormat | ImagingError::Corrupt(_) => {
+                    JobErrorCode::DecodeFailed
+                }
+                ImagingError::TooManyPixels { .. } | ImagingError::TooManyFrames { .. } => {
+                    JobErrorCode::InvalidSettings
+                }
+                ImagingError::Encode(_) | ImagingError::Resize(_) => JobErrorCode::EncodeFailed,
+            };
+            (code, e.to_string())
+        })?;
+    let output_size = store
+        .put_stream(
+            &job.output_key,
+            &mut std::io::Cursor::new(&out.bytes),
+            u64::MAX,
+        )
+        .await
+        .map_err(storage_err)?;
+    Ok(NodeEventKind::Completed {
+        output_key: job.output_key.clone(),
+        output_size,
+        width: out.width,
+        height: out.height,
+        duration_s: 0.0,
+        report: kiln_protocol::EncodeReport {
+            encoder: out.format.as_str().to_string(),
+            decoder: "image".into(),
+            hwaccel: out.resized_on.map(|b| b.as_str().to_string()),
+            passes: 1,
+            audio: "none".into(),
+            ..Default::default()
+        },
     })
 }
 

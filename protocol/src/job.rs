@@ -26,6 +26,7 @@ impl JobSpec {
     pub fn class(&self) -> String {
         match &self.task {
             Task::Video(p) => video_class(p.codec, p.hardware),
+            Task::Image(_) => IMAGE_CLASS.to_string(),
         }
     }
 }
@@ -41,12 +42,25 @@ pub fn video_class(codec: crate::VideoCodec, hw: crate::HardwarePolicy) -> Strin
     }
 }
 
+/// The queue class of image jobs: every node serves it (on its GPU or its CPU).
+pub const IMAGE_CLASS: &str = "image";
+
 /// The kinds of work a node can do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Task {
     /// Transcode a video.
     Video(VideoParams),
+    /// Convert or resize an image.
+    Image(ImageParams),
+}
+
+/// Settings of an image conversion: the same fields, with the same meaning and validation,
+/// as `POST /api/v1/convert` takes (`format`, `quality`, `width`, `height`, `fit`, …). The
+/// control plane validates them at submission; the node parses them with the same code.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageParams {
+    pub fields: std::collections::BTreeMap<String, String>,
 }
 
 /// A requested output size: exact, or one side with the other following the aspect ratio.

@@ -14,7 +14,7 @@ pub mod video;
 
 pub use error::JobErrorCode;
 pub use event::{EncodeReport, NodeEvent, NodeEventKind};
-pub use job::{JobSpec, Resolution, Task};
+pub use job::{ImageParams, JobSpec, Resolution, Task};
 pub use node::{NodeCapabilities, NodeStatus};
 pub use queue::{JobQueue, Lease, MemoryQueue, QueueError, RedisQueue};
 pub use storage::{LocalStore, S3Store, Store, StoreError};

@@ -13,6 +13,7 @@
 //! - `publish` / `next_events` carry node events to the control plane in the order published,
 //!   at least once (an event can be seen again after a control-plane crash; applying one is
 //!   idempotent).
+//! - `cancel` marks a job so that whoever claims or runs it stops (`is_cancelled`).
 //! - `epoch_is_new` tells the control plane that the queue's state was created (or lost) since
 //!   it last asked, so jobs the database holds as unfinished must be enqueued again.
 
@@ -59,6 +60,9 @@ pub struct Lease {
 /// Nodes silent this long are dropped from the registry.
 pub const NODE_FORGET: Duration = Duration::from_secs(3600);
 
+/// How long a cancellation is remembered.
+pub const CANCEL_MEMORY: Duration = Duration::from_secs(7 * 86_400);
+
 /// Tries per job before the queue dead-letters it, unless configured otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
@@ -98,6 +102,11 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn remove_node(&self, node_id: &str) -> Result<(), QueueError>;
     /// Every registered node, with `age_ms` filled in; nodes silent for an hour are dropped.
     async fn nodes(&self) -> Result<Vec<NodeStatus>, QueueError>;
+    /// Cancel a job: a node that claims it acknowledges it without running it, and a node
+    /// running it stops within a second or so. Remembered for a week.
+    async fn cancel(&self, job_id: &str) -> Result<(), QueueError>;
+    /// Whether `job_id` was cancelled.
+    async fn is_cancelled(&self, job_id: &str) -> Result<bool, QueueError>;
     /// Whether the queue's state is new since the last call (true on the first call of a fresh
     /// backend, and again after a backend lost its data).
     async fn epoch_is_new(&self) -> Result<bool, QueueError>;

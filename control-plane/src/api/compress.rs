@@ -28,7 +28,7 @@ use crate::AppState;
 /// `size`), `bitrate` / `max_bitrate` / `buffer_size` (kbps, kbit), `target_size_mb`,
 /// `resolution`, `preset`, `format` (`mp4`, `webm`, `mkv`), `hardware` (`auto`, `cpu`, `gpu`, `nvenc`),
 /// `allow_upscale`, `allow_larger`.
-fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, ApiError> {
+pub(crate) fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, ApiError> {
     let get = |k: &str| fields.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let bad = |m: String| ApiError::BadRequest(m);
     let number = |k: &str, lo: f64, hi: f64| -> Result<Option<f64>, ApiError> {
@@ -137,7 +137,16 @@ fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, ApiErro
     })
 }
 
-/// Accept a video, store it, record and enqueue the job: 202 with its id.
+/// `POST /compress` (Konvrt): accept a video, store it, record and enqueue the job: 202
+/// with its id. Multipart fields: `file` and the settings above, `webhook_url`,
+/// `webhook_events` (comma-separated, e.g. `job.progress`).
+#[utoipa::path(post, path = "/api/v1/compress", tag = "konvrt",
+    request_body(content_type = "multipart/form-data", description = "`file` and the settings: codec, quality, method, bitrate, target_size_mb, resolution, preset, format, hardware, allow_upscale, allow_larger, webhook_url, webhook_events"),
+    responses((status = 202, body = crate::api::docs::Accepted),
+        (status = 400, body = crate::api::docs::Error), (status = 401, body = crate::api::docs::Error),
+        (status = 402, body = crate::api::docs::Error), (status = 403, body = crate::api::docs::Error),
+        (status = 413, body = crate::api::docs::Error), (status = 415, body = crate::api::docs::Error),
+        (status = 422, body = crate::api::docs::Error), (status = 429, body = crate::api::docs::Error)))]
 pub async fn compress(
     State(state): State<AppState>,
     auth: Auth,
@@ -177,7 +186,23 @@ pub async fn compress(
             return Err(ApiError::BadRequest("the uploaded file is empty".into()));
         }
         let params = video_params(&fields)?;
+        let events: Vec<String> = fields
+            .get("webhook_events")
+            .map(|e| {
+                e.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (webhook_url, webhook_progress) = super::submit::webhook_options(
+            &state,
+            fields.get("webhook_url").map(String::as_str),
+            &events,
+        )?;
         check_media(&state, &source_key, &params).await?;
+        let cost = super::submit::job_cost(true, size);
+        super::submit::charge(&state, &principal.account_id, 1, cost).await?;
 
         let params_codec = params.codec.as_str();
         let spec = JobSpec {
@@ -200,8 +225,17 @@ pub async fn compress(
                 input_name: filename.as_deref(),
                 input_size: size as i64,
                 codec: Some(params_codec),
+                batch_id: None,
+                webhook_url: webhook_url.as_deref(),
+                webhook_progress,
+                destination: None,
+                credits: cost,
             })
-            .await?;
+            .await
+            .inspect_err(|_| {
+                let (state, account) = (state.clone(), principal.account_id.clone());
+                tokio::spawn(async move { super::submit::uncharge(&state, &account, cost).await });
+            })?;
         if let Err(e) = state.queue.enqueue(&spec).await {
             // Not queued means not accepted: undo the record rather than keep a job that
             // would never run.
@@ -209,21 +243,25 @@ pub async fn compress(
                 .bind(&job_id)
                 .execute(&state.db.pool)
                 .await;
+            super::submit::uncharge(&state, &principal.account_id, cost).await;
             return Err(ApiError::Unavailable(format!("job queue unavailable: {e}")));
         }
-        Ok(())
+        Ok(cost)
     }
     .await;
 
-    if let Err(e) = result {
-        if matches!(e, ApiError::PayloadTooLarge(_)) {
-            super::drain(&mut multipart).await;
+    let cost = match result {
+        Ok(cost) => cost,
+        Err(e) => {
+            if matches!(e, ApiError::PayloadTooLarge(_)) {
+                super::drain(&mut multipart).await;
+            }
+            if let Err(del) = state.store.delete(&source_key).await {
+                tracing::warn!(key = %source_key, error = %del, "could not remove refused upload");
+            }
+            return Err(e);
         }
-        if let Err(del) = state.store.delete(&source_key).await {
-            tracing::warn!(key = %source_key, error = %del, "could not remove refused upload");
-        }
-        return Err(e);
-    }
+    };
     state
         .metrics
         .jobs_submitted
@@ -234,7 +272,9 @@ pub async fn compress(
         StatusCode::ACCEPTED,
         [(header::LOCATION, status_url.clone())],
         Json(json!({
+            "success": true,
             "job_id": job_id,
+            "credits_charged": cost,
             "status": "pending",
             "status_url": status_url,
             "message": "Video accepted for processing",
@@ -243,7 +283,7 @@ pub async fn compress(
         .into_response())
 }
 
-fn upload_error(e: StoreError) -> ApiError {
+pub(crate) fn upload_error(e: StoreError) -> ApiError {
     match e {
         StoreError::TooLarge { limit } => {
             ApiError::PayloadTooLarge(format!("upload exceeds the limit of {limit} bytes"))
@@ -261,7 +301,11 @@ fn upload_error(e: StoreError) -> ApiError {
 
 /// Refuse what cannot be done before a job is created, so the caller learns at once: what
 /// FFmpeg cannot open, an upscale not allowed, a target size the duration cannot meet.
-async fn check_media(state: &AppState, key: &str, params: &VideoParams) -> Result<(), ApiError> {
+pub(crate) async fn check_media(
+    state: &AppState,
+    key: &str,
+    params: &VideoParams,
+) -> Result<(), ApiError> {
     let Some(path) = state.store.local_path(key) else {
         // Remote stores: the node probes when it runs the job.
         return Ok(());

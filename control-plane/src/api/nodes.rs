@@ -11,6 +11,8 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// Every registered node (the embedded default's local node too).
+#[utoipa::path(get, path = "/api/v1/nodes", tag = "admin",
+    responses((status = 200, body = crate::api::docs::NodeList), (status = 401, body = crate::api::docs::Error), (status = 403, body = crate::api::docs::Error)))]
 pub async fn list(State(state): State<AppState>, auth: Auth) -> Result<Json<Value>, ApiError> {
     auth.require("admin")?;
     let nodes = state

@@ -18,6 +18,7 @@ pub enum JobStatus {
     Processing,
     Completed,
     Failed,
+    Cancelled,
 }
 
 impl JobStatus {
@@ -28,16 +29,29 @@ impl JobStatus {
             Self::Processing => "processing",
             Self::Completed => "completed",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
 
-    fn parse(s: &str) -> Self {
-        match s {
+    /// Parse a stored or requested status name.
+    pub fn parse_name(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
             "processing" => Self::Processing,
             "completed" => Self::Completed,
             "failed" => Self::Failed,
-            _ => Self::Pending,
-        }
+            "cancelled" | "canceled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+
+    fn parse(s: &str) -> Self {
+        Self::parse_name(s).unwrap_or(Self::Pending)
+    }
+
+    /// Whether the job can still change.
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Pending | Self::Processing)
     }
 }
 
@@ -69,6 +83,15 @@ pub struct JobRow {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub completed_at: Option<i64>,
+    pub batch_id: Option<String>,
+    pub webhook_url: Option<String>,
+    pub destination_status: Option<String>,
+    pub destination_error: Option<String>,
+    pub credits_charged: i64,
+    pub expires_at: Option<i64>,
+    pub swept_at: Option<i64>,
+    pub encode_ms: Option<i64>,
+    pub gpu: Option<i64>,
 }
 
 impl JobRow {
@@ -98,6 +121,15 @@ impl JobRow {
             created_at: r.try_get("created_at")?,
             started_at: opt_i64(r, "started_at")?,
             completed_at: opt_i64(r, "completed_at")?,
+            batch_id: r.try_get("batch_id")?,
+            webhook_url: r.try_get("webhook_url")?,
+            destination_status: r.try_get("destination_status")?,
+            destination_error: r.try_get("destination_error")?,
+            credits_charged: r.try_get("credits_charged")?,
+            expires_at: opt_i64(r, "expires_at")?,
+            swept_at: opt_i64(r, "swept_at")?,
+            encode_ms: opt_i64(r, "encode_ms")?,
+            gpu: opt_i64(r, "gpu")?,
         })
     }
 }
@@ -111,6 +143,10 @@ pub struct Completion {
     pub duration_s: f64,
     /// The node's encode report as JSON.
     pub report: Option<String>,
+    /// Whether a GPU did the work (NVENC/NVDEC, or the wgpu resize).
+    pub gpu: bool,
+    /// How long the output stays downloadable.
+    pub ttl_ms: i64,
 }
 
 /// What is needed to record a new job.
@@ -126,6 +162,14 @@ pub struct NewJob<'a> {
     pub input_size: i64,
     /// The output codec, for metrics.
     pub codec: Option<&'a str>,
+    pub batch_id: Option<&'a str>,
+    pub webhook_url: Option<&'a str>,
+    /// Whether `job.progress` webhooks are wanted.
+    pub webhook_progress: bool,
+    /// Where the output is copied when done (JSON of the caller's bucket), if anywhere.
+    pub destination: Option<&'a str>,
+    /// Credits charged for it.
+    pub credits: i64,
 }
 
 /// Statuses from which a job can still move (a finished job never changes again).
@@ -137,8 +181,9 @@ impl Db {
         let now = kiln_protocol::now_ms();
         sqlx::query(
             "INSERT INTO jobs (id, account_id, kind, status, spec, source_key, output_key,
-                               input_name, input_size, attempts, created_at, updated_at, codec)
-             VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, 1, $9, $9, $10)",
+                               input_name, input_size, attempts, created_at, updated_at, codec,
+                               batch_id, webhook_url, webhook_progress, destination, credits_charged)
+             VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, 1, $9, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(j.id)
         .bind(j.account_id)
@@ -150,6 +195,11 @@ impl Db {
         .bind(j.input_size)
         .bind(now)
         .bind(j.codec)
+        .bind(j.batch_id)
+        .bind(j.webhook_url)
+        .bind(j.webhook_progress as i64)
+        .bind(j.destination)
+        .bind(j.credits)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -222,7 +272,8 @@ impl Db {
             "UPDATE jobs SET status = 'completed', progress = 100, eta_s = 0, output_size = $1,
                     output_width = $2, output_height = $3, output_duration = $4, report = $8,
                     completed_at = $5, updated_at = $5, error_code = NULL, error_message = NULL,
-                    attempts = $7
+                    attempts = $7, gpu = $9, expires_at = $5 + $10,
+                    encode_ms = $5 - COALESCE(started_at, $5)
              WHERE id = $6 AND attempts <= $7 AND {LIVE}"
         ))
         .bind(done.output_size)
@@ -233,6 +284,8 @@ impl Db {
         .bind(id)
         .bind(attempt)
         .bind(done.report.as_deref())
+        .bind(done.gpu as i64)
+        .bind(done.ttl_ms)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
@@ -249,7 +302,7 @@ impl Db {
         let now = kiln_protocol::now_ms();
         let r = sqlx::query(&format!(
             "UPDATE jobs SET status = 'failed', error_code = $1, error_message = $2,
-                    completed_at = $3, updated_at = $3, attempts = $5
+                    completed_at = $3, updated_at = $3, attempts = $5, expires_at = $3
              WHERE id = $4 AND attempts <= $5 AND {LIVE}"
         ))
         .bind(code)
@@ -303,6 +356,103 @@ impl Db {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// Cancel a pending or processing job; false if it had already finished.
+    pub async fn mark_cancelled(&self, id: &str) -> Result<bool, DbError> {
+        let now = kiln_protocol::now_ms();
+        let r = sqlx::query(&format!(
+            "UPDATE jobs SET status = 'cancelled', error_code = 'cancelled',
+                    error_message = 'cancelled through the API', fps = NULL, eta_s = NULL,
+                    completed_at = $1, updated_at = $1, expires_at = $1
+             WHERE id = $2 AND {LIVE}"
+        ))
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Give back a failed or cancelled job's credits, once.
+    pub async fn refund(&self, id: &str) -> Result<i64, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE jobs SET credits_refunded = credits_charged
+             WHERE id = $1 AND credits_charged > 0 AND credits_refunded = 0
+               AND status IN ('failed', 'cancelled')
+             RETURNING account_id, credits_charged",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mut n = 0;
+        if let Some(row) = row {
+            let account: String = row.try_get("account_id")?;
+            n = row.try_get("credits_charged")?;
+            sqlx::query(
+                "UPDATE accounts SET credits = credits + $1 WHERE id = $2 AND credits IS NOT NULL",
+            )
+            .bind(n)
+            .bind(&account)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// An account's jobs, newest first: at most `limit`, older than the `before` id, of one
+    /// status if given.
+    pub async fn list_jobs(
+        &self,
+        account_id: &str,
+        before: Option<&str>,
+        status: Option<JobStatus>,
+        limit: i64,
+    ) -> Result<Vec<JobRow>, DbError> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE account_id = $1 AND id < $2
+                 AND (status = $3 OR $3 = '')
+             ORDER BY id DESC LIMIT $4",
+        )
+        .bind(account_id)
+        .bind(before.unwrap_or("~"))
+        .bind(status.map(|s| s.as_str()).unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(JobRow::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// The jobs of a batch, in submission order.
+    pub async fn batch_jobs(
+        &self,
+        account_id: &str,
+        batch_id: &str,
+    ) -> Result<Vec<JobRow>, DbError> {
+        let rows =
+            sqlx::query("SELECT * FROM jobs WHERE account_id = $1 AND batch_id = $2 ORDER BY id")
+                .bind(account_id)
+                .bind(batch_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(JobRow::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// A job by id whatever its account (for the event loop and pre-signed links).
+    pub async fn get_job_any(&self, id: &str) -> Result<Option<JobRow>, DbError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(JobRow::from_row).transpose()?)
     }
 
     /// Jobs by status and codec (for the metrics gauge).

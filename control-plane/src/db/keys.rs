@@ -21,6 +21,55 @@ pub struct Principal {
     pub key_id: String,
     pub account_id: String,
     pub scopes: Vec<String>,
+    /// Per-minute limits for this key (writes, reads); `None` takes the server's default.
+    pub rate_submit: Option<i64>,
+    pub rate_read: Option<i64>,
+}
+
+/// A key as an admin sees it (never the key itself).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct KeyInfo {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    /// The key's first characters, to recognise it.
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    /// Per-minute limits for writes and reads; null takes the server's default.
+    pub rate_limits: RateLimits,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+/// Per-key overrides of the per-minute request limits.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct RateLimits {
+    /// Writes (POST, DELETE) per minute.
+    pub submit: Option<i64>,
+    /// Reads (GET) per minute.
+    pub read: Option<i64>,
+}
+
+/// An account: the owner of jobs, keys, usage and the webhook secret.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    /// Signs this account's webhooks (HMAC-SHA256); shown to keys that can create jobs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+    /// Credit balance; null means unmetered.
+    pub credits: Option<i64>,
+    /// Jobs allowed per calendar month (UTC); null means no quota.
+    pub monthly_job_quota: Option<i64>,
+    pub created_at: String,
+}
+
+/// A new webhook signing secret: `whsec_` and 64 hex digits.
+pub fn generate_webhook_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("whsec_{}", hex::encode(bytes))
 }
 
 impl Principal {
@@ -59,36 +108,182 @@ impl Db {
         key: &str,
         scopes: &[&str],
     ) -> Result<String, DbError> {
-        let now = kiln_protocol::now_ms();
-        let account_id = uuid::Uuid::now_v7().to_string();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
-            .bind(&account_id)
-            .bind(account_name)
-            .bind(now)
-            .execute(&mut *tx)
+        let account = self.create_account(account_name, None, None).await?;
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        self.insert_key(&account.id, key_name, key, &scopes, &RateLimits::default())
             .await?;
+        Ok(account.id)
+    }
+
+    /// Create an account with a fresh webhook secret.
+    pub async fn create_account(
+        &self,
+        name: &str,
+        credits: Option<i64>,
+        monthly_job_quota: Option<i64>,
+    ) -> Result<Account, DbError> {
+        let now = kiln_protocol::now_ms();
+        let id = uuid::Uuid::now_v7().to_string();
         sqlx::query(
-            "INSERT INTO api_keys (id, account_id, name, prefix, key_hash, scopes, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO accounts (id, name, created_at, webhook_secret, credits, monthly_job_quota)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(&account_id)
-        .bind(key_name)
+        .bind(&id)
+        .bind(name)
+        .bind(now)
+        .bind(generate_webhook_secret())
+        .bind(credits)
+        .bind(monthly_job_quota)
+        .execute(&self.pool)
+        .await?;
+        Ok(self.get_account(&id).await?.expect("just inserted"))
+    }
+
+    /// An account by id (its webhook secret created on first need for accounts made before
+    /// webhooks existed).
+    pub async fn get_account(&self, id: &str) -> Result<Option<Account>, DbError> {
+        sqlx::query(
+            "UPDATE accounts SET webhook_secret = $1 WHERE id = $2 AND webhook_secret IS NULL",
+        )
+        .bind(generate_webhook_secret())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query(
+            "SELECT id, name, webhook_secret, credits, monthly_job_quota, created_at FROM accounts WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            None => None,
+            Some(r) => Some(Account {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                webhook_secret: r.try_get("webhook_secret")?,
+                credits: super::opt_i64(&r, "credits")?,
+                monthly_job_quota: super::opt_i64(&r, "monthly_job_quota")?,
+                created_at: crate::api::time::rfc3339(r.try_get("created_at")?),
+            }),
+        })
+    }
+
+    /// Change an account's credit balance (set, or add to it) and quota. `clear_*` sets the
+    /// value to null (unmetered, no quota).
+    pub async fn update_account(
+        &self,
+        id: &str,
+        set_credits: Option<Option<i64>>,
+        add_credits: Option<i64>,
+        quota: Option<Option<i64>>,
+    ) -> Result<Option<Account>, DbError> {
+        if let Some(c) = set_credits {
+            sqlx::query("UPDATE accounts SET credits = $1 WHERE id = $2")
+                .bind(c)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        if let Some(n) = add_credits {
+            sqlx::query("UPDATE accounts SET credits = COALESCE(credits, 0) + $1 WHERE id = $2")
+                .bind(n)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        if let Some(q) = quota {
+            sqlx::query("UPDATE accounts SET monthly_job_quota = $1 WHERE id = $2")
+                .bind(q)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        self.get_account(id).await
+    }
+
+    /// Store a key's hash for `account_id`; returns the key's id.
+    pub async fn insert_key(
+        &self,
+        account_id: &str,
+        name: &str,
+        key: &str,
+        scopes: &[String],
+        limits: &RateLimits,
+    ) -> Result<String, DbError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        sqlx::query(
+            "INSERT INTO api_keys (id, account_id, name, prefix, key_hash, scopes, created_at, rate_submit, rate_read)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&id)
+        .bind(account_id)
+        .bind(name)
         .bind(key.chars().take(12).collect::<String>())
         .bind(hash_key(key))
         .bind(scopes.join(" "))
-        .bind(now)
-        .execute(&mut *tx)
+        .bind(kiln_protocol::now_ms())
+        .bind(limits.submit)
+        .bind(limits.read)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
-        Ok(account_id)
+        Ok(id)
+    }
+
+    /// Every key (of one account, if given), newest first.
+    pub async fn list_keys(&self, account_id: Option<&str>) -> Result<Vec<KeyInfo>, DbError> {
+        const COLS: &str = "SELECT id, account_id, name, prefix, scopes, created_at, revoked_at, rate_submit, rate_read FROM api_keys";
+        let rows = match account_id {
+            Some(a) => {
+                sqlx::query(&format!("{COLS} WHERE account_id = $1 ORDER BY id DESC"))
+                    .bind(a)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(&format!("{COLS} ORDER BY id DESC"))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(KeyInfo {
+                    id: r.try_get("id")?,
+                    account_id: r.try_get("account_id")?,
+                    name: r.try_get("name")?,
+                    prefix: r.try_get("prefix")?,
+                    scopes: r
+                        .try_get::<String, _>("scopes")?
+                        .split_whitespace()
+                        .map(str::to_string)
+                        .collect(),
+                    rate_limits: RateLimits {
+                        submit: super::opt_i64(r, "rate_submit")?,
+                        read: super::opt_i64(r, "rate_read")?,
+                    },
+                    created_at: crate::api::time::rfc3339(r.try_get("created_at")?),
+                    revoked_at: super::opt_i64(r, "revoked_at")?.map(crate::api::time::rfc3339),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Revoke a key; false if there is no such key. Revoking twice keeps the first time.
+    pub async fn revoke_key(&self, id: &str) -> Result<bool, DbError> {
+        let r =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+                .bind(kiln_protocol::now_ms())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     /// The principal behind `key`, if it exists and is not revoked.
     pub async fn authenticate(&self, key: &str) -> Result<Option<Principal>, DbError> {
         let row = sqlx::query(
-            "SELECT id, account_id, scopes FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            "SELECT id, account_id, scopes, rate_submit, rate_read FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
         )
         .bind(hash_key(key))
         .fetch_optional(&self.pool)
@@ -102,6 +297,8 @@ impl Db {
                     .split_whitespace()
                     .map(str::to_string)
                     .collect(),
+                rate_submit: super::opt_i64(&r, "rate_submit")?,
+                rate_read: super::opt_i64(&r, "rate_read")?,
             }),
             None => None,
         })

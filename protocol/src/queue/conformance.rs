@@ -54,6 +54,18 @@ where
     events_arrive_in_order(&make(3).await).await;
     nodes_register_and_age(&make(3).await).await;
     epoch_is_new_once(&make(3).await).await;
+    cancellation_is_seen(&make(3).await).await;
+}
+
+async fn cancellation_is_seen(q: &impl JobQueue) {
+    assert!(!q.is_cancelled("x").await.unwrap());
+    q.cancel("x").await.unwrap();
+    q.cancel("x").await.unwrap();
+    assert!(
+        q.is_cancelled("x").await.unwrap(),
+        "a cancellation is remembered"
+    );
+    assert!(!q.is_cancelled("y").await.unwrap(), "only for that job");
 }
 
 async fn drain_events(q: &impl JobQueue) -> Vec<NodeEvent> {

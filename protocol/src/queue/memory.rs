@@ -26,6 +26,8 @@ struct State {
     events: VecDeque<NodeEvent>,
     nodes: HashMap<String, (NodeStatus, Instant)>,
     epoch_seen: bool,
+    /// Cancelled jobs, with when (forgotten after a week).
+    cancelled: HashMap<String, Instant>,
     /// Enqueue order across classes, so a consumer of several classes takes the oldest job.
     seq: u64,
 }
@@ -279,6 +281,18 @@ impl JobQueue for MemoryQueue {
             .collect();
         out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         Ok(out)
+    }
+
+    async fn cancel(&self, job_id: &str) -> Result<(), QueueError> {
+        let mut st = self.lock();
+        st.cancelled
+            .retain(|_, at| at.elapsed() < super::CANCEL_MEMORY);
+        st.cancelled.insert(job_id.to_string(), Instant::now());
+        Ok(())
+    }
+
+    async fn is_cancelled(&self, job_id: &str) -> Result<bool, QueueError> {
+        Ok(self.lock().cancelled.contains_key(job_id))
     }
 
     async fn epoch_is_new(&self) -> Result<bool, QueueError> {

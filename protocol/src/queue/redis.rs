@@ -719,6 +719,27 @@ impl JobQueue for RedisQueue {
         Ok(out)
     }
 
+    async fn cancel(&self, job_id: &str) -> Result<(), QueueError> {
+        let mut c = self.conn().await?;
+        redis::cmd("SET")
+            .arg(format!("kiln:cancel:{job_id}"))
+            .arg(1)
+            .arg("EX")
+            .arg(super::CANCEL_MEMORY.as_secs())
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn is_cancelled(&self, job_id: &str) -> Result<bool, QueueError> {
+        let mut c = self.conn().await?;
+        redis::cmd("EXISTS")
+            .arg(format!("kiln:cancel:{job_id}"))
+            .query_async::<bool>(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn epoch_is_new(&self) -> Result<bool, QueueError> {
         let mut c = self.conn().await?;
         let set: Option<String> = redis::cmd("SET")

@@ -1,0 +1,294 @@
+//! Signed webhooks: `job.completed`, `job.failed`, `job.cancelled` and (opt-in)
+//! `job.progress`, delivered at least once, retried with exponential backoff for hours.
+//!
+//! Each event is a row in `webhook_deliveries` written when the job changes (so an event is
+//! never lost with a process), with an id (`evt_…`) the receiver can de-duplicate on. The
+//! delivery loop (every control-plane replica runs one; a row is locked before sending, so
+//! one replica sends it) POSTs the JSON body with
+//! `Kiln-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>` — the
+//! account's webhook secret, the same scheme as Stripe's — plus `Kiln-Event-Id` and
+//! `Kiln-Event-Type`. A 2xx answer delivers it; anything else is retried after
+//! `KILN_WEBHOOK_BACKOFF_MS` × 2^(attempt−1), at most an hour apart, up to
+//! `KILN_WEBHOOK_MAX_ATTEMPTS`. Every attempt's outcome is visible on the job.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use sqlx::Row;
+
+use crate::db::JobRow;
+use crate::AppState;
+
+/// `t=…,v1=…` for `body` sent at `t` (unix seconds).
+pub fn signature(secret: &str, t: i64, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(format!("{t}.{body}").as_bytes());
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Record an event for `job` if it has a webhook URL. `job.progress` only when opted in.
+pub async fn record(state: &AppState, job: &JobRow, event: &str) -> anyhow::Result<()> {
+    let Some(url) = &job.webhook_url else {
+        return Ok(());
+    };
+    let id = format!("evt_{}", uuid::Uuid::now_v7().simple());
+    let now = kiln_protocol::now_ms();
+    let payload = json!({
+        "id": id,
+        "type": event,
+        "created_at": crate::api::time::rfc3339(now),
+        "data": crate::api::jobs::job_json(state, job),
+    });
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, job_id, account_id, url, event, payload, status,
+                                         attempts, next_attempt_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7)",
+    )
+    .bind(&id)
+    .bind(&job.id)
+    .bind(&job.account_id)
+    .bind(url)
+    .bind(event)
+    .bind(payload.to_string())
+    .bind(now)
+    .execute(&state.db.pool)
+    .await?;
+    state.webhook_wake.notify_one();
+    Ok(())
+}
+
+/// The deliveries of a job, for its status document.
+pub async fn deliveries(state: &AppState, job_id: &str) -> Vec<Value> {
+    let rows = sqlx::query(
+        "SELECT id, event, status, attempts, next_attempt_at, last_status_code, last_error,
+                created_at, delivered_at
+         FROM webhook_deliveries WHERE job_id = $1 ORDER BY created_at, id",
+    )
+    .bind(job_id)
+    .fetch_all(&state.db.pool)
+    .await
+    .unwrap_or_default();
+    let t = crate::api::time::rfc3339;
+    rows.iter()
+        .filter_map(|r| {
+            let status: String = r.try_get("status").ok()?;
+            Some(json!({
+                "event_id": r.try_get::<String, _>("id").ok()?,
+                "event": r.try_get::<String, _>("event").ok()?,
+                "status": status,
+                "attempts": r.try_get::<i64, _>("attempts").ok()?,
+                "last_status_code": crate::db::opt_i64(r, "last_status_code").ok()?,
+                "last_error": r.try_get::<Option<String>, _>("last_error").ok()?,
+                "next_attempt_at": (status == "pending").then(|| r.try_get::<i64, _>("next_attempt_at").ok().map(t)).flatten(),
+                "delivered_at": crate::db::opt_i64(r, "delivered_at").ok()?.map(t),
+            }))
+        })
+        .collect()
+}
+
+/// Delay before attempt `n + 1` after `n` failed attempts.
+pub fn backoff(base_ms: u64, failed: u32) -> Duration {
+    let ms = base_ms.saturating_mul(1u64 << failed.saturating_sub(1).min(20));
+    Duration::from_millis(ms.min(3_600_000))
+}
+
+/// Deliver due events until shutdown.
+pub async fn run(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let client = state.url_policy.client(Duration::from_secs(10)).clone();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let due = match due(&state).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read due webhooks");
+                Vec::new()
+            }
+        };
+        let busy = !due.is_empty();
+        let mut sends = Vec::new();
+        for id in due {
+            let (state, client) = (state.clone(), client.clone());
+            sends.push(tokio::spawn(async move {
+                if let Err(e) = attempt(&state, &client, &id).await {
+                    tracing::warn!(delivery = %id, error = %e, "webhook attempt not recorded");
+                }
+            }));
+        }
+        for s in sends {
+            let _ = s.await;
+        }
+        if busy {
+            continue;
+        }
+        tokio::select! {
+            _ = state.webhook_wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Lock up to 16 due deliveries for this replica (for a minute) and return their ids.
+async fn due(state: &AppState) -> anyhow::Result<Vec<String>> {
+    let now = kiln_protocol::now_ms();
+    let rows = sqlx::query(
+        "SELECT id FROM webhook_deliveries
+         WHERE status = 'pending' AND next_attempt_at <= $1
+           AND (locked_until IS NULL OR locked_until < $1)
+         ORDER BY next_attempt_at LIMIT 16",
+    )
+    .bind(now)
+    .fetch_all(&state.db.pool)
+    .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let id: String = r.try_get("id")?;
+        let locked = sqlx::query(
+            "UPDATE webhook_deliveries SET locked_until = $1
+             WHERE id = $2 AND status = 'pending' AND (locked_until IS NULL OR locked_until < $3)",
+        )
+        .bind(now + 60_000)
+        .bind(&id)
+        .bind(now)
+        .execute(&state.db.pool)
+        .await?;
+        if locked.rows_affected() == 1 {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// Send one delivery and record the outcome.
+async fn attempt(state: &AppState, client: &reqwest::Client, id: &str) -> anyhow::Result<()> {
+    let row = sqlx::query(
+        "SELECT d.url, d.event, d.payload, d.attempts, a.webhook_secret
+         FROM webhook_deliveries d JOIN accounts a ON a.id = d.account_id WHERE d.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&state.db.pool)
+    .await?;
+    let url: String = row.try_get("url")?;
+    let event: String = row.try_get("event")?;
+    let payload: String = row.try_get("payload")?;
+    let attempts: i64 = row.try_get::<i64, _>("attempts")? + 1;
+    let secret: Option<String> = row.try_get("webhook_secret")?;
+    let secret = secret.unwrap_or_default();
+    let t = kiln_protocol::now_ms() / 1000;
+
+    let result = match state.url_policy.check(&url) {
+        Err(e) => Err((None, e)),
+        Ok(u) => {
+            match client
+                .post(u)
+                .header("content-type", "application/json")
+                .header("kiln-event-id", id)
+                .header("kiln-event-type", &event)
+                .header("kiln-delivery-attempt", attempts.to_string())
+                .header("kiln-signature", signature(&secret, t, &payload))
+                .body(payload.clone())
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
+                Ok(r) => Err((
+                    Some(r.status().as_u16()),
+                    format!("the receiver answered {}", r.status()),
+                )),
+                Err(e) => Err((None, crate::error::chain(&e))),
+            }
+        }
+    };
+    let now = kiln_protocol::now_ms();
+    match result {
+        Ok(code) => {
+            state
+                .metrics
+                .webhooks
+                .with_label_values(&["delivered"])
+                .inc();
+            sqlx::query(
+                "UPDATE webhook_deliveries SET status = 'delivered', attempts = $1,
+                        last_status_code = $2, last_error = NULL, delivered_at = $3,
+                        locked_until = NULL
+                 WHERE id = $4",
+            )
+            .bind(attempts)
+            .bind(code as i64)
+            .bind(now)
+            .bind(id)
+            .execute(&state.db.pool)
+            .await?;
+        }
+        Err((code, error)) => {
+            let give_up = attempts >= state.config.webhook_max_attempts as i64;
+            state
+                .metrics
+                .webhooks
+                .with_label_values(&[if give_up { "failed" } else { "retry" }])
+                .inc();
+            let next =
+                now + backoff(state.config.webhook_backoff_ms, attempts as u32).as_millis() as i64;
+            tracing::info!(delivery = %id, attempts, %error, give_up, "webhook not delivered");
+            sqlx::query(
+                "UPDATE webhook_deliveries SET status = $1, attempts = $2, last_status_code = $3,
+                        last_error = $4, next_attempt_at = $5, locked_until = NULL
+                 WHERE id = $6",
+            )
+            .bind(if give_up { "failed" } else { "pending" })
+            .bind(attempts)
+            .bind(code.map(|c| c as i64))
+            .bind(error)
+            .bind(next)
+            .bind(id)
+            .execute(&state.db.pool)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Shared wake-up for the delivery loop when a new event is recorded.
+pub type Wake = Arc<tokio::sync::Notify>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_an_independent_hmac() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
+        mac.update(b"what do ya want for nothing?");
+        assert_eq!(
+            hex::encode(mac.finalize().into_bytes()),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Ours signs "<t>.<body>": splitting "what do ya want for nothing?" as t="what do ya
+        // want for nothing?" is not possible, so check the format and determinism instead.
+        let a = signature("whsec_x", 1700000000, "{\"a\":1}");
+        assert!(a.starts_with("t=1700000000,v1="));
+        assert_eq!(a.len(), "t=1700000000,v1=".len() + 64);
+        assert_eq!(a, signature("whsec_x", 1700000000, "{\"a\":1}"));
+        assert_ne!(a, signature("whsec_y", 1700000000, "{\"a\":1}"));
+        assert_ne!(a, signature("whsec_x", 1700000001, "{\"a\":1}"));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        assert_eq!(backoff(30_000, 1), Duration::from_secs(30));
+        assert_eq!(backoff(30_000, 2), Duration::from_secs(60));
+        assert_eq!(backoff(30_000, 5), Duration::from_secs(480));
+        assert_eq!(backoff(30_000, 12), Duration::from_secs(3600));
+        let total: Duration = (1..15).map(|n| backoff(30_000, n)).sum();
+        assert!(
+            total > Duration::from_secs(5 * 3600),
+            "{total:?}: retried for hours"
+        );
+    }
+}
