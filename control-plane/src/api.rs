@@ -60,7 +60,45 @@ pub fn api_routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenA
         .merge(rest)
         .split_for_parts();
     spec.info.version = env!("CARGO_PKG_VERSION").to_string();
+    document_middleware_answers(&mut spec);
     (router, spec)
+}
+
+/// The authentication middleware can answer any operation with 401 (a wrong key) or 429
+/// (over the key's limit): say so on every operation.
+fn document_middleware_answers(spec: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |what: &str| {
+        ResponseBuilder::new()
+            .description(what)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Error")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in spec.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let responses = &mut op.responses.responses;
+            responses
+                .entry("401".into())
+                .or_insert_with(|| error("Missing or invalid API key").into());
+            responses.entry("429".into()).or_insert_with(|| {
+                error("Over the key's rate limit (see Retry-After) or the account's quota").into()
+            });
+        }
+    }
 }
 
 /// Every route Kiln serves.

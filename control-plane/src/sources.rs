@@ -65,7 +65,13 @@ impl S3Location {
         if self.bucket.trim().is_empty() {
             return Err(bad("bucket is empty".into()));
         }
+        // Client options first: `with_allow_http` below writes into them.
         let mut b = AmazonS3Builder::new()
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_timeout(Duration::from_secs(state.config.fetch_timeout_secs))
+                    .with_connect_timeout(Duration::from_secs(10)),
+            )
             .with_bucket_name(&self.bucket)
             .with_region(self.region.as_deref().unwrap_or("us-east-1"));
         let endpoint = match &self.endpoint {
@@ -104,14 +110,7 @@ impl S3Location {
             }
             None => b.with_skip_signature(true),
         };
-        let store = b
-            .with_client_options(
-                object_store::ClientOptions::new()
-                    .with_timeout(Duration::from_secs(state.config.fetch_timeout_secs))
-                    .with_connect_timeout(Duration::from_secs(10)),
-            )
-            .build()
-            .map_err(|e| bad(e.to_string()))?;
+        let store = b.build().map_err(|e| bad(e.to_string()))?;
         Ok(Arc::new(store))
     }
 }

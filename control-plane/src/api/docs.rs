@@ -95,13 +95,13 @@ pub struct Job {
     pub format: String,
     pub output: Option<JobOutput>,
     /// How the output was made (encoder, decoder, hardware, passes…).
-    #[schema(value_type = Object)]
-    pub encoding: Value,
+    #[schema(value_type = Option<Object>)]
+    pub encoding: Option<Value>,
     pub download_url: Option<String>,
     pub signed_download_url: Option<String>,
     pub expires_at: Option<String>,
     /// `{status: delivered|failed, error}` when an S3 destination was asked for.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub destination: Option<Value>,
     pub credits_charged: i64,
     pub attempts: i64,
@@ -112,10 +112,9 @@ pub struct Job {
     pub started_at: Option<String>,
     pub completed_at: Option<String>,
     /// Pending jobs: why no node has taken it, if no live node can.
-    #[schema(nullable)]
     pub waiting_reason: Option<String>,
     /// Jobs with a webhook: the URL and every delivery's attempts.
-    #[schema(value_type = Object, nullable)]
+    #[schema(value_type = Option<Object>)]
     pub webhook: Option<Value>,
 }
 
