@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -12,6 +12,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("keys") {
+        println!("{}", kiln_control_plane::cli::keys(&args[1..]).await?);
+        return Ok(());
+    }
     let config = Config::from_env_and_args(|k| std::env::var(k).ok(), &args)?;
     let running = start(config).await?;
     if let Some(key) = &running.created_admin_key {

@@ -1556,3 +1556,78 @@ async fn outputs_expire_with_410_and_the_sweeper_deletes_them() {
     );
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn keys_cli_creates_lists_and_revokes() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = node_binary().with_file_name("kiln-control-plane");
+    let cli = |args: &[&str]| {
+        let out = Command::new(&bin)
+            .arg("keys")
+            .args(args)
+            .args(["--data-dir", dir.path().to_str().unwrap()])
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = cli(&[
+        "create",
+        "--name",
+        "ci",
+        "--scopes",
+        "jobs:read,usage:read",
+        "--rate-read",
+        "7",
+    ]);
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(&out).unwrap();
+    let key = created["key"].as_str().unwrap().to_string();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert!(
+        !cli(&["create", "--name", "x", "--scopes", "root"]).0,
+        "unknown scopes are refused"
+    );
+    let (ok, out, _) = cli(&["list"]);
+    assert!(ok);
+    assert!(
+        out.contains(&id) && !out.contains(&key),
+        "listed by id, never the key"
+    );
+
+    // The server on the same data dir accepts the key, with its scopes and limit.
+    let running = start(base_config(dir.path())).await.unwrap();
+    let base = format!("http://{}", running.addr);
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("{base}/api/v1/usage"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-limit"], "7");
+    let r = http
+        .post(format!("{base}/api/v1/jobs"))
+        .bearer_auth(&key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "no jobs:create scope");
+    assert!(cli(&["revoke", &id]).0);
+    assert!(!cli(&["revoke", "nope"]).0);
+    let r = http
+        .get(format!("{base}/api/v1/usage"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    running.shutdown().await;
+}
