@@ -375,7 +375,9 @@ mod tests {
             // NVENC switched off by configuration.
             (vec!["hevc_nvenc", "libx265"], 0, vec!["h265", "h265:cpu"]),
         ];
-        for (open, sessions, want) in cases {
+        for (open, sessions, mut want) in cases {
+            // Every node also converts images.
+            want.push("image");
             assert_eq!(classes_for(&caps(&open), sessions), want, "{open:?}");
         }
     }
