@@ -282,7 +282,9 @@ async fn completed(state: &AppState, job_id: &str) -> anyhow::Result<()> {
             tracing::warn!(job = %job.id, error = %e, "could not copy the output to the destination bucket");
         }
         let _ = sqlx::query(
-            "UPDATE jobs SET destination_status = $1, destination_error = $2 WHERE id = $3",
+            // The caller's credentials are kept only until the copy is done.
+            "UPDATE jobs SET destination_status = $1, destination_error = $2, destination = NULL
+             WHERE id = $3",
         )
         .bind(status)
         .bind(error)
@@ -350,7 +352,7 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<usize> {
         if !source.starts_with("uploads/") && !source_in_use(state, &source, &id).await? {
             let _ = state.store.delete(&source).await;
         }
-        sqlx::query("UPDATE jobs SET swept_at = $1 WHERE id = $2")
+        sqlx::query("UPDATE jobs SET swept_at = $1, destination = NULL WHERE id = $2")
             .bind(now)
             .bind(&id)
             .execute(&state.db.pool)

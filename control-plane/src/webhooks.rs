@@ -261,16 +261,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signature_matches_an_independent_hmac() {
-        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
-        mac.update(b"what do ya want for nothing?");
+    fn signature_matches_a_reference_hmac() {
+        // Reference value from Python's hmac module:
+        // hmac.new(b"whsec_test", b'1700000000.{"a":1}', hashlib.sha256).hexdigest()
         assert_eq!(
-            hex::encode(mac.finalize().into_bytes()),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            signature("whsec_test", 1700000000, "{\"a\":1}"),
+            "t=1700000000,v1=38877139021993b830af32feea6e18a8da83eb2f6e49ee50bd9e4cf4ca4d3789"
         );
-        // Ours signs "<t>.<body>": splitting "what do ya want for nothing?" as t="what do ya
-        // want for nothing?" is not possible, so check the format and determinism instead.
         let a = signature("whsec_x", 1700000000, "{\"a\":1}");
         assert!(a.starts_with("t=1700000000,v1="));
         assert_eq!(a.len(), "t=1700000000,v1=".len() + 64);
