@@ -544,6 +544,8 @@ async fn suite(t: &Target, dir: &Path) {
         .text("codec", "h264")
         .text("quality", "28")
         .text("resolution", "320x136")
+        // Slow enough that progress is reported between 10 % and 100 % (progress webhooks).
+        .text("preset", "veryslow")
         .text("webhook_url", format!("{}/hook", t.hooks_base))
         .text("webhook_events", "job.progress");
     let r = t
