@@ -53,6 +53,7 @@ pub fn api_routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(admin::create_account))
         .routes(routes!(admin::update_account))
         .routes(routes!(admin::own_account))
+        .routes(routes!(admin::rotate_webhook_secret))
         .routes(routes!(nodes::list));
     let (router, mut spec) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(streamed)

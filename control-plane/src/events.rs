@@ -39,6 +39,7 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             }
             if last_sweep.elapsed() >= SWEEP {
                 last_sweep = tokio::time::Instant::now();
+                tokio::spawn(deliver_due(state.clone()));
                 if let Err(e) = sweep(&state).await {
                     tracing::warn!(error = %e, "retention sweep failed");
                 }
@@ -253,51 +254,107 @@ async fn failed(state: &AppState, job_id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A job completed: copy the output to the caller's bucket if asked (in the background: a
-/// large copy must not hold up the event loop), then tell its webhook.
+/// A job completed: tell its webhook, unless its output must first be copied to the caller's
+/// bucket — then the copy (in the background: a large copy must not hold up the event loop)
+/// records the webhook when done.
 async fn completed(state: &AppState, job_id: &str) -> anyhow::Result<()> {
     let Some(job) = state.db.get_job_any(job_id).await? else {
         return Ok(());
     };
-    let destination: Option<crate::sources::S3Location> =
-        sqlx::query("SELECT destination FROM jobs WHERE id = $1")
-            .bind(job_id)
-            .fetch_one(&state.db.pool)
-            .await?
-            .try_get::<Option<String>, _>("destination")?
-            .and_then(|d| serde_json::from_str(&d).ok());
-    let Some(dest) = destination else {
+    let has_destination = sqlx::query("SELECT destination FROM jobs WHERE id = $1")
+        .bind(job_id)
+        .fetch_one(&state.db.pool)
+        .await?
+        .try_get::<Option<String>, _>("destination")?
+        .is_some();
+    if !has_destination {
         return crate::webhooks::record(state, &job, "job.completed").await;
-    };
-    let state = state.clone();
-    tokio::spawn(async move {
-        let (ext, _) = crate::api::jobs::output_format(&job);
-        let key = crate::sources::destination_key(&dest, &job.id, &ext);
-        let outcome = crate::sources::deliver(&state, &dest, &job.output_key, &key).await;
-        let (status, error) = match &outcome {
-            Ok(_) => ("delivered", None),
-            Err(e) => ("failed", Some(e.clone())),
-        };
-        if let Err(e) = &outcome {
-            tracing::warn!(job = %job.id, error = %e, "could not copy the output to the destination bucket");
+    }
+    tokio::spawn(deliver_due(state.clone()));
+    Ok(())
+}
+
+/// How long a copy to a caller's bucket may run before another replica takes it up again.
+const DESTINATION_LOCK_MS: i64 = 30 * 60 * 1000;
+
+/// Copy every completed output still owed to a caller's bucket (each claimed with a lock, so
+/// one replica copies it, and a copy cut off by a crash is done again once the lock lapses),
+/// then record its `job.completed` webhook.
+pub async fn deliver_due(state: AppState) {
+    let now = kiln_protocol::now_ms();
+    let rows = match sqlx::query(
+        "SELECT id, destination FROM jobs
+         WHERE status = 'completed' AND destination IS NOT NULL AND destination_status IS NULL
+           AND (destination_locked_until IS NULL OR destination_locked_until < $1)
+         LIMIT 16",
+    )
+    .bind(now)
+    .fetch_all(&state.db.pool)
+    .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read owed deliveries");
+            return;
         }
-        let _ = sqlx::query(
-            // The caller's credentials are kept only until the copy is done.
-            "UPDATE jobs SET destination_status = $1, destination_error = $2, destination = NULL
-             WHERE id = $3",
+    };
+    for r in rows {
+        let (Ok(id), Ok(dest)) = (
+            r.try_get::<String, _>("id"),
+            r.try_get::<String, _>("destination"),
+        ) else {
+            continue;
+        };
+        let claimed = sqlx::query(
+            "UPDATE jobs SET destination_locked_until = $1
+             WHERE id = $2 AND destination_status IS NULL
+               AND (destination_locked_until IS NULL OR destination_locked_until < $3)",
         )
-        .bind(status)
-        .bind(error)
-        .bind(&job.id)
+        .bind(now + DESTINATION_LOCK_MS)
+        .bind(&id)
+        .bind(now)
         .execute(&state.db.pool)
         .await;
-        if let Ok(Some(job)) = state.db.get_job_any(&job.id).await {
-            if let Err(e) = crate::webhooks::record(&state, &job, "job.completed").await {
-                tracing::warn!(job = %job.id, error = %e, "could not record the webhook");
-            }
+        if !matches!(claimed, Ok(r) if r.rows_affected() == 1) {
+            continue;
         }
-    });
-    Ok(())
+        let state = state.clone();
+        tokio::spawn(async move {
+            let Ok(Some(job)) = state.db.get_job_any(&id).await else {
+                return;
+            };
+            let outcome = match serde_json::from_str::<crate::sources::S3Location>(&dest) {
+                Ok(loc) => {
+                    let (ext, _) = crate::api::jobs::output_format(&job);
+                    let key = crate::sources::destination_key(&loc, &job.id, &ext);
+                    crate::sources::deliver(&state, &loc, &job.output_key, &key).await
+                }
+                Err(e) => Err(format!("unreadable destination: {e}")),
+            };
+            let (status, error) = match &outcome {
+                Ok(_) => ("delivered", None),
+                Err(e) => {
+                    tracing::warn!(job = %job.id, error = %e, "could not copy the output to the destination bucket");
+                    ("failed", Some(e.clone()))
+                }
+            };
+            // The caller's credentials are kept only until the copy is done.
+            let _ = sqlx::query(
+                "UPDATE jobs SET destination_status = $1, destination_error = $2, destination = NULL
+                 WHERE id = $3",
+            )
+            .bind(status)
+            .bind(error)
+            .bind(&job.id)
+            .execute(&state.db.pool)
+            .await;
+            if let Ok(Some(job)) = state.db.get_job_any(&job.id).await {
+                if let Err(e) = crate::webhooks::record(&state, &job, "job.completed").await {
+                    tracing::warn!(job = %job.id, error = %e, "could not record the webhook");
+                }
+            }
+        });
+    }
 }
 
 /// `job.progress` webhooks (opt-in): at most one per 10 % step.

@@ -110,8 +110,32 @@ impl S3Location {
             }
             None => b.with_skip_signature(true),
         };
+        // Connections go through the guarded resolver too, so a name that passed the check
+        // above cannot be re-pointed at a private address before the S3 client connects.
+        b = b.with_http_connector(GuardedConnector {
+            policy: state.url_policy.clone(),
+            timeout: Duration::from_secs(state.config.fetch_timeout_secs),
+        });
         let store = b.build().map_err(|e| bad(e.to_string()))?;
         Ok(Arc::new(store))
+    }
+}
+
+/// Gives the S3 client Kiln's guarded HTTP client (see [`crate::netguard`]).
+#[derive(Debug)]
+struct GuardedConnector {
+    policy: Arc<crate::netguard::UrlPolicy>,
+    timeout: Duration,
+}
+
+impl object_store::client::HttpConnector for GuardedConnector {
+    fn connect(
+        &self,
+        _: &object_store::ClientOptions,
+    ) -> object_store::Result<object_store::client::HttpClient> {
+        Ok(object_store::client::HttpClient::new(
+            self.policy.client(self.timeout),
+        ))
     }
 }
 

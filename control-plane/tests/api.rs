@@ -404,7 +404,30 @@ async fn suite(t: &Target, dir: &Path) {
     let account: Value = r.json().await.unwrap();
     let secret = account["webhook_secret"].as_str().unwrap().to_string();
     assert!(secret.starts_with("whsec_"));
-    *t.receiver.secret.lock().unwrap() = secret;
+    // Rotating it: later webhooks are signed with the new secret (the receiver checks).
+    assert_eq!(
+        t.call(
+            Method::POST,
+            "/api/v1/account/webhook-secret",
+            Some(&reader),
+            Body::None
+        )
+        .await
+        .code(),
+        "forbidden"
+    );
+    let r = t
+        .call(
+            Method::POST,
+            "/api/v1/account/webhook-secret",
+            Some(&key),
+            Body::None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let rotated = r.json()["webhook_secret"].as_str().unwrap().to_string();
+    assert!(rotated.starts_with("whsec_") && rotated != secret);
+    *t.receiver.secret.lock().unwrap() = rotated;
     assert!(
         t.get("/api/v1/account", &reader).await.json()["webhook_secret"].is_null(),
         "read-only keys do not see the secret"

@@ -234,6 +234,23 @@ pub async fn own_account(
     Ok(Json(account))
 }
 
+/// `POST /account/webhook-secret`: replace the caller's webhook secret (scope `jobs:create`).
+/// Deliveries from then on, retries included, are signed with the new secret.
+#[utoipa::path(post, path = "/api/v1/account/webhook-secret", tag = "jobs",
+    responses((status = 200, body = Account), (status = 401, body = crate::api::docs::Error), (status = 403, body = crate::api::docs::Error)))]
+pub async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> Result<Json<Account>, ApiError> {
+    let principal = auth.require("jobs:create")?;
+    let account = state
+        .db
+        .rotate_webhook_secret(&principal.account_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such account".into()))?;
+    Ok(Json(account))
+}
+
 /// Query of `GET /usage`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct UsageQuery {

@@ -168,6 +168,16 @@ impl Db {
         })
     }
 
+    /// Replace an account's webhook secret; later deliveries are signed with the new one.
+    pub async fn rotate_webhook_secret(&self, id: &str) -> Result<Option<Account>, DbError> {
+        sqlx::query("UPDATE accounts SET webhook_secret = $1 WHERE id = $2")
+            .bind(generate_webhook_secret())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.get_account(id).await
+    }
+
     /// Change an account's credit balance (set, or add to it) and quota. `clear_*` sets the
     /// value to null (unmetered, no quota).
     pub async fn update_account(
