@@ -66,7 +66,7 @@ pub fn api_routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenA
 }
 
 /// The authentication middleware can answer any operation with 401 (a wrong key) or 429
-/// (over the key's limit): say so on every operation.
+/// (over the key's limit), and any can fail with 500 or 503: say so on every operation.
 fn document_middleware_answers(spec: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     let error = |what: &str| {
@@ -97,6 +97,12 @@ fn document_middleware_answers(spec: &mut utoipa::openapi::OpenApi) {
                 .or_insert_with(|| error("Missing or invalid API key").into());
             responses.entry("429".into()).or_insert_with(|| {
                 error("Over the key's rate limit (see Retry-After) or the account's quota").into()
+            });
+            responses
+                .entry("500".into())
+                .or_insert_with(|| error("Internal error (details are logged, not sent)").into());
+            responses.entry("503".into()).or_insert_with(|| {
+                error("The database, queue or store is unreachable; retry with backoff").into()
             });
         }
     }

@@ -22,7 +22,9 @@ ALTER TABLE jobs ADD COLUMN swept_at BIGINT;
 ALTER TABLE jobs ADD COLUMN encode_ms BIGINT;
 ALTER TABLE jobs ADD COLUMN gpu BIGINT;
 CREATE INDEX jobs_batch ON jobs (batch_id);
-CREATE INDEX jobs_expiry ON jobs (expires_at);
+-- Partial: only what the retention sweeper still has to look at.
+CREATE INDEX jobs_to_sweep ON jobs (expires_at) WHERE swept_at IS NULL;
+CREATE INDEX jobs_source ON jobs (source_key);
 CREATE INDEX jobs_account_id ON jobs (account_id, id);
 
 CREATE TABLE batches (
@@ -42,7 +44,7 @@ CREATE TABLE uploads (
     expires_at  BIGINT NOT NULL,
     swept_at    BIGINT
 );
-CREATE INDEX uploads_expiry ON uploads (expires_at);
+CREATE INDEX uploads_to_sweep ON uploads (expires_at) WHERE swept_at IS NULL;
 
 CREATE TABLE webhook_deliveries (
     id                TEXT PRIMARY KEY,

@@ -457,8 +457,10 @@ pub async fn download(
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/download", tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
     responses((status = 200, description = "The output file", content_type = "application/octet-stream"),
+        (status = 206, description = "Part of the output file (Range)"),
         (status = 401, body = crate::api::docs::Error), (status = 404, body = crate::api::docs::Error),
-        (status = 409, body = crate::api::docs::Error), (status = 410, body = crate::api::docs::Error)))]
+        (status = 409, body = crate::api::docs::Error), (status = 410, body = crate::api::docs::Error),
+        (status = 416, body = crate::api::docs::Error)))]
 pub async fn job_download(
     State(state): State<AppState>,
     auth: Auth,
