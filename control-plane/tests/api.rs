@@ -1514,6 +1514,7 @@ async fn outputs_expire_with_410_and_the_sweeper_deletes_them() {
     let running = start(Config {
         output_ttl_secs: 2,
         upload_ttl_secs: 2,
+        max_upload_bytes: 400_000,
         ..base_config(&dir.path().join("cp"))
     })
     .await
@@ -1529,6 +1530,40 @@ async fn outputs_expire_with_410_and_the_sweeper_deletes_them() {
         receiver,
         fleet: false,
     };
+    // Oversize sources are refused with 413 and leave nothing behind: an upload, a URL.
+    let form = Form::new().part(
+        "file",
+        Part::bytes(std::fs::read(media("video/bikes.mp4")).unwrap()).file_name("bikes.mp4"),
+    );
+    let r = t
+        .call(
+            Method::POST,
+            "/api/v1/uploads",
+            Some(ADMIN),
+            Body::Form(form),
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (413, "payload_too_large"));
+    let r = t
+        .post(
+            "/api/v1/jobs",
+            ADMIN,
+            json!({"source": {"url": format!("{}/files/bikes.mp4", t.hooks_base)}, "outputs": [{"codec": "h264"}]}),
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (413, "payload_too_large"));
+    let leftovers: Vec<_> = ["uploads", "sources"]
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(dir.path().join("cp/storage").join(d))
+                .into_iter()
+                .flatten()
+        })
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "refused sources left files: {leftovers:?}"
+    );
     let upload = t
         .upload(ADMIN, &media("photo/rocket.jpg"), "rocket.jpg")
         .await;

@@ -611,7 +611,18 @@ async fn execute_image(
         report: kiln_protocol::EncodeReport {
             encoder: out.format.as_str().to_string(),
             decoder: "image".into(),
-            hwaccel: out.resized_on.map(|b| b.as_str().to_string()),
+            // `wgpu` only when the shader ran on a real GPU (not lavapipe, the CPU driver):
+            // usage counts GPU seconds by it.
+            hwaccel: out
+                .resized_on
+                .filter(|b| *b == crate::gpu::ResizeBackend::Wgpu)
+                .filter(|_| {
+                    crate::gpu::choice()
+                        .adapter
+                        .as_ref()
+                        .is_some_and(|a| a.device_type != "cpu")
+                })
+                .map(|b| b.as_str().to_string()),
             passes: 1,
             audio: "none".into(),
             ..Default::default()
