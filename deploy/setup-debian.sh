@@ -17,7 +17,7 @@ packages=(ffmpeg libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev 
           libheif-dev libturbojpeg0-dev liblcms2-dev)
 # libvips-tools is the image benchmark's peer (kiln-bench image), not a dependency of Kiln.
 [ "${KILN_BENCH:-0}" = 1 ] && packages+=(libvips-tools)
-[ "$want_test" = 1 ] && packages+=(postgresql postgresql-client redis-server redis-tools)
+[ "$want_test" = 1 ] && packages+=(postgresql postgresql-client redis-server redis-tools curl)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1691,3 +1691,89 @@ async fn keys_cli_creates_lists_and_revokes() {
     assert_eq!(r.status(), 401);
     running.shutdown().await;
 }
+
+/// Konvrt's published quick start (compress, poll status, `curl -O` the result), run with the
+/// real `curl` and nothing changed but the base URL and the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn konvrt_quick_start_runs_with_curl() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(base_config(&dir.path().join("cp"))).await.unwrap();
+    let base = format!("http://{}", running.addr);
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::copy(media("video/bikes.mp4"), work.join("video.mp4")).unwrap();
+    let auth = format!("Authorization: Bearer {ADMIN}");
+    let curl = |args: Vec<String>| {
+        let work = work.clone();
+        async move {
+            let out = tokio::process::Command::new("curl")
+                .arg("-sS")
+                .args(&args)
+                .current_dir(&work)
+                .output()
+                .await
+                .expect("curl (deploy/setup-debian.sh --test installs it)");
+            assert!(
+                out.status.success(),
+                "curl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+    // 1. Compress a video
+    let out = curl(vec![
+        "-X".into(),
+        "POST".into(),
+        format!("{base}/api/v1/compress"),
+        "-H".into(),
+        auth.clone(),
+        "-F".into(),
+        "file=@video.mp4".into(),
+        "-F".into(),
+        "codec=h264".into(),
+        "-F".into(),
+        "quality=23".into(),
+    ])
+    .await;
+    let accepted: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(accepted["status"], "pending");
+    let id = accepted["job_id"].as_str().unwrap().to_string();
+    assert_eq!(accepted["status_url"], format!("/api/v1/status/{id}"));
+    // 2. Check status
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = curl(vec![
+            format!("{base}/api/v1/status/{id}"),
+            "-H".into(),
+            auth.clone(),
+        ])
+        .await;
+        let status: Value = serde_json::from_str(&out).unwrap();
+        if status["status"] == "completed" {
+            assert_eq!(status["progress"], 100.0);
+            assert_eq!(status["input"]["filename"], "video.mp4");
+            assert!(status["output"]["size_bytes"].as_i64().unwrap() > 0);
+            assert_eq!(
+                status["output"]["download_url"],
+                format!("/api/v1/download/{id}")
+            );
+            break;
+        }
+        assert_ne!(status["status"], "failed", "{status}");
+        assert!(Instant::now() < deadline, "never completed: {status}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // 3. Download when complete
+    curl(vec![
+        "-O".into(),
+        format!("{base}/api/v1/download/{id}"),
+        "-H".into(),
+        auth.clone(),
+    ])
+    .await;
+    let saved = work.join(&id);
+    assert_eq!(ffprobe_codec(&saved), "h264");
+    running.shutdown().await;
+}
