@@ -13,6 +13,7 @@
 //! scheduling overhead through the API against `redis-benchmark` on the same Redis (see
 //! `sched`).
 
+mod bdrate;
 mod image;
 mod sched;
 mod video;
