@@ -14,6 +14,7 @@
 //! `sched`).
 
 mod bdrate;
+mod crfsearch;
 mod image;
 mod sched;
 mod video;
