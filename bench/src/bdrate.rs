@@ -128,6 +128,19 @@ fn curve(rate: &[f64], quality: &[f64]) -> Result<(Vec<f64>, Vec<f64>), BdError>
     Ok(pts.into_iter().unzip())
 }
 
+/// The average vertical gap `test − anchor` between two interpolated curves (points given as
+/// x, y with x increasing) over the x interval both cover.
+fn average_gap(ax: Vec<f64>, ay: Vec<f64>, tx: Vec<f64>, ty: Vec<f64>) -> Result<f64, BdError> {
+    let lo = ax[0].max(tx[0]);
+    let hi = ax[ax.len() - 1].min(tx[tx.len() - 1]);
+    if hi <= lo {
+        return Err(BdError::NoOverlap);
+    }
+    let ia = Pchip::new(ax, ay).integrate(lo, hi);
+    let it = Pchip::new(tx, ty).integrate(lo, hi);
+    Ok((it - ia) / (hi - lo))
+}
+
 /// BD-rate of `test` against `anchor`, in percent (negative: `test` saves bits).
 pub fn bd_rate(
     anchor_rate: &[f64],
@@ -137,14 +150,8 @@ pub fn bd_rate(
 ) -> Result<f64, BdError> {
     let (qa, la) = curve(anchor_rate, anchor_quality)?;
     let (qt, lt) = curve(test_rate, test_quality)?;
-    let lo = qa[0].max(qt[0]);
-    let hi = qa[qa.len() - 1].min(qt[qt.len() - 1]);
-    if hi <= lo {
-        return Err(BdError::NoOverlap);
-    }
-    let ia = Pchip::new(qa, la).integrate(lo, hi);
-    let it = Pchip::new(qt, lt).integrate(lo, hi);
-    Ok((10f64.powf((it - ia) / (hi - lo)) - 1.0) * 100.0)
+    let gap = average_gap(qa, la, qt, lt)?;
+    Ok((10f64.powf(gap) - 1.0) * 100.0)
 }
 
 /// BD-quality (BD-PSNR in dB, or BD-VMAF) of `test` against `anchor`: the average quality gain
@@ -157,14 +164,7 @@ pub fn bd_quality(
 ) -> Result<f64, BdError> {
     let (qa, la) = curve(anchor_rate, anchor_quality)?;
     let (qt, lt) = curve(test_rate, test_quality)?;
-    let lo = la[0].max(lt[0]);
-    let hi = la[la.len() - 1].min(lt[lt.len() - 1]);
-    if hi <= lo {
-        return Err(BdError::NoOverlap);
-    }
-    let ia = Pchip::new(la, qa).integrate(lo, hi);
-    let it = Pchip::new(lt, qt).integrate(lo, hi);
-    Ok((it - ia) / (hi - lo))
+    average_gap(la, qa, lt, qt)
 }
 
 #[cfg(test)]

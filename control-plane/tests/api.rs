@@ -7,7 +7,7 @@
 //! documented operation must have been exercised.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,19 +22,12 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 mod common;
-use common::ScratchPg;
+use common::{make_clip, media, node_binary, ScratchPg};
 
 const ADMIN: &str = "kiln_api_test_admin_key_0123456789";
 
 /// These tests start servers and encode; one at a time keeps the 2-core CI machine sane.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn media(rel: &str) -> PathBuf {
-    let root = std::env::var_os("KILN_MEDIA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/media"));
-    root.join(rel)
-}
 
 // ---------------------------------------------------------------- webhook receiver + files
 
@@ -148,7 +141,6 @@ struct Target {
     s3: S3Server,
     hooks_base: String,
     receiver: Receiver,
-    fleet: bool,
 }
 
 struct Resp {
@@ -177,6 +169,26 @@ enum Body {
 }
 
 impl Target {
+    /// A target at `addr` (and a second replica's), with a fresh webhook receiver that answers
+    /// 500 to the first `fail_first` attempts of each event.
+    async fn new(
+        addr: std::net::SocketAddr,
+        replica: Option<std::net::SocketAddr>,
+        s3: S3Server,
+        fail_first: u32,
+    ) -> Self {
+        let (receiver, hooks_base) = receiver(fail_first).await;
+        Self {
+            base: format!("http://{addr}"),
+            replica: replica.map(|r| format!("http://{r}")),
+            http: reqwest::Client::new(),
+            log: Default::default(),
+            s3,
+            hooks_base,
+            receiver,
+        }
+    }
+
     async fn call_at(
         &self,
         base: &str,
@@ -295,41 +307,6 @@ fn base_config(dir: &Path) -> Config {
         webhook_backoff_ms: 200,
         ..Config::default()
     }
-}
-
-fn node_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("kiln-gpu-node");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo test --workspace --all-targets`",
-        bin.display()
-    );
-    bin
-}
-
-fn make_clip(path: &Path, seconds: u32, size: &str) {
-    let ok = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size={size}:rate=30"))
-        .args([
-            "-t",
-            &seconds.to_string(),
-            "-pix_fmt",
-            "yuv420p",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-        ])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(ok.success());
 }
 
 // ------------------------------------------------------------------------------ the suite
@@ -1238,7 +1215,6 @@ async fn suite(t: &Target, dir: &Path) {
     // --- Nodes (admin) and the OpenAPI document.
     assert_eq!(t.get("/api/v1/nodes", ADMIN).await.status, 200);
     assert_eq!(t.get("/api/v1/nodes", &key).await.code(), "forbidden");
-    let _ = t.fleet;
     let r = t
         .call(Method::GET, "/api/v1/openapi.json", None, Body::None)
         .await;
@@ -1431,17 +1407,7 @@ async fn whole_api_on_the_embedded_default() {
     let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let running = start(base_config(&dir.path().join("cp"))).await.unwrap();
-    let (receiver, hooks_base) = receiver(2).await;
-    let t = Target {
-        base: format!("http://{}", running.addr),
-        replica: None,
-        http: reqwest::Client::new(),
-        log: Default::default(),
-        s3: S3Server::start(),
-        hooks_base,
-        receiver,
-        fleet: false,
-    };
+    let t = Target::new(running.addr, None, S3Server::start(), 2).await;
     suite(&t, dir.path()).await;
     running.shutdown().await;
 }
@@ -1488,17 +1454,7 @@ async fn whole_api_on_fleet_services() {
             .spawn()
             .unwrap(),
     );
-    let (receiver, hooks_base) = receiver(2).await;
-    let t = Target {
-        base: format!("http://{}", a.addr),
-        replica: Some(format!("http://{}", b.addr)),
-        http: reqwest::Client::new(),
-        log: Default::default(),
-        s3,
-        hooks_base,
-        receiver,
-        fleet: true,
-    };
+    let t = Target::new(a.addr, Some(b.addr), s3, 2).await;
     suite(&t, dir.path()).await;
     drop(node);
     a.shutdown().await;
@@ -1519,17 +1475,7 @@ async fn outputs_expire_with_410_and_the_sweeper_deletes_them() {
     })
     .await
     .unwrap();
-    let (receiver, hooks_base) = receiver(0).await;
-    let t = Target {
-        base: format!("http://{}", running.addr),
-        replica: None,
-        http: reqwest::Client::new(),
-        log: Default::default(),
-        s3: S3Server::start(),
-        hooks_base,
-        receiver,
-        fleet: false,
-    };
+    let t = Target::new(running.addr, None, S3Server::start(), 0).await;
     // Oversize sources are refused with 413 and leave nothing behind: an upload, a URL.
     let form = Form::new().part(
         "file",

@@ -1,21 +1,17 @@
 //! End to end through a real server on a loopback port: the embedded default (SQLite, local
 //! store, in-process queue, local node), real media, outputs checked with ffprobe.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kiln_control_plane::{start, Config, Running};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
-const KEY: &str = "kiln_e2e_test_key_0123456789";
+mod common;
+use common::media;
 
-fn media(rel: &str) -> PathBuf {
-    let root = std::env::var_os("KILN_MEDIA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/media"));
-    root.join(rel)
-}
+const KEY: &str = "kiln_e2e_test_key_0123456789";
 
 struct Server {
     running: Option<Running>,

@@ -4,7 +4,7 @@
 //! once with a valid output.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,41 +14,13 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 mod common;
-use common::ScratchPg;
+use common::{make_clip, node_binary, ScratchPg};
 
 const KEY: &str = "kiln_fleet_test_key_0123456789";
 
 /// The fleet tests start several processes each; running them one at a time keeps the
 /// 2-core CI machine from timing out leases by starvation.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn node_binary() -> PathBuf {
-    // Integration tests run from target/<profile>/deps; the workspace's binaries sit one up.
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("kiln-gpu-node");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace --all-targets` (deploy/test.sh)",
-        bin.display()
-    );
-    bin
-}
-
-fn make_clip(path: &Path, seconds: u32) {
-    let ok = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg("testsrc2=size=640x360:rate=30")
-        .args(["-t", &seconds.to_string(), "-pix_fmt", "yuv420p"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast"])
-        .arg(path)
-        .status()
-        .expect("ffmpeg CLI");
-    assert!(ok.success());
-}
 
 /// Duration and codec of a media file, by the ffprobe CLI (an independent check).
 fn ffprobe(path: &Path) -> (f64, String) {
@@ -350,7 +322,7 @@ async fn a_node_killed_mid_encode_loses_no_job() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut fleet = Fleet::start().await;
     let clip = fleet.dir.path().join("clip.mp4");
-    make_clip(&clip, 10);
+    make_clip(&clip, 10, "640x360");
     fleet.spawn_node("node-a");
     fleet.spawn_node("node-b");
     let nodes = fleet.wait_nodes(2).await;
@@ -490,7 +462,7 @@ async fn redis_restarted_mid_batch_loses_no_job() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut fleet = Fleet::start().await;
     let clip = fleet.dir.path().join("clip.mp4");
-    make_clip(&clip, 4);
+    make_clip(&clip, 4, "640x360");
     fleet.spawn_node("node-a");
     fleet.wait_nodes(1).await;
     let fields = [("codec", "h264"), ("quality", "28"), ("resolution", "360p")];
@@ -541,7 +513,7 @@ async fn a_draining_node_hands_back_what_it_cannot_finish() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut fleet = Fleet::start().await;
     let clip = fleet.dir.path().join("clip.mp4");
-    make_clip(&clip, 20);
+    make_clip(&clip, 20, "640x360");
     // node-a may keep running jobs for 1 s after SIGTERM, then must hand them back.
     fleet.spawn_node_with("node-a", &[("KILN_DRAIN_TIMEOUT_SECS", "1")]);
     fleet.wait_nodes(1).await;

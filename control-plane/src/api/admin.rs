@@ -331,17 +331,10 @@ pub async fn usage(
         .get_account(&principal.account_id)
         .await?
         .ok_or_else(|| ApiError::internal("account of a valid key is missing"))?;
-    let month = sqlx::query(
-        "SELECT COUNT(*) AS n FROM jobs WHERE account_id = $1 AND created_at >= $2 AND created_at < $3",
-    )
-    .bind(&principal.account_id)
-    .bind(month_from)
-    .bind(month_to)
-    .fetch_one(&state.db.pool)
-    .await
-    .map_err(ApiError::internal)?
-    .try_get::<i64, _>("n")
-    .map_err(ApiError::internal)?;
+    let month = state
+        .db
+        .jobs_created_between(&principal.account_id, month_from, month_to)
+        .await?;
     Ok(Json(json!({
         "account_id": principal.account_id,
         "period": {"from": rfc3339(from), "to": rfc3339(to)},

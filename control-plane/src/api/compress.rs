@@ -165,14 +165,7 @@ pub async fn compress(
                 if upload.is_some() {
                     return Err(ApiError::BadRequest("send exactly one `file` field".into()));
                 }
-                let filename = field.file_name().map(str::to_string);
-                let mut reader = StreamReader::new(field.map_err(std::io::Error::other));
-                let size = state
-                    .store
-                    .put_stream(&source_key, &mut reader, state.config.max_upload_bytes)
-                    .await
-                    .map_err(upload_error)?;
-                upload = Some((size, filename));
+                upload = Some(store_file_field(&state, field, &source_key).await?);
             } else {
                 fields.insert(name.clone(), super::small_field(field, &name).await?);
             }
@@ -283,7 +276,24 @@ pub async fn compress(
         .into_response())
 }
 
-pub(crate) fn upload_error(e: StoreError) -> ApiError {
+/// Stream a multipart `file` field into the store at `key` under the upload size limit;
+/// returns its size and the client's file name.
+pub(crate) async fn store_file_field(
+    state: &AppState,
+    field: axum::extract::multipart::Field<'_>,
+    key: &str,
+) -> Result<(u64, Option<String>), ApiError> {
+    let filename = field.file_name().map(str::to_string);
+    let mut reader = StreamReader::new(field.map_err(std::io::Error::other));
+    let size = state
+        .store
+        .put_stream(key, &mut reader, state.config.max_upload_bytes)
+        .await
+        .map_err(upload_error)?;
+    Ok((size, filename))
+}
+
+fn upload_error(e: StoreError) -> ApiError {
     match e {
         StoreError::TooLarge { limit } => {
             ApiError::PayloadTooLarge(format!("upload exceeds the limit of {limit} bytes"))

@@ -154,14 +154,17 @@ pub fn job_json(state: &AppState, job: &JobRow) -> Value {
     })
 }
 
-/// The file-name stem downloads are offered under (the upload's name, made header-safe).
-fn download_stem(job: &JobRow) -> String {
-    let stem = job
-        .input_name
+/// The source's file name without its extension, if the job has one.
+pub fn input_stem(job: &JobRow) -> Option<String> {
+    job.input_name
         .as_deref()
         .and_then(|n| std::path::Path::new(n).file_stem())
         .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| job.id.clone());
+}
+
+/// The file-name stem downloads are offered under (the upload's name, made header-safe).
+fn download_stem(job: &JobRow) -> String {
+    let stem = input_stem(job).unwrap_or_else(|| job.id.clone());
     stem.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "-_.".contains(c) {

@@ -13,16 +13,14 @@ use axum::extract::{Multipart, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::TryStreamExt;
 use kiln_gpu_node::imaging::{self, OutputFormat};
 use kiln_protocol::{ImageParams, JobSpec, Task, VideoCodec};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::Row;
 use tokio_util::compat::TokioAsyncReadCompatExt;
-use tokio_util::io::StreamReader;
 
-use super::compress::{check_media, upload_error, video_params};
+use super::compress::{check_media, store_file_field, video_params};
 use super::jobs::job_json;
 use crate::auth::Auth;
 use crate::db::jobs::NewJob;
@@ -198,16 +196,7 @@ pub async fn charge(
         .ok_or_else(|| ApiError::internal("account of a valid key is missing"))?;
     if let Some(quota) = account.monthly_job_quota {
         let (from, to) = super::time::month_bounds(kiln_protocol::now_ms());
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM jobs WHERE account_id = $1 AND created_at >= $2 AND created_at < $3",
-        )
-        .bind(account_id)
-        .bind(from)
-        .bind(to)
-        .fetch_one(&state.db.pool)
-        .await
-        .map_err(ApiError::internal)?;
-        let used: i64 = row.try_get("n").map_err(ApiError::internal)?;
+        let used = state.db.jobs_created_between(account_id, from, to).await?;
         if used + jobs > quota {
             return Err(ApiError::RateLimited {
                 message: format!(
@@ -781,12 +770,7 @@ pub async fn archive(
         let mut zip = async_zip::base::write::ZipFileWriter::with_tokio(writer);
         for (i, job) in done.iter().enumerate() {
             let (ext, _) = super::jobs::output_format(job);
-            let stem = job
-                .input_name
-                .as_deref()
-                .and_then(|n| std::path::Path::new(n).file_stem())
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "output".into());
+            let stem = super::jobs::input_stem(job).unwrap_or_else(|| "output".into());
             let name = format!("{:02}_{stem}_{}.{ext}", i + 1, &job.id[job.id.len() - 6..]);
             let entry =
                 async_zip::ZipEntryBuilder::new(name.into(), async_zip::Compression::Stored);
@@ -845,14 +829,7 @@ pub async fn upload(
             if got.is_some() {
                 return Err(ApiError::BadRequest("send exactly one `file` field".into()));
             }
-            let filename = field.file_name().map(str::to_string);
-            let mut reader = StreamReader::new(field.map_err(std::io::Error::other));
-            let size = state
-                .store
-                .put_stream(&key, &mut reader, state.config.max_upload_bytes)
-                .await
-                .map_err(upload_error)?;
-            got = Some((size, filename));
+            got = Some(store_file_field(&state, field, &key).await?);
         }
         let (size, filename) = got.ok_or_else(|| {
             ApiError::BadRequest(

@@ -455,6 +455,24 @@ impl Db {
         Ok(row.as_ref().map(JobRow::from_row).transpose()?)
     }
 
+    /// How many jobs an account submitted in `[from, to)` (ms).
+    pub async fn jobs_created_between(
+        &self,
+        account_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<i64, DbError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM jobs WHERE account_id = $1 AND created_at >= $2 AND created_at < $3",
+        )
+        .bind(account_id)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Jobs by status and codec (for the metrics gauge).
     pub async fn count_by_status(&self) -> Result<Vec<(String, String, i64)>, DbError> {
         let rows = sqlx::query(
