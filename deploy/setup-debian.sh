@@ -14,10 +14,10 @@ SUDO=""
 
 packages=(ffmpeg libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev libswscale-dev
           libswresample-dev libavutil-dev pkg-config clang libclang-dev mesa-vulkan-drivers
-          libheif-dev libturbojpeg0-dev liblcms2-dev)
+          libheif-dev libturbojpeg0-dev liblcms2-dev curl meson ninja-build nasm xxd)
 # libvips-tools is the image benchmark's peer (kiln-bench image), not a dependency of Kiln.
 [ "${KILN_BENCH:-0}" = 1 ] && packages+=(libvips-tools)
-[ "$want_test" = 1 ] && packages+=(postgresql postgresql-client redis-server redis-tools curl)
+[ "$want_test" = 1 ] && packages+=(postgresql postgresql-client redis-server redis-tools)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -32,6 +32,26 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "Rust is missing: install it with rustup (https://rustup.rs), Rust 1.85 or newer." >&2
   exit 1
+fi
+
+# libvmaf 2.3.1 (VMAF, PSNR and SSIM for the node's target-quality encodes and kiln-bench tune):
+# Debian bookworm packages none, so it is built from the source the libvmaf-sys 0.4.4 crate
+# vendors (checked by hash), static, with its standard models compiled in, plus the reference
+# `vmaf` CLI. gpu-node's build.rs links it from here (or from $KILN_LIBVMAF_DIR).
+vmaf_prefix="${KILN_LIBVMAF_DIR:-${HOME}/.cache/kiln/tools/libvmaf-2.3.1}"
+if [ ! -f "$vmaf_prefix/lib/libvmaf.a" ] || [ ! -x "$vmaf_prefix/bin/vmaf" ]; then
+  echo "==> building libvmaf 2.3.1 into $vmaf_prefix"
+  src=$(mktemp -d)
+  curl -sSfL -o "$src/libvmaf.crate" \
+    https://static.crates.io/crates/libvmaf-sys/libvmaf-sys-0.4.4.crate
+  echo "8b053ec5f32c6ba5ae9a51d2bbef0abd35e34033ad83c7b331bfec3e04df79a6  $src/libvmaf.crate" \
+    | sha256sum -c --quiet
+  tar xzf "$src/libvmaf.crate" -C "$src"
+  meson setup "$src/build" "$src/libvmaf-sys-0.4.4/vmaf/libvmaf" --prefix="$vmaf_prefix" \
+    --libdir=lib --buildtype=release -Ddefault_library=static -Denable_tests=false \
+    -Denable_docs=false -Dbuilt_in_models=true >/dev/null
+  ninja -C "$src/build" install >/dev/null
+  rm -rf "$src"
 fi
 
 if [ "$want_test" = 1 ]; then

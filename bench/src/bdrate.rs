@@ -12,8 +12,6 @@
 //! Part of the codec-tuning harness (issue 7): the sweep runner, metrics and reports are not
 //! built yet; this analysis is, with tests against an independent implementation.
 
-#![allow(dead_code)] // used by the tune command, which is still to come
-
 /// Why a BD metric cannot be computed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BdError {

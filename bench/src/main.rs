@@ -9,15 +9,22 @@
 //! `kiln-bench image [--runs N] [--images N] [--kernel-only]`: the wgpu resize kernel vs fast_image_resize, and
 //! whole image requests vs `vipsthumbnail` (see `image`).
 //!
+//! `kiln-bench tune SPEC` / `kiln-bench tune --target-vmaf 95 CLIP…`: the codec-tuning harness
+//! (see `tune`).
+//!
+//! `kiln-bench vmaf [--runs N] [REF DIST]`: VMAF throughput of the harness against libvmaf's
+//! `vmaf` CLI on the same pair (see `vmaf`).
+//!
 //! `kiln-bench sched [--submissions N] [--clients N] [--latency-jobs N] [--database URL]`:
 //! scheduling overhead through the API against `redis-benchmark` on the same Redis (see
 //! `sched`).
 
 mod bdrate;
-mod crfsearch;
 mod image;
 mod sched;
+mod tune;
 mod video;
+mod vmaf;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,14 +45,18 @@ fn main() -> ExitCode {
         Some(video::CHILD) => video::child(&args[1..]),
         Some("image") => image::main(&args[1..]),
         Some("sched") => sched::main(&args[1..]),
+        Some("tune") => tune::main(&args[1..]),
+        Some("vmaf") => vmaf::main(&args[1..]),
         Some(image::CHILD) => image::child(&args[1..]),
         Some(image::CHOICE_CHILD) => image::choice_child(),
         _ => {
             eprintln!(
                 "usage: kiln-bench video [--runs N] [CLIP ...]\n       \
                  kiln-bench image [--runs N] [--images N] [--kernel-only]\n       \
-                 kiln-bench sched [--submissions N] [--clients N] [--latency-jobs N] [--database URL]\n\
-                 (tune arrives with its issue)"
+                 kiln-bench sched [--submissions N] [--clients N] [--latency-jobs N] [--database URL]\n       \
+                 kiln-bench tune SPEC.toml [--out DIR] [--api URL --key KEY]\n       \
+                 kiln-bench tune --target-vmaf SCORE CLIP... [--encoder E] [--preset P] [--verify] [--compare-bisection]\n       \
+                 kiln-bench vmaf [--runs N] [REFERENCE DISTORTED]"
             );
             ExitCode::from(2)
         }

@@ -85,7 +85,22 @@ pub fn child(args: &[String]) -> ExitCode {
         &cancel,
         &mut |_| {},
     ) {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(outcome) => {
+            // What was made, for `tune` (the video benchmark ignores stdout).
+            println!(
+                "{}",
+                serde_json::json!({
+                    "frames": outcome.frames,
+                    "width": outcome.width,
+                    "height": outcome.height,
+                    "bytes": outcome.output_size,
+                    "duration_s": outcome.duration_s,
+                    "encoder": outcome.report.encoder,
+                    "hwaccel": outcome.report.hwaccel,
+                })
+            );
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("kiln transcode failed: {e}");
             ExitCode::FAILURE
@@ -95,6 +110,18 @@ pub fn child(args: &[String]) -> ExitCode {
 
 /// Wait for a child and return its peak resident memory in MB.
 fn wait_rss(child: Child) -> Result<f64, String> {
+    wait_usage(child).map(|u| u.peak_mb)
+}
+
+/// What a finished child used.
+pub struct Usage {
+    pub peak_mb: f64,
+    /// User + system CPU seconds.
+    pub cpu_s: f64,
+}
+
+/// Wait for a child; its peak resident memory and CPU time.
+pub fn wait_usage(child: Child) -> Result<Usage, String> {
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: wait4 on our own child; rusage is plain data.
@@ -106,8 +133,12 @@ fn wait_rss(child: Child) -> Result<f64, String> {
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         return Err(format!("child exited with status {status}"));
     }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     // Linux reports ru_maxrss in kB.
-    Ok(usage.ru_maxrss as f64 / 1024.0)
+    Ok(Usage {
+        peak_mb: usage.ru_maxrss as f64 / 1024.0,
+        cpu_s: secs(usage.ru_utime) + secs(usage.ru_stime),
+    })
 }
 
 /// Start `jobs` copies at once; the wall time for all of them and the largest peak memory.

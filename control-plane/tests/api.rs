@@ -1212,6 +1212,65 @@ async fn suite(t: &Target, dir: &Path) {
         .header("x-ratelimit-limit")
         .is_some());
 
+    // --- Target quality: `target_vmaf` picks the CRF and reports the VMAF it measured;
+    // `encoder_crf` takes the encoder's own scale.
+    let tuner = t
+        .post(
+            "/api/v1/keys",
+            ADMIN,
+            json!({"name": "tuner", "account_name": "tuning", "scopes": ["jobs:create", "jobs:read"]}),
+        )
+        .await
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let upload = t
+        .upload(&tuner, &media("video/bikes.mp4"), "bikes.mp4")
+        .await;
+    let r = t
+        .post(
+            "/api/v1/jobs",
+            &tuner,
+            json!({"source": {"upload_id": upload}, "outputs": [
+                {"codec": "h264", "preset": "veryfast", "resolution": "320x136", "target_vmaf": 85},
+                {"codec": "h264", "preset": "ultrafast", "resolution": "160x68", "encoder_crf": 30}
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    let ids: Vec<String> = r.json()["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect();
+    let doc = t.wait_job(&tuner, &ids[0]).await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    assert_eq!(
+        (doc["method"].as_str(), doc["target_vmaf"].as_f64()),
+        (Some("vmaf"), Some(85.0))
+    );
+    let v = &doc["vmaf"];
+    assert_eq!(v["met"], true, "{doc}");
+    assert!(v["achieved"].as_f64().unwrap() >= 84.0, "{doc}");
+    assert!((10..=51).contains(&v["crf"].as_i64().unwrap()), "{doc}");
+    assert!(v["probes"].as_i64().unwrap() >= 2, "{doc}");
+    assert_eq!(doc["encoding"]["vmaf"], *v);
+    let doc = t.wait_job(&tuner, &ids[1]).await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    assert_eq!(
+        (doc["method"].as_str(), doc["encoder_crf"].as_i64()),
+        (Some("encoder_crf"), Some(30))
+    );
+    assert!(doc["vmaf"].is_null());
+    assert_eq!(
+        t.post("/api/v1/jobs", &tuner, json!({"source": {"upload_id": upload}, "outputs": [{"codec": "h264", "target_vmaf": 100}]}))
+            .await
+            .code(),
+        "bad_request"
+    );
+
     // --- Nodes (admin) and the OpenAPI document.
     assert_eq!(t.get("/api/v1/nodes", ADMIN).await.status, 200);
     assert_eq!(t.get("/api/v1/nodes", &key).await.code(), "forbidden");

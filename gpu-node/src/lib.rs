@@ -5,4 +5,5 @@ pub mod imaging;
 pub mod media;
 pub mod metrics;
 pub mod node;
+pub mod quality;
 pub mod worker;

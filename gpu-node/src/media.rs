@@ -7,7 +7,7 @@ pub mod error;
 mod filter;
 pub mod geometry;
 mod hw;
-mod pipeline;
+pub(crate) mod pipeline;
 pub mod probe;
 pub mod transcode;
 
@@ -26,6 +26,14 @@ use rsmpeg::ffi;
 pub fn init_ffmpeg_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| unsafe { ffi::av_log_set_level(ffi::AV_LOG_ERROR as i32) });
+}
+
+/// The FFmpeg build linked in (`av_version_info`, e.g. `5.1.9-0+deb12u1`).
+pub fn ffmpeg_version() -> String {
+    // SAFETY: a static NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(ffi::av_version_info()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// FFmpeg's own words for an error code (`av_strerror`).

@@ -22,6 +22,8 @@ pub struct NodeEvent {
 /// What happened to a job on a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// One event per job state change: the size of a Completed event's report is not worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum NodeEventKind {
     /// The node took the job and started work.
     Started,
@@ -87,4 +89,29 @@ pub struct EncodeReport {
     /// Whether the output is larger than the input (only when the request allowed it).
     #[serde(default)]
     pub larger_than_input: bool,
+    /// For `target_vmaf` jobs: the CRF chosen and the score achieved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmaf: Option<VmafReport>,
+}
+
+/// What a `target_vmaf` encode chose and achieved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmafReport {
+    /// The VMAF asked for.
+    pub target: f64,
+    /// The chosen CRF, on the encoder's own scale.
+    pub crf: u8,
+    /// VMAF of the whole output against the source (pooled mean, vmaf_v0.6.1).
+    pub achieved: f64,
+    /// 5th-percentile frame VMAF of the output: how its worst moments look.
+    pub achieved_p5: f64,
+    /// What the search predicted from the sampled scenes at that CRF.
+    pub predicted: f64,
+    /// The video size the samples predicted, in bytes.
+    pub predicted_size_bytes: u64,
+    /// Whether the samples met the target at some CRF (false: even the best CRF fell short,
+    /// and the lowest CRF was used).
+    pub met: bool,
+    /// Sample encodes the search took.
+    pub probes: u32,
 }

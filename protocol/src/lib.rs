@@ -13,7 +13,7 @@ pub mod testing;
 pub mod video;
 
 pub use error::JobErrorCode;
-pub use event::{EncodeReport, NodeEvent, NodeEventKind};
+pub use event::{EncodeReport, NodeEvent, NodeEventKind, VmafReport};
 pub use job::{ImageParams, JobSpec, Resolution, Task};
 pub use node::{NodeCapabilities, NodeStatus};
 pub use queue::{JobQueue, Lease, MemoryQueue, QueueError, RedisQueue};

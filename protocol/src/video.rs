@@ -102,6 +102,14 @@ impl VideoCodec {
         }
     }
 
+    /// The range of the encoder's own CRF scale (what `EncoderCrf` and the target search use).
+    pub fn crf_range(self) -> (u8, u8) {
+        match self {
+            Self::H264 | Self::H265 => (0, 51),
+            Self::Av1 | Self::Vp9 => (0, 63),
+        }
+    }
+
     /// Map Konvrt's `quality` (an x264-style CRF, 18 best … 51 smallest) onto this codec's own
     /// CRF scale, so one number means about the same visual quality on every codec.
     ///
@@ -194,6 +202,12 @@ pub enum RateControl {
     },
     /// A target file size in MB (1 MB = 1,000,000 bytes), audio and container included.
     Size { target_mb: f64 },
+    /// The largest CRF whose VMAF (vmaf_v0.6.1, pooled mean, against the source) still meets
+    /// `target`: searched on sampled scenes, then one full encode, whose score is reported.
+    Vmaf { target: f64 },
+    /// The encoder's own CRF (x264/x265 0–51, SVT-AV1/VP9 0–63, NVENC's `cq`), one pass, no size
+    /// guard: what the tuning harness sweeps and the target search probes.
+    EncoderCrf { crf: u8 },
 }
 
 impl RateControl {
@@ -203,6 +217,8 @@ impl RateControl {
             Self::Crf { .. } => "crf",
             Self::Bitrate { .. } => "bitrate",
             Self::Size { .. } => "size",
+            Self::Vmaf { .. } => "vmaf",
+            Self::EncoderCrf { .. } => "encoder_crf",
         }
     }
 }

@@ -24,8 +24,14 @@ use crate::db::jobs::NewJob;
 use crate::error::ApiError;
 use crate::AppState;
 
+/// The VMAF targets `target_vmaf` takes: below 40 a search has nothing sensible to find; 99+
+/// only lossless-like CRFs reach.
+pub const VMAF_TARGET_MIN: f64 = 40.0;
+pub const VMAF_TARGET_MAX: f64 = 99.0;
+
 /// Validated settings from the text fields: `codec`, `quality`, `method` (`crf`, `bitrate`,
-/// `size`), `bitrate` / `max_bitrate` / `buffer_size` (kbps, kbit), `target_size_mb`,
+/// `size`, `vmaf`), `bitrate` / `max_bitrate` / `buffer_size` (kbps, kbit), `target_size_mb`,
+/// `target_vmaf`, `encoder_crf` (the encoder's own CRF scale, for tuning),
 /// `resolution`, `preset`, `format` (`mp4`, `webm`, `mkv`), `hardware` (`auto`, `cpu`, `gpu`, `nvenc`),
 /// `allow_upscale`, `allow_larger`.
 pub(crate) fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, ApiError> {
@@ -70,9 +76,14 @@ pub(crate) fn video_params(fields: &HashMap<String, String>) -> Result<VideoPara
     };
     let bitrate = number("bitrate", 16.0, 500_000.0)?;
     let target = number("target_size_mb", 0.001, 1_000_000.0)?;
+    let target_vmaf = number("target_vmaf", VMAF_TARGET_MIN, VMAF_TARGET_MAX)?;
+    let (_, crf_max) = codec.crf_range();
+    let encoder_crf = number("encoder_crf", 0.0, crf_max as f64)?;
     let method = match get("method") {
         Some(m) => m.to_ascii_lowercase(),
         // No method named: the field that was given says which.
+        None if target_vmaf.is_some() => "vmaf".into(),
+        None if encoder_crf.is_some() => "encoder_crf".into(),
         None if target.is_some() => "size".into(),
         None if bitrate.is_some() => "bitrate".into(),
         None => "crf".into(),
@@ -88,12 +99,34 @@ pub(crate) fn video_params(fields: &HashMap<String, String>) -> Result<VideoPara
         "size" | "target_size" => RateControl::Size {
             target_mb: target.ok_or_else(|| bad("method size needs `target_size_mb`".into()))?,
         },
+        "vmaf" | "target_vmaf" => RateControl::Vmaf {
+            target: target_vmaf.ok_or_else(|| {
+                bad(format!(
+                    "method vmaf needs `target_vmaf` ({VMAF_TARGET_MIN}–{VMAF_TARGET_MAX})"
+                ))
+            })?,
+        },
+        "encoder_crf" => RateControl::EncoderCrf {
+            crf: encoder_crf
+                .filter(|c| c.fract() == 0.0)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "method encoder_crf needs `encoder_crf`, a whole number from 0 to {crf_max} for {}",
+                        codec.as_str()
+                    ))
+                })? as u8,
+        },
         m => {
             return Err(bad(format!(
-                "unsupported method {m:?}: supported methods are crf, bitrate, size"
+                "unsupported method {m:?}: supported methods are crf, bitrate, size, vmaf, encoder_crf"
             )))
         }
     };
+    if target_vmaf.is_some() && !matches!(rate, RateControl::Vmaf { .. }) {
+        return Err(bad(format!(
+            "target_vmaf chooses the rate itself and cannot go with method {method}"
+        )));
+    }
     let preset = get("preset")
         .map(|p| Preset::parse_for(codec, p).map_err(bad))
         .transpose()?;
@@ -141,7 +174,7 @@ pub(crate) fn video_params(fields: &HashMap<String, String>) -> Result<VideoPara
 /// with its id. Multipart fields: `file` and the settings above, `webhook_url`,
 /// `webhook_events` (comma-separated, e.g. `job.progress`).
 #[utoipa::path(post, path = "/api/v1/compress", tag = "konvrt",
-    request_body(content_type = "multipart/form-data", description = "`file` and the settings: codec, quality, method, bitrate, target_size_mb, resolution, preset, format, hardware, allow_upscale, allow_larger, webhook_url, webhook_events"),
+    request_body(content_type = "multipart/form-data", description = "`file` and the settings: codec, quality, method, bitrate, target_size_mb, target_vmaf, encoder_crf, resolution, preset, format, hardware, allow_upscale, allow_larger, webhook_url, webhook_events"),
     responses((status = 202, body = crate::api::docs::Accepted),
         (status = 400, body = crate::api::docs::Error), (status = 401, body = crate::api::docs::Error),
         (status = 402, body = crate::api::docs::Error), (status = 403, body = crate::api::docs::Error),
@@ -335,6 +368,12 @@ pub(crate) async fn check_media(
     };
     media::geometry::plan(&info, params.resolution, params.allow_upscale)
         .map_err(ApiError::Unprocessable)?;
+    if matches!(params.rate, RateControl::Vmaf { .. }) && info.rotation != 0 {
+        return Err(ApiError::Unprocessable(format!(
+            "target_vmaf does not yet measure sources with a {}° display rotation; use quality",
+            info.rotation
+        )));
+    }
     if let RateControl::Size { target_mb } = params.rate {
         let audio = if info.has_audio {
             (info.audio_bitrate as f64).max(1.0)
@@ -356,6 +395,28 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn target_vmaf_picks_the_vmaf_method_and_refuses_mixes() {
+        let p = video_params(&fields(&[("codec", "av1"), ("target_vmaf", "95")])).unwrap();
+        assert_eq!(p.rate, RateControl::Vmaf { target: 95.0 });
+        let p = video_params(&fields(&[("method", "vmaf"), ("target_vmaf", "90.5")])).unwrap();
+        assert_eq!(p.rate, RateControl::Vmaf { target: 90.5 });
+        let p = video_params(&fields(&[("codec", "av1"), ("encoder_crf", "55")])).unwrap();
+        assert_eq!(p.rate, RateControl::EncoderCrf { crf: 55 });
+        for bad in [
+            vec![("target_vmaf", "100")],
+            vec![("target_vmaf", "20")],
+            vec![("target_vmaf", "high")],
+            vec![("method", "vmaf")],
+            vec![("method", "crf"), ("target_vmaf", "95")],
+            vec![("method", "encoder_crf")],
+            vec![("codec", "h264"), ("encoder_crf", "52")],
+            vec![("encoder_crf", "20.5")],
+        ] {
+            assert!(video_params(&fields(&bad)).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

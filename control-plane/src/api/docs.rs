@@ -90,8 +90,17 @@ pub struct Job {
     pub codec: Option<String>,
     pub method: Option<String>,
     pub quality: Option<i64>,
+    /// For `encoder_crf` outputs: the CRF on the encoder's own scale.
+    pub encoder_crf: Option<i64>,
     pub bitrate: Option<i64>,
     pub target_size: Option<i64>,
+    /// The VMAF a `target_vmaf` output asked for.
+    pub target_vmaf: Option<f64>,
+    /// For `target_vmaf` outputs once done: `{target, crf, achieved, achieved_p5, predicted,
+    /// predicted_size_bytes, met, probes}` — `achieved` is the whole output's VMAF
+    /// (vmaf_v0.6.1, pooled mean) measured against the source.
+    #[schema(value_type = Option<Object>)]
+    pub vmaf: Option<Value>,
     pub format: String,
     pub output: Option<JobOutput>,
     /// How the output was made (encoder, decoder, hardware, passes…).

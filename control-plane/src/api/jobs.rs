@@ -121,8 +121,11 @@ pub fn job_json(state: &AppState, job: &JobRow) -> Value {
         "codec": task["codec"],
         "method": task["rate"]["method"],
         "quality": task["rate"]["quality"],
+        "encoder_crf": task["rate"]["crf"],
         "bitrate": task["rate"]["kbps"],
         "target_size": task["rate"]["target_mb"].as_f64().map(|mb| (mb * BYTES_PER_MB).round() as u64),
+        "target_vmaf": task["rate"]["target"],
+        "vmaf": report.get("vmaf"),
         "format": ext,
         "output": completed.then(|| json!({
             "filename": format!("{stem}_compressed.{ext}"),

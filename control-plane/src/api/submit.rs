@@ -61,7 +61,7 @@ pub struct DestinationSpec {
 pub struct JobsRequest {
     pub source: SourceSpec,
     /// One entry per output. Video outputs take the fields of `POST /compress` (`codec`,
-    /// `quality`, `method`, `bitrate`, `target_size_mb`, `resolution`, `preset`, `format`,
+    /// `quality`, `method`, `bitrate`, `target_size_mb`, `target_vmaf`, `resolution`, `preset`, `format`,
     /// `hardware`, …); image outputs those of `POST /convert` (`format` required, `width`,
     /// `height`, `quality`, `fit`, …). `type` (`video` or `image`) may be omitted when the
     /// fields say which.

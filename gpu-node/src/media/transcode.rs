@@ -61,6 +61,15 @@ pub fn transcode(
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<TranscodeOutcome, MediaError> {
     init_ffmpeg_logging();
+    if let RateControl::Vmaf { .. } = params.rate {
+        return crate::quality::target::transcode_to_vmaf(
+            input,
+            output,
+            params,
+            cancel,
+            on_progress,
+        );
+    }
     let mut job = Job::plan(input, output, params)?;
     let result = job.run(cancel, on_progress);
     job.cleanup_scratch();
@@ -234,6 +243,21 @@ impl<'a> Job<'a> {
                     buffer_bits: buffer_kbits.map(|b| b as i64 * 1000).unwrap_or(2 * bps),
                 };
                 self.pass(spec, Pass::Only, true, cancel, on_progress)?
+            }
+            RateControl::EncoderCrf { crf } => {
+                let (_, max) = self.params.codec.crf_range();
+                self.pass(
+                    RateSpec::Crf(crf.min(max)),
+                    Pass::Only,
+                    true,
+                    cancel,
+                    on_progress,
+                )?
+            }
+            RateControl::Vmaf { .. } => {
+                return Err(MediaError::InvalidSettings(
+                    "target_vmaf runs through quality::target".into(),
+                ))
             }
             RateControl::Size { target_mb } => {
                 let target = target_mb * BYTES_PER_MB;

@@ -11,12 +11,12 @@
 //! remaining range. On a monotone curve the answer is exact; a noisy curve still returns a
 //! probed CRF that met the target.
 //!
-//! Part of the codec-tuning harness (issue 7); this is the search as a pure function over a
-//! probe oracle, tested by simulation over (crf, score) tables.
-
-#![allow(dead_code)] // used by the tune command, which is still to come
+//! The search is a pure function over a probe oracle, tested by simulation over (crf, score)
+//! tables; a node's `target_vmaf` outputs and `kiln-bench tune --target-vmaf` give it real
+//! encodes of sampled scenes as the oracle.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 
 /// The outcome of a search.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,21 +52,30 @@ fn finish(known: &BTreeMap<u32, f64>, probes: Vec<(u32, f64)>, target: f64, lo: 
 /// The largest CRF in `lo..=hi` whose `probe` score is at least `target` (scores fall as CRF
 /// rises), interpolating between probes.
 pub fn search(lo: u32, hi: u32, target: f64, mut probe: impl FnMut(u32) -> f64) -> Found {
+    match try_search(lo, hi, target, |c| Ok::<_, Infallible>(probe(c))) {
+        Ok(f) => f,
+        Err(never) => match never {},
+    }
+}
+
+/// [`search`] with a probe that can fail (a real encode): the first error ends the search.
+pub fn try_search<E>(
+    lo: u32,
+    hi: u32,
+    target: f64,
+    mut probe: impl FnMut(u32) -> Result<f64, E>,
+) -> Result<Found, E> {
     assert!(lo <= hi);
     let mut known = BTreeMap::new();
     let mut probes = Vec::new();
-    let mut measure = |c: u32, known: &mut BTreeMap<u32, f64>| {
-        let s = *known.entry(c).or_insert_with(|| {
-            let s = probe(c);
-            probes.push((c, s));
-            s
-        });
-        s
-    };
     let mut next = lo + (hi - lo) / 2;
     let mut follow_up: Option<u32> = None;
     loop {
-        measure(next, &mut known);
+        if let std::collections::btree_map::Entry::Vacant(slot) = known.entry(next) {
+            let s = probe(next)?;
+            probes.push((next, s));
+            slot.insert(s);
+        }
         // The bracket: highest CRF meeting the target, lowest CRF above it that misses.
         let good = known
             .iter()
@@ -117,7 +126,7 @@ pub fn search(lo: u32, hi: u32, target: f64, mut probe: impl FnMut(u32) -> f64) 
             break;
         }
     }
-    finish(&known, probes, target, lo)
+    Ok(finish(&known, probes, target, lo))
 }
 
 /// How many CRF steps from `c` (score `s`) to reach `target`, by the secant through `c` and its
@@ -136,12 +145,25 @@ fn slope_step(known: &BTreeMap<u32, f64>, c: u32, s: f64, target: f64) -> Option
 
 /// Plain bisection over integers for the same answer, for comparison.
 pub fn bisect(lo: u32, hi: u32, target: f64, mut probe: impl FnMut(u32) -> f64) -> Found {
+    match try_bisect(lo, hi, target, |c| Ok::<_, Infallible>(probe(c))) {
+        Ok(f) => f,
+        Err(never) => match never {},
+    }
+}
+
+/// [`bisect`] with a probe that can fail.
+pub fn try_bisect<E>(
+    lo: u32,
+    hi: u32,
+    target: f64,
+    mut probe: impl FnMut(u32) -> Result<f64, E>,
+) -> Result<Found, E> {
     let (mut a, mut b) = (lo, hi + 1); // invariant: answer in [a-1, b-1]
     let mut known = BTreeMap::new();
     let mut probes = Vec::new();
     while a < b {
         let m = a + (b - a) / 2;
-        let s = probe(m);
+        let s = probe(m)?;
         probes.push((m, s));
         known.insert(m, s);
         if s >= target {
@@ -150,7 +172,7 @@ pub fn bisect(lo: u32, hi: u32, target: f64, mut probe: impl FnMut(u32) -> f64) 
             b = m;
         }
     }
-    finish(&known, probes, target, lo)
+    Ok(finish(&known, probes, target, lo))
 }
 
 #[cfg(test)]

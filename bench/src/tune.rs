@@ -1,0 +1,329 @@
+//! `kiln-bench tune`: the codec-tuning harness.
+//!
+//! `kiln-bench tune SPEC [--out DIR] [--api URL --key KEY]` runs the sweep a TOML spec names
+//! (clips × encoders × presets × resolutions × CRFs or bitrates) through Kiln's pipeline — on
+//! this machine, or as jobs on a fleet — scores every output against its clip (VMAF, PSNR,
+//! SSIM via libvmaf), and writes results.csv, results.json, SVG plots and summary.md into DIR
+//! (default `tune-<spec name>`). Results are cached in DIR/cache by content hash, so an
+//! interrupted sweep resumes and a repeated one costs nothing.
+//!
+//! `kiln-bench tune --target-vmaf 95 CLIP… [--encoder x264] [--preset medium]
+//! [--resolution R] [--samples 4] [--sample-secs 3] [--verify] [--compare-bisection]`
+//! finds the largest CRF meeting the target on sampled scenes, and prints the CRF, the score
+//! and the predicted size (`--verify` also encodes the whole clip and measures it;
+//! `--compare-bisection` counts the encodes a plain bisection needs for the same answer).
+
+mod fleet;
+mod hull;
+mod plot;
+mod provenance;
+mod report;
+mod run;
+mod spec;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use kiln_gpu_node::quality::search::{try_bisect, try_search};
+use kiln_gpu_node::quality::target::{search_range, ProbeResult, Prober, SearchOptions};
+use kiln_gpu_node::quality::{self, QualityError};
+use kiln_protocol::{Container, Preset, RateControl, Resolution, VideoParams};
+use serde_json::json;
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: kiln-bench tune SPEC.toml [--out DIR] [--api URL --key KEY]\n       \
+         kiln-bench tune --target-vmaf SCORE CLIP... [--encoder x264] [--preset P] [--resolution R]\n                       \
+         [--samples N] [--sample-secs S] [--verify] [--compare-bisection] [--out DIR]"
+    );
+    ExitCode::from(2)
+}
+
+pub fn main(args: &[String]) -> ExitCode {
+    let mut free = Vec::new();
+    let mut opts: HashMap<&str, String> = HashMap::new();
+    let mut flags = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--verify" | "--compare-bisection" => flags.push(a.as_str()),
+            "--out" | "--api" | "--key" | "--target-vmaf" | "--encoder" | "--preset"
+            | "--resolution" | "--samples" | "--sample-secs" => match it.next() {
+                Some(v) => {
+                    opts.insert(a.as_str(), v.clone());
+                }
+                None => return usage(),
+            },
+            s if s.starts_with("--") => return usage(),
+            _ => free.push(PathBuf::from(a)),
+        }
+    }
+    let result = if let Some(t) = opts.get("--target-vmaf") {
+        match t.parse::<f64>() {
+            Ok(t) if (1.0..100.0).contains(&t) && !free.is_empty() => {
+                target(t, &free, &opts, &flags)
+            }
+            _ => return usage(),
+        }
+    } else {
+        match free.as_slice() {
+            [spec] => sweep(spec, &opts),
+            _ => return usage(),
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiln-bench tune: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sweep(spec_path: &Path, opts: &HashMap<&str, String>) -> Result<(), String> {
+    let spec = spec::Spec::load(spec_path)?;
+    let encodes = spec.expand()?;
+    let baseline = spec.baseline(&encodes)?;
+    let stem = spec_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sweep".into());
+    let out = opts
+        .get("--out")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("tune-{stem}")));
+    let runner = match (opts.get("--api"), opts.get("--key")) {
+        (Some(api), Some(key)) => run::Runner::Fleet {
+            api: api.clone(),
+            key: key.clone(),
+        },
+        (None, None) => run::Runner::Local,
+        _ => return Err("--api and --key go together".into()),
+    };
+    eprintln!(
+        "{} encodes ({} configurations × points) on {}; results in {}",
+        encodes.len(),
+        {
+            let mut c: Vec<&str> = encodes.iter().map(|e| e.config.label.as_str()).collect();
+            c.dedup();
+            c.len()
+        },
+        runner.describe(),
+        out.display()
+    );
+    let bar = ProgressBar::new(encodes.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:32.cyan/blue} {pos}/{len} [{elapsed_precise} < {eta}] {msg}",
+        )
+        .expect("static template"),
+    );
+    let mut cached = 0;
+    let rows = run::sweep(&encodes, &runner, &out.join("cache"), &mut |e, row| {
+        cached += row.cached as usize;
+        bar.set_message(format!(
+            "{} {} {}: {:.0} kbps, VMAF {:.2}{}",
+            row.clip,
+            e.config.label,
+            e.point,
+            row.kbps,
+            row.scores.vmaf.mean,
+            if row.cached { " (cached)" } else { "" }
+        ));
+        bar.inc(1);
+    });
+    bar.finish();
+    let rows = rows?;
+    let name = spec
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("Tuning sweep {stem}"));
+    let report = report::analyse(
+        &name,
+        provenance::collect(&runner.describe()),
+        &baseline,
+        rows,
+    );
+    let written = report::write(&report, &out)?;
+    eprintln!(
+        "{} encodes done ({cached} from the cache); wrote {}",
+        report.results.len(),
+        written
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for b in &report.bd_rates {
+        let v = |r: &Result<f64, String>| match r {
+            Ok(v) => format!("{v:+.2} %"),
+            Err(_) => "n/a".into(),
+        };
+        println!(
+            "{}: {} vs {}: BD-rate VMAF {}, PSNR-Y {}, speed {:.2}×",
+            b.clip,
+            b.config,
+            b.baseline,
+            v(&b.bd_rate_vmaf),
+            v(&b.bd_rate_psnr),
+            b.speed_vs_baseline
+        );
+    }
+    Ok(())
+}
+
+fn target(
+    score: f64,
+    clips: &[PathBuf],
+    opts: &HashMap<&str, String>,
+    flags: &[&str],
+) -> Result<(), String> {
+    let encoder = opts.get("--encoder").map(String::as_str).unwrap_or("x264");
+    let (codec, hardware) = spec::encoder(encoder)?;
+    let preset = opts
+        .get("--preset")
+        .map(|p| Preset::parse_for(codec, p))
+        .transpose()?;
+    let resolution = match opts.get("--resolution") {
+        Some(r) => Resolution::parse(r).map_err(|e| e.to_string())?,
+        None => None,
+    };
+    let num = |k: &str, d: f64| -> Result<f64, String> {
+        opts.get(k)
+            .map(|v| v.parse::<f64>().map_err(|_| format!("{k} takes a number")))
+            .unwrap_or(Ok(d))
+    };
+    let search = SearchOptions {
+        samples: num("--samples", 4.0)? as u32,
+        sample_s: num("--sample-secs", 3.0)?,
+        ..SearchOptions::default()
+    };
+    let params = VideoParams {
+        codec,
+        rate: RateControl::EncoderCrf { crf: 0 },
+        preset,
+        resolution,
+        container: Container::Mkv,
+        hardware,
+        allow_upscale: false,
+        allow_larger: true,
+    };
+    let out = opts
+        .get("--out")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("tune-target"));
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let cancel = AtomicBool::new(false);
+    let (lo, hi) = search_range(&params);
+    let mut results = Vec::new();
+    let (mut ours_total, mut bisect_total) = (0usize, 0usize);
+    for clip in clips {
+        let scratch = out.join("scratch");
+        let prober = Prober::new(clip, &params, &search, &scratch, &cancel)
+            .map_err(|e| format!("{}: {e}", clip.display()))?;
+        // Probes are memoised, so a bisection for comparison re-encodes nothing twice.
+        let mut memo: HashMap<u32, ProbeResult> = HashMap::new();
+        let mut oracle = |crf: u32| -> Result<f64, QualityError> {
+            if let Some(p) = memo.get(&crf) {
+                return Ok(p.scores.vmaf.mean);
+            }
+            let p = prober.probe(crf)?;
+            eprintln!(
+                "  {}: crf {crf}: VMAF {:.2} ({} bytes)",
+                clip.display(),
+                p.scores.vmaf.mean,
+                p.bytes
+            );
+            let s = p.scores.vmaf.mean;
+            memo.insert(crf, p);
+            Ok(s)
+        };
+        let found = try_search(lo, hi, score, &mut oracle).map_err(|e| e.to_string())?;
+        let bisected = if flags.contains(&"--compare-bisection") {
+            let b = try_bisect(lo, hi, score, &mut oracle).map_err(|e| e.to_string())?;
+            Some(b)
+        } else {
+            None
+        };
+        let chosen = memo.get(&found.crf).cloned();
+        let predicted = chosen
+            .as_ref()
+            .map(|p| prober.predict_bytes(p))
+            .unwrap_or(0);
+        let verified = if flags.contains(&"--verify") {
+            let mut p = params.clone();
+            p.rate = RateControl::EncoderCrf {
+                crf: found.crf as u8,
+            };
+            let full = out.join("verify.mkv");
+            let o = kiln_gpu_node::media::transcode(clip, &full, &p, &cancel, &mut |_| {})
+                .map_err(|e| e.to_string())?;
+            let s = quality::compare(clip, &full, search.threads).map_err(|e| e.to_string())?;
+            let _ = std::fs::remove_file(&full);
+            Some((s.vmaf.mean, o.output_size))
+        } else {
+            None
+        };
+        drop(prober);
+        let _ = std::fs::remove_dir_all(&scratch);
+        println!(
+            "{}: {} crf {} → VMAF {:.2} on {} (target {score}{}), predicted size {:.2} MB; {} encodes{}{}",
+            clip.display(),
+            encoder,
+            found.crf,
+            found.score,
+            if chosen.is_some() && !memo.is_empty() { "the samples" } else { "-" },
+            if found.met { ", met" } else { ", NOT met even at the lowest CRF" },
+            predicted as f64 / 1e6,
+            found.probes.len(),
+            bisected
+                .as_ref()
+                .map(|b| format!(
+                    " (bisection: {} encodes, to crf {})",
+                    b.probes.len(),
+                    b.crf
+                ))
+                .unwrap_or_default(),
+            verified
+                .map(|(v, size)| format!(
+                    "; whole clip: VMAF {v:.2}, {:.2} MB",
+                    size as f64 / 1e6
+                ))
+                .unwrap_or_default(),
+        );
+        ours_total += found.probes.len();
+        bisect_total += bisected.as_ref().map(|b| b.probes.len()).unwrap_or(0);
+        results.push(json!({
+            "clip": clip.display().to_string(),
+            "encoder": encoder,
+            "target": score,
+            "crf": found.crf,
+            "vmaf": found.score,
+            "met": found.met,
+            "predicted_size_bytes": predicted,
+            "encodes": found.probes.len(),
+            "probes": found.probes,
+            "bisection_encodes": bisected.as_ref().map(|b| b.probes.len()),
+            "bisection_crf": bisected.as_ref().map(|b| b.crf),
+            "verified": verified.map(|(v, size)| json!({"vmaf": v, "bytes": size})),
+        }));
+    }
+    if bisect_total > 0 {
+        println!(
+            "encodes: interpolation {ours_total}, bisection {bisect_total} (ratio {:.2})",
+            ours_total as f64 / bisect_total as f64
+        );
+    }
+    let doc = json!({
+        "provenance": provenance::collect("this machine"),
+        "results": results,
+    });
+    std::fs::write(
+        out.join("target.json"),
+        serde_json::to_vec_pretty(&doc).expect("json"),
+    )
+    .map_err(|e| e.to_string())
+}
