@@ -85,7 +85,42 @@ pub fn main(args: &[String]) -> ExitCode {
 
 fn sweep(spec_path: &Path, opts: &HashMap<&str, String>) -> Result<(), String> {
     let spec = spec::Spec::load(spec_path)?;
-    let encodes = spec.expand()?;
+    let mut encodes = spec.expand()?;
+    let runner = match (opts.get("--api"), opts.get("--key")) {
+        (Some(api), Some(key)) => run::Runner::Fleet {
+            api: api.clone(),
+            key: key.clone(),
+        },
+        (None, None) => run::Runner::Local,
+        _ => return Err("--api and --key go together".into()),
+    };
+    // NVENC "where present": on this machine, configurations whose encoder does not open are
+    // skipped with the reason (a fleet places them on a node that has it, or says why not).
+    let mut skipped = Vec::new();
+    if let run::Runner::Local = runner {
+        let caps = kiln_gpu_node::media::capabilities();
+        encodes.retain(|e| {
+            if e.params.hardware != kiln_protocol::HardwarePolicy::Nvenc {
+                return true;
+            }
+            let name = e.params.codec.nvenc_encoder().unwrap_or("nvenc");
+            if caps.encoder(name) {
+                return true;
+            }
+            let why = caps
+                .encoders
+                .iter()
+                .find(|c| c.name == name)
+                .and_then(|c| c.reason.clone())
+                .unwrap_or_else(|| "not in this FFmpeg".into());
+            let note = format!("{}: {name} does not open here ({why})", e.config.label);
+            if !skipped.contains(&note) {
+                eprintln!("skipping {note}");
+                skipped.push(note);
+            }
+            false
+        });
+    }
     let baseline = spec.baseline(&encodes)?;
     let stem = spec_path
         .file_stem()
@@ -95,14 +130,6 @@ fn sweep(spec_path: &Path, opts: &HashMap<&str, String>) -> Result<(), String> {
         .get("--out")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(format!("tune-{stem}")));
-    let runner = match (opts.get("--api"), opts.get("--key")) {
-        (Some(api), Some(key)) => run::Runner::Fleet {
-            api: api.clone(),
-            key: key.clone(),
-        },
-        (None, None) => run::Runner::Local,
-        _ => return Err("--api and --key go together".into()),
-    };
     eprintln!(
         "{} encodes ({} configurations × points) on {}; results in {}",
         encodes.len(),
@@ -141,12 +168,13 @@ fn sweep(spec_path: &Path, opts: &HashMap<&str, String>) -> Result<(), String> {
         .name
         .clone()
         .unwrap_or_else(|| format!("Tuning sweep {stem}"));
-    let report = report::analyse(
+    let mut report = report::analyse(
         &name,
         provenance::collect(&runner.describe()),
         &baseline,
         rows,
     );
+    report.skipped = skipped;
     let written = report::write(&report, &out)?;
     eprintln!(
         "{} encodes done ({cached} from the cache); wrote {}",
@@ -267,6 +295,7 @@ fn target(
         } else {
             None
         };
+        let whole = prober.whole;
         drop(prober);
         let _ = std::fs::remove_dir_all(&scratch);
         println!(
@@ -275,7 +304,7 @@ fn target(
             encoder,
             found.crf,
             found.score,
-            if chosen.is_some() && !memo.is_empty() { "the samples" } else { "-" },
+            if whole { "the whole clip" } else { "the sampled scenes" },
             if found.met { ", met" } else { ", NOT met even at the lowest CRF" },
             predicted as f64 / 1e6,
             found.probes.len(),
@@ -309,6 +338,7 @@ fn target(
             "bisection_encodes": bisected.as_ref().map(|b| b.probes.len()),
             "bisection_crf": bisected.as_ref().map(|b| b.crf),
             "verified": verified.map(|(v, size)| json!({"vmaf": v, "bytes": size})),
+            "probed_whole": whole,
         }));
     }
     if bisect_total > 0 {

@@ -47,6 +47,8 @@ pub struct Report {
     pub results: Vec<Row>,
     pub bd_rates: Vec<BdRow>,
     pub hulls: Vec<Hull>,
+    /// Configurations left out, with the reason (an encoder this machine cannot open).
+    pub skipped: Vec<String>,
 }
 
 fn curve(rows: &[&Row], q: impl Fn(&Row) -> f64) -> (Vec<f64>, Vec<f64>) {
@@ -155,6 +157,7 @@ pub fn analyse(name: &str, provenance: Provenance, baseline: &str, rows: Vec<Row
         results: rows,
         bd_rates,
         hulls,
+        skipped: Vec::new(),
     }
 }
 
@@ -241,6 +244,9 @@ pub fn markdown(rep: &Report, plots: &[PathBuf]) -> String {
         rep.results.len() - fresh,
         p.ran_on
     );
+    for s in &rep.skipped {
+        let _ = writeln!(md, "Skipped {s}.\n");
+    }
     // The headline: the most efficient configuration per clip.
     for (clip, _) in by_clip(&rep.results) {
         let best = rep
