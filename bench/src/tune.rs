@@ -163,7 +163,10 @@ fn sweep(spec_path: &Path, opts: &HashMap<&str, String>) -> Result<(), String> {
         bar.inc(1);
     });
     bar.finish();
-    let rows = rows?;
+    let (rows, failed) = rows?;
+    for f in &failed {
+        eprintln!("failed: {f}");
+    }
     let name = spec
         .name
         .clone()
@@ -175,6 +178,7 @@ fn sweep(spec_path: &Path, opts: &HashMap<&str, String>) -> Result<(), String> {
         rows,
     );
     report.skipped = skipped;
+    report.failed = failed;
     let written = report::write(&report, &out)?;
     eprintln!(
         "{} encodes done ({cached} from the cache); wrote {}",
@@ -200,7 +204,14 @@ fn sweep(spec_path: &Path, opts: &HashMap<&str, String>) -> Result<(), String> {
             b.speed_vs_baseline
         );
     }
-    Ok(())
+    if report.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} encodes failed (listed in summary.md; they are retried on the next run)",
+            report.failed.len()
+        ))
+    }
 }
 
 fn target(

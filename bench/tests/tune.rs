@@ -212,3 +212,123 @@ fn a_target_vmaf_search_reports_its_choice_and_counts_encodes_against_bisection(
     assert!(r["predicted_size_bytes"].as_i64().unwrap() > 0);
     assert!(!dir.path().join("t/scratch").exists());
 }
+
+/// The workspace's `kiln-control-plane` binary, beside this test's (built by
+/// `cargo test --workspace --all-targets`, as deploy/test.sh runs it).
+fn control_plane() -> PathBuf {
+    let bin = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("kiln-control-plane");
+    assert!(
+        bin.exists(),
+        "{} is missing: run cargo test --workspace --all-targets",
+        bin.display()
+    );
+    bin
+}
+
+/// Kills the server when the test ends, however it ends.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_sweep_runs_as_jobs_on_a_fleet_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    short_clip(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = [
+        ("KILN_DATA_DIR", dir.path().join("data")),
+        ("KILN_LISTEN", PathBuf::from(format!("127.0.0.1:{port}"))),
+    ];
+    let key = Command::new(control_plane())
+        .args([
+            "keys",
+            "create",
+            "--name",
+            "tuner",
+            "--scopes",
+            "jobs:create,jobs:read",
+        ])
+        .envs(env.clone())
+        .output()
+        .unwrap();
+    assert!(
+        key.status.success(),
+        "{}",
+        String::from_utf8_lossy(&key.stderr)
+    );
+    let key: serde_json::Value = serde_json::from_slice(&key.stdout).unwrap();
+    let key = key["key"].as_str().unwrap().to_string();
+    // The embedded default: SQLite, a local store, an in-process queue and a local node.
+    let _server = Server(
+        Command::new(control_plane())
+            .envs(env)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the control plane never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::fs::write(
+        dir.path().join("fleet.toml"),
+        "clips = [\"bikes2s.mp4\"]\n[[encoders]]\nencoder = \"x264\"\npresets = [\"ultrafast\"]\ncrf = [24, 34]\n",
+    )
+    .unwrap();
+    let out = bench(
+        &[
+            "tune",
+            "fleet.toml",
+            "--out",
+            "r",
+            "--api",
+            &base,
+            "--key",
+            &key,
+        ],
+        dir.path(),
+    );
+    assert!(
+        stderr(&out).contains("(0 from the cache)"),
+        "{}",
+        stderr(&out)
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r/results.json")).unwrap()).unwrap();
+    assert!(json["provenance"]["ran_on"]
+        .as_str()
+        .unwrap()
+        .contains("fleet at"));
+    let rows = json["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        // Encoded by the fleet's node, downloaded and scored here.
+        assert_eq!(r["encoder_used"], "libx264", "{r}");
+        assert!(
+            r["cpu_s"].is_null(),
+            "the fleet's CPU time is not the harness's to report"
+        );
+        assert!(r["scores"]["vmaf"]["mean"].as_f64().unwrap() > 40.0, "{r}");
+    }
+    assert!(rows[0]["kbps"].as_f64().unwrap() > rows[1]["kbps"].as_f64().unwrap());
+}

@@ -12,6 +12,9 @@ use serde_json::{json, Value};
 use super::run::{Encoded, FLEET_JOB_TIMEOUT};
 use super::spec::Encode;
 
+/// How long a job may wait for a node before the sweep gives up on it.
+const PENDING_TIMEOUT: Duration = Duration::from_secs(120);
+
 pub struct Fleet {
     rt: tokio::runtime::Runtime,
     http: reqwest::Client,
@@ -122,6 +125,23 @@ impl Fleet {
                 Some("completed") => break j,
                 Some("failed") | Some("cancelled") => {
                     return Err(format!("job {id} {}: {}", j["status"], j["error"]))
+                }
+                Some("pending") if start.elapsed() > PENDING_TIMEOUT => {
+                    // No node can take it (NVENC asked of a fleet without it, or no node up):
+                    // withdraw it rather than wait for ever.
+                    let _ = self
+                        .http
+                        .delete(format!("{}/api/v1/jobs/{id}", self.api))
+                        .bearer_auth(&self.key)
+                        .send()
+                        .await;
+                    return Err(format!(
+                        "job {id} was not started by any node within {} s ({})",
+                        PENDING_TIMEOUT.as_secs(),
+                        j["encoding"]["hardware_fallback"]
+                            .as_str()
+                            .unwrap_or("no node free or able to run it")
+                    ));
                 }
                 _ if start.elapsed() > FLEET_JOB_TIMEOUT => {
                     return Err(format!("job {id} still not done after an hour"))

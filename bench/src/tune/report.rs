@@ -49,6 +49,8 @@ pub struct Report {
     pub hulls: Vec<Hull>,
     /// Configurations left out, with the reason (an encoder this machine cannot open).
     pub skipped: Vec<String>,
+    /// Encodes that failed, with the reason (not cached: the next run tries them again).
+    pub failed: Vec<String>,
 }
 
 fn curve(rows: &[&Row], q: impl Fn(&Row) -> f64) -> (Vec<f64>, Vec<f64>) {
@@ -158,6 +160,7 @@ pub fn analyse(name: &str, provenance: Provenance, baseline: &str, rows: Vec<Row
         bd_rates,
         hulls,
         skipped: Vec::new(),
+        failed: Vec::new(),
     }
 }
 
@@ -246,6 +249,9 @@ pub fn markdown(rep: &Report, plots: &[PathBuf]) -> String {
     );
     for s in &rep.skipped {
         let _ = writeln!(md, "Skipped {s}.\n");
+    }
+    for f in &rep.failed {
+        let _ = writeln!(md, "**Failed** {f}.\n");
     }
     // The headline: the most efficient configuration per clip.
     for (clip, _) in by_clip(&rep.results) {

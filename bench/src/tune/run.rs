@@ -112,17 +112,19 @@ pub fn cache_key(clip_sha: &str, e: &Encode, runner: &Runner) -> String {
     hex::encode(h.finalize())
 }
 
-/// Run (or take from `cache`) every encode; `on_done(row)` after each.
+/// Run (or take from `cache`) every encode; `on_done(row)` after each. An encode that fails is
+/// left out with its reason (and not cached, so the next run tries it again); the rest go on.
 pub fn sweep(
     encodes: &[Encode],
     runner: &Runner,
     cache: &Path,
     on_done: &mut dyn FnMut(&Encode, &Row),
-) -> Result<Vec<Row>, String> {
+) -> Result<(Vec<Row>, Vec<String>), String> {
     std::fs::create_dir_all(cache).map_err(|e| format!("cache dir: {e}"))?;
     let mut hashes: HashMap<PathBuf, String> = HashMap::new();
     let mut fleet = None;
     let mut rows = Vec::with_capacity(encodes.len());
+    let mut failed = Vec::new();
     for e in encodes {
         let sha = match hashes.get(&e.clip) {
             Some(h) => h.clone(),
@@ -156,7 +158,18 @@ pub fn sweep(
                 };
                 let row = measured.and_then(|m| measure(e, &sha, m, &out));
                 let _ = std::fs::remove_file(&out);
-                let row = row?;
+                let row = match row {
+                    Ok(r) => r,
+                    Err(why) => {
+                        failed.push(format!(
+                            "{} {} on {}: {why}",
+                            e.config.label,
+                            e.point,
+                            e.clip.display()
+                        ));
+                        continue;
+                    }
+                };
                 // Atomically: a crash leaves either the whole result or none.
                 let tmp = cache.join(format!("{key}.json.tmp"));
                 std::fs::write(&tmp, serde_json::to_vec_pretty(&row).expect("serialise"))
@@ -168,7 +181,7 @@ pub fn sweep(
         on_done(e, &row);
         rows.push(row);
     }
-    Ok(rows)
+    Ok((rows, failed))
 }
 
 /// What an encode reports before it is scored.
