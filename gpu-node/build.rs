@@ -37,6 +37,8 @@ fn main() {
         );
     }
     println!("cargo:rerun-if-changed={}", lib.join("libvmaf.a").display());
+    // Where the reference `vmaf` CLI of the same build lives (quality::vmaf::reference_cli).
+    println!("cargo:rustc-env=KILN_LIBVMAF_PREFIX={}", vmaf.display());
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-lib=static=vmaf");
     // libvmaf's SVM model code is C++.

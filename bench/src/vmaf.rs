@@ -12,16 +12,6 @@ use kiln_gpu_node::quality;
 
 use crate::video::median;
 
-fn vmaf_cli() -> PathBuf {
-    std::env::var_os("KILN_LIBVMAF_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/kiln/tools/libvmaf-2.3.1")
-        })
-        .join("bin/vmaf")
-}
-
 fn run(cmd: &mut Command) -> Result<(), String> {
     let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if !out.status.success() {
@@ -39,24 +29,6 @@ fn to_y4m(src: &Path, dst: &Path) -> Result<(), String> {
         .arg(src)
         .args(["-pix_fmt", "yuv420p"])
         .arg(dst))
-}
-
-fn cli(r: &Path, d: &Path, threads: u32, json: &Path) -> Result<f64, String> {
-    run(Command::new(vmaf_cli())
-        .arg("-r")
-        .arg(r)
-        .arg("-d")
-        .arg(d)
-        .args(["--feature", "psnr", "--feature", "float_ssim", "--threads"])
-        .arg(threads.to_string())
-        .args(["--json", "-q", "-o"])
-        .arg(json))?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(json).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-    v["pooled_metrics"]["vmaf"]["mean"]
-        .as_f64()
-        .ok_or_else(|| "no vmaf in the CLI's JSON".into())
 }
 
 pub fn main(args: &[String]) -> ExitCode {
@@ -129,7 +101,7 @@ fn bench(runs: usize, files: &[PathBuf]) -> Result<(), String> {
             to_y4m(d, &dy)?;
             decode.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
-            cli_score = cli(&ry, &dy, threads, &json)?;
+            cli_score = quality::vmaf::reference_scores(&ry, &dy, threads, &json)?.vmaf;
             theirs.push(t.elapsed().as_secs_f64());
         }
         let (o, c, dec) = (median(ours), median(theirs), median(decode));

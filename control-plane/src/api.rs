@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -10,55 +10,18 @@ use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::AppState;
 
-pub mod admin;
-pub mod compress;
-pub mod convert;
 pub mod docs;
-pub mod jobs;
-pub mod nodes;
-pub mod submit;
-pub mod time;
+pub mod multipart;
+pub mod native;
 
-/// Every `/api/v1` route with its OpenAPI operation: registering a route here is what puts it
-/// in the spec, so the two cannot drift apart.
+/// Every `/api/v1` route with its OpenAPI operation, and the document they make.
 pub fn api_routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    // Kiln's own check refuses images over the limit with 413; axum's limit sits above it so
-    // the rest of a moderately oversized body can still be drained (see `drain`).
-    let image_limit = (state.config.max_image_bytes as usize).saturating_mul(2) + (1 << 20);
-    // Video uploads stream to storage; the store enforces their size limit, not axum.
-    let streamed = OpenApiRouter::new()
-        .routes(routes!(compress::compress))
-        .routes(routes!(submit::upload))
-        .layer(DefaultBodyLimit::disable());
-    let images = OpenApiRouter::new()
-        .routes(routes!(convert::convert))
-        .layer(DefaultBodyLimit::max(image_limit));
-    let rest = OpenApiRouter::new()
-        .routes(routes!(jobs::status))
-        .routes(routes!(jobs::download))
-        .routes(routes!(admin::usage))
-        .routes(routes!(submit::create_jobs, jobs::list))
-        .routes(routes!(jobs::get_job, jobs::cancel))
-        .routes(routes!(jobs::job_download))
-        .routes(routes!(submit::create_batch))
-        .routes(routes!(submit::get_batch))
-        .routes(routes!(submit::archive))
-        .routes(routes!(admin::create_key, admin::list_keys))
-        .routes(routes!(admin::revoke_key))
-        .routes(routes!(admin::create_account))
-        .routes(routes!(admin::update_account))
-        .routes(routes!(admin::own_account))
-        .routes(routes!(admin::rotate_webhook_secret))
-        .routes(routes!(nodes::list));
     let (router, mut spec) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
-        .merge(streamed)
-        .merge(images)
-        .merge(rest)
+        .merge(native::routes(state))
         .split_for_parts();
     spec.info.version = env!("CARGO_PKG_VERSION").to_string();
     document_middleware_answers(&mut spec);
@@ -124,52 +87,41 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::auth::authenticate,
         ));
-    Router::new()
+    let app = Router::new()
         .merge(api)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .fallback(not_found)
+        .fallback(not_found);
+    resilient(app)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
-/// Text fields are short; anything longer is a malformed request.
-const MAX_FIELD_BYTES: usize = 4096;
-
-/// Read a text field, refusing it past [`MAX_FIELD_BYTES`] without buffering the rest (this
-/// upload routes stream their files and set no overall body limit).
-pub(crate) async fn small_field(
-    mut field: axum::extract::multipart::Field<'_>,
-    name: &str,
-) -> Result<String, ApiError> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = field.chunk().await? {
-        if buf.len() + chunk.len() > MAX_FIELD_BYTES {
-            return Err(ApiError::BadRequest(format!("field {name:?} is too long")));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    String::from_utf8(buf).map_err(|_| ApiError::BadRequest(format!("field {name:?} is not UTF-8")))
-}
-
-/// After refusing an upload part-way (too large), read and discard what the client is still
-/// sending, for a bounded time, so it receives the error response instead of a reset
-/// connection mid-write.
-pub(crate) async fn drain(multipart: &mut axum::extract::Multipart) {
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        while let Ok(Some(mut field)) = multipart.next_field().await {
-            while let Ok(Some(_)) = field.chunk().await {}
-        }
-    })
-    .await;
+/// A handler that panics answers 500 (the error document, the panic logged) instead of
+/// dropping the connection; the service goes on serving.
+fn resilient<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router.layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        |panic: Box<dyn std::any::Any + Send + 'static>| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            ApiError::internal(format!("a handler panicked: {what}")).into_response()
+        },
+    ))
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
     if !state.db.ping().await {
-        return ApiError::Unavailable("database not reachable".into()).into_response();
+        return ApiError::Unavailable {
+            what: "the database",
+            source: None,
+        }
+        .into_response();
     }
     if let Err(e) = state.queue.depth().await {
-        return ApiError::Unavailable(format!("job queue not reachable: {e}")).into_response();
+        return ApiError::unavailable("the job queue", e).into_response();
     }
     Json(serde_json::json!({"status": "ok"})).into_response()
 }
@@ -211,4 +163,41 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         tracing::warn!(%route, "request answered 500");
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_the_router_keeps_serving() {
+        async fn boom() -> &'static str {
+            panic!("kaboom")
+        }
+        let app = resilient(
+            Router::new()
+                .route("/boom", get(boom))
+                .route("/fine", get(|| async { "ok" })),
+        );
+        let req = |p: &str| {
+            Request::builder()
+                .uri(p)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let resp = app.clone().oneshot(req("/boom")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(doc["error"]["code"], "internal");
+        assert!(
+            !doc.to_string().contains("kaboom"),
+            "the panic is logged, not sent"
+        );
+        let resp = app.oneshot(req("/fine")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
 }

@@ -70,7 +70,7 @@ pub async fn keys(args: &[String]) -> anyhow::Result<String> {
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect();
-            crate::api::admin::validate_scopes(&scopes).map_err(anyhow::Error::msg)?;
+            crate::api::native::admin::validate_scopes(&scopes).map_err(anyhow::Error::msg)?;
             let account = match flags.get("account-id") {
                 Some(id) => db
                     .get_account(id)

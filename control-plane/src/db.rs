@@ -4,8 +4,13 @@
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub mod accounts;
+pub mod batches;
 pub mod jobs;
 pub mod keys;
+pub mod submissions;
+pub mod uploads;
+pub mod usage;
 
 pub use jobs::{JobRow, JobStatus};
 
@@ -71,7 +76,7 @@ impl Db {
     /// A random secret stored under `name` in `settings`, created on first use; every
     /// replica on this database reads the same one.
     pub async fn shared_secret(&self, name: &str) -> Result<String, DbError> {
-        let fresh = keys::generate_webhook_secret();
+        let fresh = accounts::generate_webhook_secret();
         let insert = match self.backend {
             Backend::Sqlite => "INSERT OR IGNORE INTO settings (name, value) VALUES ($1, $2)",
             Backend::Postgres => {

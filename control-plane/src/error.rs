@@ -4,7 +4,6 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 /// An error the API answers with.
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +35,20 @@ pub enum ApiError {
     /// Too many requests; `retry_after` seconds go into `Retry-After`.
     #[error("{message}")]
     RateLimited { message: String, retry_after: u64 },
-    #[error("service unavailable: {0}")]
-    Unavailable(String),
-    /// Never shown to the client; logged with its source.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A service Kiln needs is unreachable; `what` is shown, the cause only logged.
+    #[error("service unavailable: {what}")]
+    Unavailable {
+        what: &'static str,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// Never shown to the client; logged with its sources.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
 }
+
+/// Any error, as a cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl ApiError {
     /// The HTTP status and the stable code.
@@ -61,14 +68,22 @@ impl ApiError {
             Self::UnsupportedMedia(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media"),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 
     /// Wrap any internal failure (database, queue, storage) without leaking its detail.
-    pub fn internal(e: impl std::fmt::Display) -> Self {
-        Self::Internal(e.to_string())
+    pub fn internal(e: impl Into<BoxError>) -> Self {
+        Self::Internal(e.into())
+    }
+
+    /// `what` is unreachable (shown), because of `source` (logged).
+    pub fn unavailable(what: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Unavailable {
+            what,
+            source: Some(source.into()),
+        }
     }
 }
 
@@ -87,6 +102,67 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 impl From<crate::db::DbError> for ApiError {
     fn from(e: crate::db::DbError) -> Self {
         Self::internal(e)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl From<kiln_protocol::QueueError> for ApiError {
+    fn from(e: kiln_protocol::QueueError) -> Self {
+        match e {
+            kiln_protocol::QueueError::Unavailable(_) => Self::unavailable("the job queue", e),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<kiln_protocol::StoreError> for ApiError {
+    fn from(e: kiln_protocol::StoreError) -> Self {
+        match e {
+            kiln_protocol::StoreError::TooLarge { limit } => {
+                Self::PayloadTooLarge(format!("larger than the limit of {limit} bytes"))
+            }
+            // Kiln's own store failing (or a key it made being refused) is Kiln's fault.
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<crate::sources::SourceError> for ApiError {
+    fn from(e: crate::sources::SourceError) -> Self {
+        use crate::sources::SourceError;
+        match e {
+            SourceError::Invalid(m) => Self::BadRequest(m),
+            e @ SourceError::TooLarge { .. } => Self::PayloadTooLarge(e.to_string()),
+            SourceError::Unreadable(m) => Self::Unprocessable(m),
+            SourceError::Store(s) => Self::internal(s),
+        }
+    }
+}
+
+impl From<crate::submission::SubmitError> for ApiError {
+    fn from(e: crate::submission::SubmitError) -> Self {
+        use crate::submission::SubmitError;
+        match e {
+            SubmitError::Invalid(m) => Self::BadRequest(m),
+            e @ SubmitError::NoUpload(_) => Self::NotFound(e.to_string()),
+            e @ SubmitError::UploadExpired(_) => Self::Gone(e.to_string()),
+            SubmitError::Source(s) => s.into(),
+            e @ SubmitError::NoVideoStream => Self::UnsupportedMedia(e.to_string()),
+            SubmitError::Unprocessable(m) => Self::Unprocessable(m),
+            e @ SubmitError::QuotaReached { retry_after, .. } => Self::RateLimited {
+                message: e.to_string(),
+                retry_after,
+            },
+            e @ SubmitError::InsufficientCredits { .. } => Self::PaymentRequired(e.to_string()),
+            SubmitError::Queue(q) => q.into(),
+            SubmitError::Db(d) => d.into(),
+            SubmitError::Internal(i) => Self::Internal(i),
+        }
     }
 }
 
@@ -115,17 +191,26 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let message = match &self {
-            Self::Internal(detail) => {
-                tracing::error!(%detail, "internal error");
+            Self::Internal(source) => {
+                tracing::error!(error = %chain(source.as_ref()), "internal error");
                 "internal server error".to_string()
+            }
+            Self::Unavailable {
+                what,
+                source: Some(source),
+            } => {
+                tracing::warn!(%what, error = %chain(source.as_ref()), "dependency unavailable");
+                self.to_string()
             }
             other => other.to_string(),
         };
-        let mut resp = (
-            status,
-            Json(json!({ "error": { "code": code, "message": message } })),
-        )
-            .into_response();
+        let body = crate::api::docs::Error {
+            error: crate::api::docs::ErrorBody {
+                code: code.to_string(),
+                message,
+            },
+        };
+        let mut resp = (status, Json(body)).into_response();
         if let Self::RangeNotSatisfiable { size } = self {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 resp.headers_mut().insert(header::CONTENT_RANGE, v);
@@ -140,5 +225,42 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(e: ApiError) -> (StatusCode, serde_json::Value) {
+        let resp = e.into_response();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn causes_are_logged_not_sent() {
+        // A queue outage: 503 that names the queue, without Redis' own words.
+        let q = kiln_protocol::QueueError::Unavailable(
+            "Connection refused (os error 111) redis://10.0.0.7:6379".into(),
+        );
+        let (status, doc) = body(q.into()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(doc["error"]["code"], "unavailable");
+        let m = doc["error"]["message"].as_str().unwrap();
+        assert!(
+            m.contains("job queue") && !m.contains("10.0.0.7") && !m.contains("refused"),
+            "{m}"
+        );
+        // Kiln's own store failing is a 500 with nothing of the cause.
+        let s = kiln_protocol::StoreError::Io(std::io::Error::other("/var/lib/kiln: disk full"));
+        let (status, doc) = body(s.into()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(doc["error"]["message"], "internal server error");
+        let (status, _) = body(sqlx::Error::PoolTimedOut.into()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -6,12 +6,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_protocol::{JobQueue, JobSpec, NodeEvent, NodeEventKind};
+use kiln_protocol::{JobErrorCode, JobQueue, JobSpec, NodeEvent, NodeEventKind};
 use sqlx::Row;
 use tokio::sync::watch;
 
 use crate::db::jobs::Completion;
 use crate::AppState;
+
+mod destinations;
+mod sweep;
+
+pub use destinations::deliver_due;
+pub use sweep::sweep;
 
 /// How often the housekeeping (reclaim, epoch check, queue and node gauges) runs.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
@@ -46,7 +52,7 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             }
         }
         let batch = tokio::select! {
-            r = state.queue.next_events(256, Duration::from_millis(250)) => r,
+            r = state.events.receive(256, Duration::from_millis(250)) => r,
             _ = shutdown.changed() => return,
         };
         match batch {
@@ -75,6 +81,9 @@ async fn housekeeping(state: &AppState) {
         Ok(false) => {}
         Err(e) => tracing::warn!(error = %e, "queue unreachable"),
     }
+    if let Err(e) = enqueue_outbox(state).await {
+        tracing::warn!(error = %e, "could not enqueue recorded jobs from the outbox");
+    }
     match state.queue.reclaim_expired().await {
         Ok(0) | Err(_) => {}
         Ok(n) => tracing::warn!(
@@ -85,7 +94,7 @@ async fn housekeeping(state: &AppState) {
     if let Ok(d) = state.queue.depth().await {
         state.metrics.queue_depth.set(d as i64);
     }
-    if let Ok(nodes) = state.queue.nodes().await {
+    if let Ok(nodes) = state.nodes.list().await {
         let live: Vec<_> = nodes
             .iter()
             .filter(|n| n.live(state.config.node_live_ms()))
@@ -150,6 +159,27 @@ pub async fn requeue_unfinished(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Recorded jobs the queue never got (the submitter crashed after the commit, or the queue
+/// refused and the take-back failed): enqueue each, claimed so one replica does it.
+pub async fn enqueue_outbox(state: &AppState) -> anyhow::Result<usize> {
+    let now = kiln_protocol::now_ms();
+    let due = state
+        .db
+        .claim_unqueued(now, crate::submission::OUTBOX_GRACE_MS, 100)
+        .await?;
+    for job in &due {
+        let mut spec: JobSpec = serde_json::from_str(&job.spec)?;
+        spec.attempt = job.attempts as u32;
+        state.queue.enqueue(&spec).await?;
+        state
+            .db
+            .mark_enqueued(std::slice::from_ref(&job.id))
+            .await?;
+        tracing::warn!(job = %job.id, "queued a recorded job the queue did not have (outbox)");
+    }
+    Ok(due.len())
+}
+
 /// Apply one event. Stale attempts and duplicates change nothing (the DB updates are guarded).
 pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
     let attempt = e.attempt as i64;
@@ -207,10 +237,10 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
             retryable,
         } => {
             if *retryable && e.attempt < state.config.max_attempts {
-                retry(state, &e.job_id, attempt, code.as_str(), message).await?;
+                retry(state, &e.job_id, attempt, *code, message).await?;
             } else if state
                 .db
-                .mark_failed(&e.job_id, attempt, code.as_str(), message)
+                .mark_failed(&e.job_id, attempt, *code, message)
                 .await?
             {
                 finished(state, "failed");
@@ -233,11 +263,11 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
         NodeEventKind::DeadLettered { reason } => {
             if state
                 .db
-                .mark_failed(&e.job_id, attempt, "dead_letter", reason)
+                .mark_failed(&e.job_id, attempt, JobErrorCode::DeadLetter, reason)
                 .await?
             {
                 tracing::error!(job = %e.job_id, %reason, "job dead-lettered");
-                finished(state, "dead_letter");
+                finished(state, JobErrorCode::DeadLetter.as_str());
                 failed(state, &e.job_id).await?;
             }
         }
@@ -274,89 +304,6 @@ async fn completed(state: &AppState, job_id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long a copy to a caller's bucket may run before another replica takes it up again.
-const DESTINATION_LOCK_MS: i64 = 30 * 60 * 1000;
-
-/// Copy every completed output still owed to a caller's bucket (each claimed with a lock, so
-/// one replica copies it, and a copy cut off by a crash is done again once the lock lapses),
-/// then record its `job.completed` webhook.
-pub async fn deliver_due(state: AppState) {
-    let now = kiln_protocol::now_ms();
-    let rows = match sqlx::query(
-        "SELECT id, destination FROM jobs
-         WHERE status = 'completed' AND destination IS NOT NULL AND destination_status IS NULL
-           AND (destination_locked_until IS NULL OR destination_locked_until < $1)
-         LIMIT 16",
-    )
-    .bind(now)
-    .fetch_all(&state.db.pool)
-    .await
-    {
-        Ok(rows) => rows,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read owed deliveries");
-            return;
-        }
-    };
-    for r in rows {
-        let (Ok(id), Ok(dest)) = (
-            r.try_get::<String, _>("id"),
-            r.try_get::<String, _>("destination"),
-        ) else {
-            continue;
-        };
-        let claimed = sqlx::query(
-            "UPDATE jobs SET destination_locked_until = $1
-             WHERE id = $2 AND destination_status IS NULL
-               AND (destination_locked_until IS NULL OR destination_locked_until < $3)",
-        )
-        .bind(now + DESTINATION_LOCK_MS)
-        .bind(&id)
-        .bind(now)
-        .execute(&state.db.pool)
-        .await;
-        if !matches!(claimed, Ok(r) if r.rows_affected() == 1) {
-            continue;
-        }
-        let state = state.clone();
-        tokio::spawn(async move {
-            let Ok(Some(job)) = state.db.get_job_any(&id).await else {
-                return;
-            };
-            let outcome = match serde_json::from_str::<crate::sources::S3Location>(&dest) {
-                Ok(loc) => {
-                    let (ext, _) = crate::api::jobs::output_format(&job);
-                    let key = crate::sources::destination_key(&loc, &job.id, &ext);
-                    crate::sources::deliver(&state, &loc, &job.output_key, &key).await
-                }
-                Err(e) => Err(format!("unreadable destination: {e}")),
-            };
-            let (status, error) = match &outcome {
-                Ok(_) => ("delivered", None),
-                Err(e) => {
-                    tracing::warn!(job = %job.id, error = %e, "could not copy the output to the destination bucket");
-                    ("failed", Some(e.clone()))
-                }
-            };
-            // The caller's credentials are kept only until the copy is done.
-            let _ = sqlx::query(
-                "UPDATE jobs SET destination_status = $1, destination_error = $2, destination = NULL
-                 WHERE id = $3",
-            )
-            .bind(status)
-            .bind(error)
-            .bind(&job.id)
-            .execute(&state.db.pool)
-            .await;
-            if let Ok(Some(job)) = state.db.get_job_any(&job.id).await {
-                if let Err(e) = crate::webhooks::record(&state, &job, "job.completed").await {
-                    tracing::warn!(job = %job.id, error = %e, "could not record the webhook");
-                }
-            }
-        });
-    }
-}
-
 /// `job.progress` webhooks (opt-in): at most one per 10 % step.
 async fn progress_webhook(state: &AppState, job_id: &str, percent: f32) -> anyhow::Result<()> {
     let step = (percent / 10.0).floor() as i64 * 10;
@@ -379,83 +326,6 @@ async fn progress_webhook(state: &AppState, job_id: &str, percent: f32) -> anyho
     Ok(())
 }
 
-/// Delete what has expired: outputs past `expires_at` (then 410), sources no live job still
-/// needs, and unused uploads past their time.
-pub async fn sweep(state: &AppState) -> anyhow::Result<usize> {
-    let now = kiln_protocol::now_ms();
-    let mut n = 0;
-    let rows = sqlx::query(
-        "SELECT id, output_key, source_key FROM jobs
-         WHERE expires_at IS NOT NULL AND expires_at <= $1 AND swept_at IS NULL
-           AND status IN ('completed', 'failed', 'cancelled')
-         ORDER BY expires_at LIMIT 200",
-    )
-    .bind(now)
-    .fetch_all(&state.db.pool)
-    .await?;
-    for r in rows {
-        let id: String = r.try_get("id")?;
-        let output: String = r.try_get("output_key")?;
-        let source: String = r.try_get("source_key")?;
-        match state.store.delete(&output).await {
-            Ok(()) | Err(kiln_protocol::StoreError::NotFound(_)) => {}
-            Err(e) => {
-                tracing::warn!(job = %id, error = %e, "could not delete an expired output");
-                continue;
-            }
-        }
-        // A source shared by a batch stays while any job still needs it; uploads are swept
-        // on their own schedule.
-        if !source.starts_with("uploads/") && !source_in_use(state, &source, &id).await? {
-            let _ = state.store.delete(&source).await;
-        }
-        sqlx::query("UPDATE jobs SET swept_at = $1, destination = NULL WHERE id = $2")
-            .bind(now)
-            .bind(&id)
-            .execute(&state.db.pool)
-            .await?;
-        n += 1;
-    }
-    let uploads = sqlx::query(
-        "SELECT id, object_key FROM uploads WHERE expires_at <= $1 AND swept_at IS NULL LIMIT 200",
-    )
-    .bind(now)
-    .fetch_all(&state.db.pool)
-    .await?;
-    for r in uploads {
-        let id: String = r.try_get("id")?;
-        let key: String = r.try_get("object_key")?;
-        if source_in_use(state, &key, "").await? {
-            continue;
-        }
-        let _ = state.store.delete(&key).await;
-        sqlx::query("UPDATE uploads SET swept_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(&id)
-            .execute(&state.db.pool)
-            .await?;
-        n += 1;
-    }
-    if n > 0 {
-        state.metrics.swept.inc_by(n as u64);
-        tracing::info!(objects = n, "retention sweep deleted expired data");
-    }
-    Ok(n)
-}
-
-/// Whether a job other than `except` that is still running or waiting reads `source`.
-async fn source_in_use(state: &AppState, source: &str, except: &str) -> anyhow::Result<bool> {
-    let row = sqlx::query(
-        "SELECT COUNT(*) AS n FROM jobs WHERE source_key = $1 AND id <> $2
-           AND status IN ('pending', 'processing')",
-    )
-    .bind(source)
-    .bind(except)
-    .fetch_one(&state.db.pool)
-    .await?;
-    Ok(row.try_get::<i64, _>("n")? > 0)
-}
-
 fn finished(state: &AppState, status: &str) {
     state
         .metrics
@@ -471,7 +341,7 @@ async fn retry(
     state: &AppState,
     job_id: &str,
     attempt: i64,
-    code: &str,
+    code: JobErrorCode,
     message: &str,
 ) -> anyhow::Result<()> {
     let row = sqlx::query("SELECT spec, attempts, status FROM jobs WHERE id = $1")

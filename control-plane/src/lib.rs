@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use kiln_protocol::{JobQueue, MemoryQueue, RedisQueue, Store};
+use kiln_protocol::{Broker, EventStream, JobQueue, MemoryQueue, NodeRegistry, RedisQueue, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -20,7 +20,11 @@ pub mod events;
 pub mod metrics;
 pub mod netguard;
 pub mod ratelimit;
+pub mod signing;
 pub mod sources;
+pub mod submission;
+pub mod time;
+pub mod views;
 pub mod webhooks;
 
 pub use config::Config;
@@ -32,7 +36,12 @@ use metrics::Metrics;
 pub struct AppState {
     pub db: Db,
     pub store: Arc<dyn Store>,
+    /// Jobs waiting for nodes.
     pub queue: Arc<dyn JobQueue>,
+    /// Node events coming back.
+    pub events: Arc<dyn EventStream>,
+    /// The fleet's nodes.
+    pub nodes: Arc<dyn NodeRegistry>,
     pub metrics: Metrics,
     pub config: Arc<Config>,
     /// Per-key request counts (in process, or in Redis for a fleet).
@@ -105,14 +114,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     )
     .await
     .context("opening the store (KILN_STORAGE_URL)")?;
-    let queue: Arc<dyn JobQueue> = match &config.redis_url {
-        None => Arc::new(MemoryQueue::with_max_attempts(config.max_attempts)),
-        Some(url) => Arc::new(
+    let broker = match &config.redis_url {
+        None => Broker::new(Arc::new(MemoryQueue::with_max_attempts(
+            config.max_attempts,
+        ))),
+        Some(url) => Broker::new(Arc::new(
             RedisQueue::connect(url, &config.instance_id, config.max_attempts)
                 .await
                 .context("connecting to Redis (REDIS_URL)")?,
-        ),
+        )),
     };
+    let queue = broker.queue.clone();
 
     let limiter = match &config.redis_url {
         None => ratelimit::Limiter::memory(),
@@ -129,6 +141,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         db,
         store: store.clone(),
         queue: queue.clone(),
+        events: broker.events.clone(),
+        nodes: broker.nodes.clone(),
         metrics: metrics.clone(),
         config: Arc::new(config.clone()),
         limiter: Arc::new(limiter),
@@ -158,7 +172,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if slots > 0 {
         tasks.push(tokio::spawn(embedded_node(
             &config,
-            queue.clone(),
+            broker.clone(),
             store,
             &metrics,
             slots,
@@ -200,7 +214,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 /// and reported like any fleet node.
 fn embedded_node(
     config: &Config,
-    queue: Arc<dyn JobQueue>,
+    broker: Broker,
     store: Arc<dyn kiln_protocol::Store>,
     metrics: &Metrics,
     slots: usize,
@@ -225,7 +239,7 @@ fn embedded_node(
         let status =
             kiln_gpu_node::node::initial_status(&node_id, caps, classes.clone(), slots, None);
         kiln_gpu_node::worker::run(
-            queue,
+            broker,
             store,
             kiln_gpu_node::worker::WorkerConfig {
                 node_id,

@@ -14,8 +14,34 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::StreamReader;
 
-use crate::error::ApiError;
 use crate::AppState;
+
+/// Why a source could not be copied in, or a bucket not reached.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The request names something Kiln will not fetch (a bad URL, bucket or key).
+    #[error("{0}")]
+    Invalid(String),
+    /// The source is larger than the upload limit.
+    #[error("the source exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// The remote side failed: unreachable, an error status, no such object, a broken body.
+    #[error("{0}")]
+    Unreadable(String),
+    /// Kiln's own store failed while writing the copy.
+    #[error("storing the source failed")]
+    Store(#[source] kiln_protocol::StoreError),
+}
+
+/// A read error of the remote body, tagged so a failed copy can tell the caller's side
+/// (422) from Kiln's own store (500).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct RemoteRead(String);
+
+fn remote_read(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(RemoteRead(e.to_string()))
+}
 
 /// An object or prefix in a caller's S3-compatible bucket.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -60,8 +86,8 @@ impl std::fmt::Debug for S3Credentials {
 impl S3Location {
     /// A client for this bucket, after checking that the endpoint is one Kiln may reach.
     /// Kiln's own AWS credentials are never used for a caller's bucket.
-    pub async fn connect(&self, state: &AppState) -> Result<Arc<dyn ObjectStore>, ApiError> {
-        let bad = |m: String| ApiError::BadRequest(format!("s3: {m}"));
+    pub async fn connect(&self, state: &AppState) -> Result<Arc<dyn ObjectStore>, SourceError> {
+        let bad = |m: String| SourceError::Invalid(format!("s3: {m}"));
         if self.bucket.trim().is_empty() {
             return Err(bad("bucket is empty".into()));
         }
@@ -139,22 +165,21 @@ impl object_store::client::HttpConnector for GuardedConnector {
     }
 }
 
-fn object_path(key: &str) -> Result<ObjectPath, ApiError> {
+fn object_path(key: &str) -> Result<ObjectPath, SourceError> {
     ObjectPath::parse(key.trim_start_matches('/'))
-        .map_err(|e| ApiError::BadRequest(format!("s3: invalid key {key:?}: {e}")))
+        .map_err(|e| SourceError::Invalid(format!("s3: invalid key {key:?}: {e}")))
 }
 
-fn too_large(limit: u64) -> ApiError {
-    ApiError::PayloadTooLarge(format!("the source exceeds the limit of {limit} bytes"))
-}
-
-fn store_error(e: kiln_protocol::StoreError, what: &str) -> ApiError {
+/// A failed copy into Kiln's store: the remote body's fault (tagged [`RemoteRead`]) or the
+/// limit is the caller's; anything else is Kiln's own store failing.
+fn store_error(e: kiln_protocol::StoreError, what: &str) -> SourceError {
+    use kiln_protocol::StoreError;
     match e {
-        kiln_protocol::StoreError::TooLarge { limit } => too_large(limit),
-        kiln_protocol::StoreError::Io(io) => {
-            ApiError::Unprocessable(format!("could not read the source {what}: {io}"))
+        StoreError::TooLarge { limit } => SourceError::TooLarge { limit },
+        StoreError::Io(io) if io.get_ref().is_some_and(|i| i.is::<RemoteRead>()) => {
+            SourceError::Unreadable(format!("could not read the source {what}: {io}"))
         }
-        other => ApiError::internal(other),
+        other => SourceError::Store(other),
     }
 }
 
@@ -163,33 +188,33 @@ pub async fn fetch_url(
     state: &AppState,
     url: &str,
     key: &str,
-) -> Result<(u64, Option<String>), ApiError> {
-    let url = state.url_policy.check(url).map_err(ApiError::BadRequest)?;
+) -> Result<(u64, Option<String>), SourceError> {
+    let url = state.url_policy.check(url).map_err(SourceError::Invalid)?;
     let limit = state.config.max_upload_bytes;
     let client = state
         .url_policy
         .client(Duration::from_secs(state.config.fetch_timeout_secs));
     let resp = client.get(url.clone()).send().await.map_err(|e| {
-        ApiError::Unprocessable(format!(
+        SourceError::Unreadable(format!(
             "could not fetch the source URL: {}",
             crate::error::chain(&e)
         ))
     })?;
     if !resp.status().is_success() {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(SourceError::Unreadable(format!(
             "the source URL answered {}",
             resp.status()
         )));
     }
     if resp.content_length().is_some_and(|n| n > limit) {
-        return Err(too_large(limit));
+        return Err(SourceError::TooLarge { limit });
     }
     let name = url
         .path_segments()
         .and_then(|mut s| s.next_back())
         .filter(|s| !s.is_empty())
         .map(str::to_string);
-    let mut body = StreamReader::new(resp.bytes_stream().map_err(std::io::Error::other));
+    let mut body = StreamReader::new(resp.bytes_stream().map_err(remote_read));
     let size = state
         .store
         .put_stream(key, &mut body, limit)
@@ -203,25 +228,25 @@ pub async fn fetch_s3(
     state: &AppState,
     loc: &S3Location,
     key: &str,
-) -> Result<(u64, Option<String>), ApiError> {
+) -> Result<(u64, Option<String>), SourceError> {
     let object = loc
         .key
         .as_deref()
         .filter(|k| !k.is_empty())
-        .ok_or_else(|| ApiError::BadRequest("s3 source: `key` is required".into()))?;
+        .ok_or_else(|| SourceError::Invalid("s3 source: `key` is required".into()))?;
     let path = object_path(object)?;
     let bucket = loc.connect(state).await?;
     let limit = state.config.max_upload_bytes;
     let got = bucket.get(&path).await.map_err(|e| match e {
         object_store::Error::NotFound { .. } => {
-            ApiError::Unprocessable(format!("s3 source: no object {object:?} in the bucket"))
+            SourceError::Unreadable(format!("s3 source: no object {object:?} in the bucket"))
         }
-        other => ApiError::Unprocessable(format!("s3 source: {other}")),
+        other => SourceError::Unreadable(format!("s3 source: {other}")),
     })?;
     if got.meta.size > limit {
-        return Err(too_large(limit));
+        return Err(SourceError::TooLarge { limit });
     }
-    let mut body = StreamReader::new(got.into_stream().map_err(std::io::Error::other));
+    let mut body = StreamReader::new(got.into_stream().map_err(remote_read));
     let size = state
         .store
         .put_stream(key, &mut body, limit)
@@ -264,4 +289,29 @@ pub async fn deliver(
         .await
         .map_err(|e| format!("completing the upload to the destination bucket failed: {e}"))?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_protocol::StoreError;
+
+    #[test]
+    fn a_failing_store_is_kilns_fault_not_the_sources() {
+        // A broken remote body is the caller's problem (422)…
+        assert!(matches!(
+            store_error(StoreError::Io(remote_read("connection reset")), "URL"),
+            SourceError::Unreadable(m) if m.contains("connection reset")
+        ));
+        // …but Kiln's own store failing is Kiln's (it was answered 422 before).
+        let disk = std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left");
+        assert!(matches!(
+            store_error(StoreError::Io(disk), "URL"),
+            SourceError::Store(StoreError::Io(_))
+        ));
+        assert!(matches!(
+            store_error(StoreError::TooLarge { limit: 5 }, "URL"),
+            SourceError::TooLarge { limit: 5 }
+        ));
+    }
 }

@@ -15,11 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use serde_json::{json, Value};
+use serde_json::json;
 use sha2::Sha256;
 use sqlx::Row;
 
 use crate::db::JobRow;
+use crate::views::JobView;
 use crate::AppState;
 
 /// `t=…,v1=…` for `body` sent at `t` (unix seconds).
@@ -39,8 +40,8 @@ pub async fn record(state: &AppState, job: &JobRow, event: &str) -> anyhow::Resu
     let payload = json!({
         "id": id,
         "type": event,
-        "created_at": crate::api::time::rfc3339(now),
-        "data": crate::api::jobs::job_json(state, job),
+        "created_at": crate::time::rfc3339(now),
+        "data": JobView::new(job, &state.signing_key, now),
     });
     sqlx::query(
         "INSERT INTO webhook_deliveries (id, job_id, account_id, url, event, payload, status,
@@ -60,8 +61,25 @@ pub async fn record(state: &AppState, job: &JobRow, event: &str) -> anyhow::Resu
     Ok(())
 }
 
-/// The deliveries of a job, for its status document.
-pub async fn deliveries(state: &AppState, job_id: &str) -> Vec<Value> {
+/// One event's delivery to a job's webhook, as the job's document shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Delivery {
+    /// `evt_…`: what the receiver de-duplicates on (also `Kiln-Event-Id`).
+    pub event_id: String,
+    /// job.completed, job.failed, job.cancelled or job.progress.
+    pub event: String,
+    /// pending (to be retried), delivered or failed (gave up).
+    pub status: String,
+    pub attempts: i64,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    /// While pending: when the next attempt goes out.
+    pub next_attempt_at: Option<String>,
+    pub delivered_at: Option<String>,
+}
+
+/// The deliveries of a job, oldest first.
+pub async fn deliveries(state: &AppState, job_id: &str) -> Result<Vec<Delivery>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, event, status, attempts, next_attempt_at, last_status_code, last_error,
                 created_at, delivered_at
@@ -69,22 +87,23 @@ pub async fn deliveries(state: &AppState, job_id: &str) -> Vec<Value> {
     )
     .bind(job_id)
     .fetch_all(&state.db.pool)
-    .await
-    .unwrap_or_default();
-    let t = crate::api::time::rfc3339;
+    .await?;
+    let t = crate::time::rfc3339;
     rows.iter()
-        .filter_map(|r| {
-            let status: String = r.try_get("status").ok()?;
-            Some(json!({
-                "event_id": r.try_get::<String, _>("id").ok()?,
-                "event": r.try_get::<String, _>("event").ok()?,
-                "status": status,
-                "attempts": r.try_get::<i64, _>("attempts").ok()?,
-                "last_status_code": crate::db::opt_i64(r, "last_status_code").ok()?,
-                "last_error": r.try_get::<Option<String>, _>("last_error").ok()?,
-                "next_attempt_at": (status == "pending").then(|| r.try_get::<i64, _>("next_attempt_at").ok().map(t)).flatten(),
-                "delivered_at": crate::db::opt_i64(r, "delivered_at").ok()?.map(t),
-            }))
+        .map(|r| {
+            let status: String = r.try_get("status")?;
+            Ok(Delivery {
+                event_id: r.try_get("id")?,
+                event: r.try_get("event")?,
+                attempts: r.try_get("attempts")?,
+                last_status_code: crate::db::opt_i64(r, "last_status_code")?,
+                last_error: r.try_get("last_error")?,
+                next_attempt_at: (status == "pending")
+                    .then(|| r.try_get::<i64, _>("next_attempt_at").map(t))
+                    .transpose()?,
+                delivered_at: crate::db::opt_i64(r, "delivered_at")?.map(t),
+                status,
+            })
         })
         .collect()
 }

@@ -2,6 +2,7 @@
 
 use kiln_control_plane::db::jobs::{Completion, NewJob};
 use kiln_control_plane::db::{Db, JobStatus};
+use kiln_protocol::JobErrorCode;
 
 mod common;
 use common::ScratchPg;
@@ -88,7 +89,7 @@ async fn conformance(db: &Db) {
 
     // A retryable failure moves to the next attempt; the old attempt's events are then stale.
     assert!(db
-        .mark_retry(&id, 3, "storage_failed", "disk")
+        .mark_retry(&id, 3, JobErrorCode::StorageFailed, "disk")
         .await
         .unwrap());
     let stale = Completion {
@@ -123,7 +124,10 @@ async fn conformance(db: &Db) {
         !db.mark_completed(&id, 5, &done).await.unwrap(),
         "a finished job never moves"
     );
-    assert!(!db.mark_failed(&id, 4, "internal", "late").await.unwrap());
+    assert!(!db
+        .mark_failed(&id, 4, JobErrorCode::Internal, "late")
+        .await
+        .unwrap());
     let job = db.get_job(&account, &id).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Completed);
     assert_eq!(

@@ -242,7 +242,20 @@ pub enum ImagingError {
 }
 
 impl ImagingError {
-    /// The stable machine code.
+    /// The stable code a job that failed this way ends with (`POST /convert`, which answers
+    /// at once, maps the same errors to HTTP statuses instead).
+    pub fn job_code(&self) -> kiln_protocol::JobErrorCode {
+        use kiln_protocol::JobErrorCode;
+        match self {
+            Self::UnsupportedFormat | Self::Corrupt(_) => JobErrorCode::DecodeFailed,
+            Self::TooManyPixels { .. } | Self::TooManyFrames { .. } => {
+                JobErrorCode::InvalidSettings
+            }
+            Self::Encode(_) | Self::Resize(_) => JobErrorCode::EncodeFailed,
+        }
+    }
+
+    /// The finer reason, logged with a failed job.
     pub fn code(&self) -> &'static str {
         match self {
             Self::UnsupportedFormat => "unsupported_image_format",

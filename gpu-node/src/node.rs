@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kiln_protocol::job::video_class;
-use kiln_protocol::{
-    HardwarePolicy, JobQueue, NodeCapabilities, NodeStatus, RedisQueue, VideoCodec,
-};
+use kiln_protocol::{Broker, HardwarePolicy, NodeCapabilities, NodeStatus, RedisQueue, VideoCodec};
 use tokio::sync::watch;
 
 use crate::media::MediaCapabilities;
@@ -251,11 +249,11 @@ async fn serve_metrics(
 
 /// Run a fleet node until SIGTERM or Ctrl-C, then drain and leave.
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
-    let queue: Arc<dyn JobQueue> = Arc::new(
+    let broker = Broker::new(Arc::new(
         RedisQueue::connect_default(&config.redis_url, &config.node_id)
             .await
             .context("connecting to Redis")?,
-    );
+    ));
     let store = kiln_protocol::storage::open(Some(&config.storage_url), &config.scratch_dir)
         .await
         .context("opening KILN_STORAGE_URL")?;
@@ -295,7 +293,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         metrics_addr,
     );
     let worker = tokio::spawn(worker::run(
-        queue,
+        broker,
         store,
         WorkerConfig {
             node_id: config.node_id.clone(),

@@ -1,4 +1,7 @@
 //! The node's job loop: claim a job, fetch its source, transcode, store the output, report.
+//! Its parts: [`lease`] runs one claimed job under its lease (heartbeat, cancellation, the
+//! final event, ack or hand-back), [`execute`] does the work, [`report`] keeps the node's
+//! registry entry current.
 //!
 //! The loop survives everything a job can do: an error or a panic fails that job only; the
 //! lease is heartbeated while the job runs; queue outages are retried with backoff. The same
@@ -10,16 +13,16 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kiln_protocol::{
-    now_ms, JobErrorCode, JobQueue, JobSpec, Lease, NodeEvent, NodeEventKind, NodeStatus,
-    QueueError, Store, Task,
-};
-use tokio::sync::{mpsc, watch};
+use kiln_protocol::{Broker, JobSpec, NodeStatus, Store, Task};
+use tokio::sync::watch;
 
-use crate::media::{self, MediaError};
 use crate::metrics::NodeMetrics;
+
+mod execute;
+mod lease;
+mod report;
 
 /// How a node runs its slots.
 #[derive(Clone)]
@@ -48,20 +51,41 @@ pub struct WorkerConfig {
 }
 
 /// Why a running job was stopped from outside.
-const RUN: u8 = 0;
-/// The node is draining and its time is up: hand the job back to the queue.
-const HAND_BACK: u8 = 1;
-/// The lease was taken back (this node was presumed dead): drop the work quietly.
-const LEASE_LOST: u8 = 2;
-/// The job was cancelled through the API: stop, remove what was written, ack.
-const CANCELLED: u8 = 3;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum StopReason {
+    /// Not stopped: the job runs.
+    Run = 0,
+    /// The node is draining and its time is up: hand the job back to the queue.
+    HandBack = 1,
+    /// The lease was taken back (this node was presumed dead): drop the work quietly.
+    LeaseLost = 2,
+    /// The job was cancelled through the API: stop, remove what was written, ack.
+    Cancelled = 3,
+}
 
-/// How often a running job checks whether it was cancelled.
-const CANCEL_POLL: Duration = Duration::from_millis(500);
+/// A running job's stop flag (read by the encode loop) and why it was raised.
+#[derive(Default)]
+struct Stop {
+    flag: Arc<AtomicBool>,
+    why: AtomicU8,
+}
 
-struct Running {
-    cancel: Arc<AtomicBool>,
-    why: Arc<AtomicU8>,
+impl Stop {
+    /// Stop the job for `why`.
+    fn raise(&self, why: StopReason) {
+        self.why.store(why as u8, Ordering::SeqCst);
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    fn reason(&self) -> StopReason {
+        match self.why.load(Ordering::SeqCst) {
+            1 => StopReason::HandBack,
+            2 => StopReason::LeaseLost,
+            3 => StopReason::Cancelled,
+            _ => StopReason::Run,
+        }
+    }
 }
 
 struct Shared {
@@ -69,19 +93,19 @@ struct Shared {
     nvenc: Arc<tokio::sync::Semaphore>,
     done: AtomicU64,
     draining: AtomicBool,
-    running: Mutex<HashMap<String, Running>>,
+    /// The stop of every running job, by lease token.
+    running: Mutex<HashMap<String, Arc<Stop>>>,
 }
 
 impl Shared {
-    fn stop_all(&self, why: u8) {
-        for r in self
+    fn stop_all(&self, why: StopReason) {
+        for stop in self
             .running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
         {
-            r.why.store(why, Ordering::SeqCst);
-            r.cancel.store(true, Ordering::SeqCst);
+            stop.raise(why);
         }
     }
 }
@@ -89,7 +113,7 @@ impl Shared {
 /// Run `config.slots` job loops until `shutdown` turns true, then drain; returns when every
 /// slot has stopped and the node has left the registry.
 pub async fn run(
-    queue: Arc<dyn JobQueue>,
+    broker: Broker,
     store: Arc<dyn Store>,
     config: WorkerConfig,
     shutdown: watch::Receiver<bool>,
@@ -109,8 +133,8 @@ pub async fn run(
         running: Mutex::new(HashMap::new()),
     });
     let (slots_done_tx, slots_done_rx) = watch::channel(false);
-    let reporter = tokio::spawn(report_loop(
-        queue.clone(),
+    let reporter = tokio::spawn(report::report_loop(
+        broker.nodes.clone(),
         config.clone(),
         shared.clone(),
         slots_done_rx,
@@ -123,14 +147,14 @@ pub async fn run(
             let _ = shutdown.wait_for(|v| *v).await;
             shared.draining.store(true, Ordering::SeqCst);
             tokio::time::sleep(timeout).await;
-            shared.stop_all(HAND_BACK);
+            shared.stop_all(StopReason::HandBack);
         })
     };
     let mut slots = Vec::new();
     for slot in 0..config.slots {
         slots.push(tokio::spawn(slot_loop(
             slot,
-            queue.clone(),
+            broker.clone(),
             store.clone(),
             config.clone(),
             shared.clone(),
@@ -145,56 +169,9 @@ pub async fn run(
     let _ = reporter.await;
 }
 
-fn load1() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// Report the node every `report_every` (and at once when draining starts); leave the
-/// registry when the slots are done.
-async fn report_loop(
-    queue: Arc<dyn JobQueue>,
-    config: Arc<WorkerConfig>,
-    shared: Arc<Shared>,
-    mut slots_done: watch::Receiver<bool>,
-) {
-    let mut was_draining = false;
-    loop {
-        let draining = shared.draining.load(Ordering::SeqCst);
-        let status = NodeStatus {
-            busy: shared.busy.load(Ordering::SeqCst),
-            jobs_done: shared.done.load(Ordering::SeqCst),
-            draining,
-            load1: load1(),
-            ..config.status.clone()
-        };
-        if let Err(e) = queue.report_node(&status).await {
-            tracing::warn!(error = %e, "could not report to the node registry");
-        }
-        if draining && !was_draining {
-            tracing::info!(busy = status.busy, "draining: taking no new jobs");
-        }
-        was_draining = draining;
-        let tick = if draining {
-            Duration::from_millis(500)
-        } else {
-            config.report_every
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(tick) => {}
-            _ = slots_done.wait_for(|v| *v) => break,
-        }
-    }
-    if let Err(e) = queue.remove_node(&config.node_id).await {
-        tracing::warn!(error = %e, "could not leave the node registry");
-    }
-}
-
 async fn slot_loop(
     slot: usize,
-    queue: Arc<dyn JobQueue>,
+    broker: Broker,
     store: Arc<dyn Store>,
     config: Arc<WorkerConfig>,
     shared: Arc<Shared>,
@@ -207,7 +184,8 @@ async fn slot_loop(
         // job's run if the job is one.
         let permit = shared.nvenc.clone().try_acquire_owned().ok();
         let classes = claimable(&config.classes, permit.is_some());
-        match queue
+        match broker
+            .queue
             .claim(
                 &consumer,
                 &classes,
@@ -223,7 +201,7 @@ async fn slot_loop(
                 if let Some(m) = &config.metrics {
                     m.slots_busy.inc();
                 }
-                run_leased(&queue, &store, &config, &shared, lease).await;
+                lease::run_leased(&broker, &store, &config, &shared, lease).await;
                 shared.busy.fetch_sub(1, Ordering::SeqCst);
                 shared.done.fetch_add(1, Ordering::SeqCst);
                 if let Some(m) = &config.metrics {
@@ -254,394 +232,10 @@ fn claimable(classes: &[String], nvenc_free: bool) -> Vec<String> {
         .collect()
 }
 
-fn event(node: &str, job: &JobSpec, kind: NodeEventKind) -> NodeEvent {
-    NodeEvent {
-        job_id: job.id.clone(),
-        attempt: job.attempt,
-        node_id: node.to_string(),
-        at_ms: now_ms(),
-        kind,
-    }
-}
-
-async fn publish(queue: &Arc<dyn JobQueue>, node: &str, job: &JobSpec, kind: NodeEventKind) {
-    if let Err(e) = queue.publish(&event(node, job, kind)).await {
-        // Losing a progress event is harmless; final events are retried (`publish_final`).
-        tracing::warn!(job = %job.id, error = %e, "could not publish event");
-    }
-}
-
-/// Publish a job's final event, retrying through a queue outage for a few minutes. Returns
-/// whether it went out; if not, the lease expires and the job runs again, so nothing is lost.
-async fn publish_final(queue: &Arc<dyn JobQueue>, e: &NodeEvent, why: &AtomicU8) -> bool {
-    let mut backoff = Duration::from_millis(200);
-    let give_up = Instant::now() + Duration::from_secs(240);
-    loop {
-        match queue.publish(e).await {
-            Ok(()) => return true,
-            Err(err) if Instant::now() < give_up && why.load(Ordering::SeqCst) != LEASE_LOST => {
-                tracing::warn!(job = %e.job_id, error = %err, "final event not published yet; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            Err(err) => {
-                tracing::error!(job = %e.job_id, error = %err, "final event not published; the job will run again");
-                return false;
-            }
-        }
-    }
-}
-
 fn codec_label(job: &JobSpec) -> &'static str {
     match &job.task {
         Task::Video(p) => p.codec.as_str(),
         Task::Image(_) => "image",
-    }
-}
-
-async fn ack_quietly(queue: &Arc<dyn JobQueue>, lease: &Lease) {
-    if let Err(e) = queue.ack(lease).await {
-        tracing::warn!(job = %lease.job.id, error = %e, "ack failed");
-    }
-}
-
-/// Run one leased job to its end, then ack it (or hand it back, or drop it if the lease was
-/// taken away).
-async fn run_leased(
-    queue: &Arc<dyn JobQueue>,
-    store: &Arc<dyn Store>,
-    config: &WorkerConfig,
-    shared: &Shared,
-    lease: Lease,
-) {
-    let job = lease.job.clone();
-    let started = Instant::now();
-    if queue.is_cancelled(&job.id).await.unwrap_or(false) {
-        tracing::info!(job = %job.id, "claimed a cancelled job; dropping it");
-        ack_quietly(queue, &lease).await;
-        return;
-    }
-    tracing::info!(job = %job.id, attempt = job.attempt, "job started");
-    let cancel = Arc::new(AtomicBool::new(false));
-    let why = Arc::new(AtomicU8::new(RUN));
-    shared
-        .running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(
-            lease.token.clone(),
-            Running {
-                cancel: cancel.clone(),
-                why: why.clone(),
-            },
-        );
-    publish(queue, &config.node_id, &job, NodeEventKind::Started).await;
-
-    // Heartbeat the lease while the job runs; a lease taken back, or a cancellation through
-    // the API, stops the work.
-    let hb = {
-        let queue = queue.clone();
-        let lease = lease.clone();
-        let every = config.lease / 3;
-        let lease_for = config.lease;
-        let (cancel, why) = (cancel.clone(), why.clone());
-        tokio::spawn(async move {
-            let mut last_beat = Instant::now();
-            loop {
-                tokio::time::sleep(CANCEL_POLL.min(every)).await;
-                if queue.is_cancelled(&lease.job.id).await.unwrap_or(false) {
-                    tracing::info!(job = %lease.job.id, "cancelled; stopping");
-                    why.store(CANCELLED, Ordering::SeqCst);
-                    cancel.store(true, Ordering::SeqCst);
-                    return;
-                }
-                if last_beat.elapsed() < every {
-                    continue;
-                }
-                last_beat = Instant::now();
-                match queue.heartbeat(&lease, lease_for).await {
-                    Ok(()) => {}
-                    Err(QueueError::LeaseLost(_)) => {
-                        tracing::warn!(job = %lease.job.id, "lease taken back by the queue; stopping this attempt");
-                        why.store(LEASE_LOST, Ordering::SeqCst);
-                        cancel.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    Err(e) => tracing::warn!(job = %lease.job.id, error = %e, "heartbeat failed"),
-                }
-            }
-        })
-    };
-
-    let outcome = execute(queue, store, config, &job, &cancel).await;
-    hb.abort();
-    shared
-        .running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&lease.token);
-
-    let stopped = why.load(Ordering::SeqCst);
-    let label = |outcome: &str| {
-        if let Some(m) = &config.metrics {
-            m.jobs
-                .with_label_values(&[outcome, codec_label(&job)])
-                .inc();
-            m.job_seconds.observe(started.elapsed().as_secs_f64());
-        }
-    };
-    let final_kind = match outcome {
-        Ok(kind) => kind,
-        Err(_) if stopped == HAND_BACK => {
-            label("released");
-            match queue
-                .release(&lease, "node drained before the job finished")
-                .await
-            {
-                Ok(()) => tracing::info!(job = %job.id, "handed back to the queue (draining)"),
-                Err(e) => {
-                    tracing::warn!(job = %job.id, error = %e, "hand-back failed; the lease will expire and the job run again")
-                }
-            }
-            return;
-        }
-        Err(_) if stopped == LEASE_LOST => {
-            label("lost");
-            return;
-        }
-        Err(_) if stopped == CANCELLED => {
-            label("cancelled");
-            ack_quietly(queue, &lease).await;
-            return;
-        }
-        Err((code, message)) => {
-            tracing::warn!(job = %job.id, %code, %message, "job failed");
-            NodeEventKind::Failed {
-                code,
-                message,
-                retryable: code.retryable(),
-            }
-        }
-    };
-    label(if matches!(final_kind, NodeEventKind::Completed { .. }) {
-        "completed"
-    } else {
-        "failed"
-    });
-    // A completed output is reported even if the lease was lost meanwhile: the output is
-    // valid, and the control plane counts a job's completion once whichever attempt sends it.
-    if publish_final(queue, &event(&config.node_id, &job, final_kind), &why).await {
-        match queue.ack(&lease).await {
-            Ok(()) => {}
-            Err(QueueError::LeaseLost(_)) => {
-                tracing::info!(job = %job.id, "lease was taken back before the ack; the result is recorded anyway")
-            }
-            Err(e) => {
-                tracing::warn!(job = %job.id, error = %e, "ack failed; the job may run again")
-            }
-        }
-    }
-}
-
-type JobFailure = (JobErrorCode, String);
-
-/// Fetch, transcode, upload. Returns the `Completed` event or the failure.
-async fn execute(
-    queue: &Arc<dyn JobQueue>,
-    store: &Arc<dyn Store>,
-    config: &WorkerConfig,
-    job: &JobSpec,
-    cancel: &Arc<AtomicBool>,
-) -> Result<NodeEventKind, JobFailure> {
-    let params = match &job.task {
-        Task::Video(p) => p,
-        Task::Image(p) => return execute_image(store, job, p).await,
-    };
-    let storage_err = |e: kiln_protocol::StoreError| (JobErrorCode::StorageFailed, e.to_string());
-
-    let scratch_in = config
-        .scratch_dir
-        .join(format!("{}-{}.src", job.id, job.attempt));
-    let scratch_out = config.scratch_dir.join(format!(
-        "{}-{}.{}",
-        job.id,
-        job.attempt,
-        params.container.extension()
-    ));
-    let _cleanup = Cleanup(vec![scratch_in.clone(), scratch_out.clone()]);
-
-    let input = match store.local_path(&job.source_key) {
-        Some(p) if tokio::fs::try_exists(&p).await.unwrap_or(false) => p,
-        _ => {
-            store
-                .fetch_to_path(&job.source_key, &scratch_in)
-                .await
-                .map_err(storage_err)?;
-            scratch_in.clone()
-        }
-    };
-
-    // Progress flows from the blocking encode thread through a channel to the queue.
-    let (tx, mut rx) = mpsc::unbounded_channel::<media::Progress>();
-    let forwarder = {
-        let queue = queue.clone();
-        let node = config.node_id.clone();
-        let job = job.clone();
-        let metrics = config.metrics.clone();
-        tokio::spawn(async move {
-            while let Some(p) = rx.recv().await {
-                if let Some(m) = &metrics {
-                    if p.fps > 0.0 {
-                        m.encode_fps
-                            .with_label_values(&[codec_label(&job)])
-                            .observe(p.fps as f64);
-                    }
-                }
-                let kind = NodeEventKind::Progress {
-                    percent: p.percent,
-                    fps: p.fps,
-                    eta_s: p.eta_s,
-                };
-                publish(&queue, &node, &job, kind).await;
-            }
-        })
-    };
-
-    let result = {
-        let params = params.clone();
-        let out = scratch_out.clone();
-        let cancel = cancel.clone();
-        tokio::task::spawn_blocking(move || {
-            media::transcode(&input, &out, &params, &cancel, &mut |p| {
-                let _ = tx.send(p);
-            })
-        })
-        .await
-    };
-    let _ = forwarder.await;
-
-    let outcome = match result {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(e)) => return Err(media_failure(e)),
-        Err(join) => {
-            let what = if join.is_panic() {
-                "the transcode panicked"
-            } else {
-                "the transcode was aborted"
-            };
-            return Err((JobErrorCode::Internal, what.to_string()));
-        }
-    };
-
-    let output_size = store
-        .put_file(&job.output_key, &scratch_out)
-        .await
-        .map_err(storage_err)?;
-    tracing::info!(job = %job.id, output_size, frames = outcome.frames, "job completed");
-    Ok(NodeEventKind::Completed {
-        output_key: job.output_key.clone(),
-        output_size,
-        width: outcome.width,
-        height: outcome.height,
-        duration_s: outcome.duration_s,
-        report: outcome.report,
-    })
-}
-
-/// Largest image source a node reads into memory.
-const MAX_IMAGE_SOURCE: u64 = 256 << 20;
-
-/// Convert an image: read the source, convert on the GPU or CPU, store the result.
-async fn execute_image(
-    store: &Arc<dyn Store>,
-    job: &JobSpec,
-    p: &kiln_protocol::ImageParams,
-) -> Result<NodeEventKind, JobFailure> {
-    use crate::imaging::{self, ImagingError};
-    use tokio::io::AsyncReadExt;
-    let storage_err = |e: kiln_protocol::StoreError| (JobErrorCode::StorageFailed, e.to_string());
-    let params = imaging::params::from_fields(&p.fields, imaging::ConvertParams::default())
-        .map_err(|e| (JobErrorCode::InvalidSettings, e))?;
-    let (mut reader, size) = store.open(&job.source_key).await.map_err(storage_err)?;
-    if size > MAX_IMAGE_SOURCE {
-        return Err((
-            JobErrorCode::InvalidSettings,
-            format!("images are limited to {MAX_IMAGE_SOURCE} bytes"),
-        ));
-    }
-    let mut bytes = Vec::with_capacity(size as usize);
-    reader
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| storage_err(e.into()))?;
-    let out = tokio::task::spawn_blocking(move || imaging::convert(&bytes, &params))
-        .await
-        .map_err(|_| {
-            (
-                JobErrorCode::Internal,
-                "the conversion panicked".to_string(),
-            )
-        })?
-        .map_err(|e| {
-            let code = match e {
-                ImagingError::UnsupportedFormat | ImagingError::Corrupt(_) => {
-                    JobErrorCode::DecodeFailed
-                }
-                ImagingError::TooManyPixels { .. } | ImagingError::TooManyFrames { .. } => {
-                    JobErrorCode::InvalidSettings
-                }
-                ImagingError::Encode(_) | ImagingError::Resize(_) => JobErrorCode::EncodeFailed,
-            };
-            (code, e.to_string())
-        })?;
-    let output_size = store
-        .put_stream(
-            &job.output_key,
-            &mut std::io::Cursor::new(&out.bytes),
-            u64::MAX,
-        )
-        .await
-        .map_err(storage_err)?;
-    Ok(NodeEventKind::Completed {
-        output_key: job.output_key.clone(),
-        output_size,
-        width: out.width,
-        height: out.height,
-        duration_s: 0.0,
-        report: kiln_protocol::EncodeReport {
-            encoder: out.format.as_str().to_string(),
-            decoder: "image".into(),
-            // `wgpu` only when the shader ran on a real GPU (not lavapipe, the CPU driver):
-            // usage counts GPU seconds by it.
-            hwaccel: out
-                .resized_on
-                .filter(|b| *b == crate::gpu::ResizeBackend::Wgpu)
-                .filter(|_| {
-                    crate::gpu::choice()
-                        .adapter
-                        .as_ref()
-                        .is_some_and(|a| a.device_type != "cpu")
-                })
-                .map(|b| b.as_str().to_string()),
-            passes: 1,
-            audio: "none".into(),
-            ..Default::default()
-        },
-    })
-}
-
-fn media_failure(e: MediaError) -> JobFailure {
-    (e.code(), e.to_string())
-}
-
-/// Removes scratch files when a job ends, however it ends.
-struct Cleanup(Vec<PathBuf>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
-        }
     }
 }
 

@@ -5,33 +5,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use common::{ffmpeg, ffprobe, media};
 use kiln_gpu_node::media as kmedia;
-use kiln_gpu_node::quality::{self, samples, QualityError};
+use kiln_gpu_node::quality::{self, samples, vmaf, QualityError};
 use kiln_protocol::{Preset, RateControl, VideoCodec, VideoParams};
 
-/// libvmaf's reference CLI, built beside the library by deploy/setup-debian.sh.
-fn vmaf_cli() -> PathBuf {
-    let prefix = std::env::var_os("KILN_LIBVMAF_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kiln/tools/libvmaf-2.3.1")
-        });
-    let cli = prefix.join("bin/vmaf");
-    assert!(
-        cli.is_file(),
-        "no vmaf CLI at {} (run deploy/setup-debian.sh)",
-        cli.display()
-    );
-    cli
-}
-
-/// Pooled means from the `vmaf` CLI: (vmaf, psnr_y, float_ssim).
-fn reference_scores(reference: &Path, distorted: &Path, dir: &Path) -> (f64, f64, f64) {
+/// Pooled means from libvmaf's own `vmaf` CLI on the same pair, decoded to Y4M by `ffmpeg`.
+fn reference_scores(reference: &Path, distorted: &Path, dir: &Path) -> vmaf::ReferenceScores {
     let (r, d, json) = (dir.join("r.y4m"), dir.join("d.y4m"), dir.join("v.json"));
     for (src, y4m) in [(reference, &r), (distorted, &d)] {
         ffmpeg(&[
@@ -42,28 +25,7 @@ fn reference_scores(reference: &Path, distorted: &Path, dir: &Path) -> (f64, f64
             y4m.to_str().unwrap(),
         ]);
     }
-    let out = Command::new(vmaf_cli())
-        .args(["-r", r.to_str().unwrap(), "-d", d.to_str().unwrap()])
-        .args([
-            "--feature",
-            "psnr",
-            "--feature",
-            "float_ssim",
-            "--json",
-            "-q",
-            "-o",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    let mean = |k: &str| v["pooled_metrics"][k]["mean"].as_f64().unwrap();
-    (mean("vmaf"), mean("psnr_y"), mean("float_ssim"))
+    vmaf::reference_scores(&r, &d, 2, &json).unwrap()
 }
 
 #[test]
@@ -76,7 +38,7 @@ fn scores_match_the_vmaf_cli_and_ffmpegs_psnr_on_a_real_pair() {
     let s = quality::compare(&r, &d, 2).unwrap();
     assert_eq!(s.frames, 120);
     assert_eq!((s.width, s.height), (176, 144));
-    let (vmaf, psnr_y, ssim) = reference_scores(&r, &d, dir.path());
+    let vmaf::ReferenceScores { vmaf, psnr_y, ssim } = reference_scores(&r, &d, dir.path());
     assert!(
         (s.vmaf.mean - vmaf).abs() < 1e-3,
         "vmaf {} vs CLI {vmaf}",

@@ -24,6 +24,11 @@ pub enum JobErrorCode {
     StorageFailed,
     /// The job was cancelled.
     Cancelled,
+    /// The queue took the job back from a node (its lease expired, or the node drained) and
+    /// queued it again; the job's last error while it waits for its next attempt.
+    Requeued,
+    /// The job used every attempt and was moved to the dead-letter queue.
+    DeadLetter,
     /// Anything else: a bug or an environment problem; the detail is in the node's log.
     Internal,
 }
@@ -40,6 +45,8 @@ impl JobErrorCode {
             Self::EncodeFailed => "encode_failed",
             Self::StorageFailed => "storage_failed",
             Self::Cancelled => "cancelled",
+            Self::Requeued => "requeued",
+            Self::DeadLetter => "dead_letter",
             Self::Internal => "internal",
         }
     }
@@ -47,6 +54,16 @@ impl JobErrorCode {
     /// Whether trying the same job again (on this or another node) could succeed.
     pub fn retryable(self) -> bool {
         matches!(self, Self::StorageFailed | Self::Internal)
+    }
+}
+
+impl std::str::FromStr for JobErrorCode {
+    type Err = String;
+
+    /// The code from its stable string form (as stored in the database).
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_string()))
+            .map_err(|_| format!("unknown job error code {s:?}"))
     }
 }
 
@@ -71,10 +88,13 @@ mod tests {
             JobErrorCode::EncodeFailed,
             JobErrorCode::StorageFailed,
             JobErrorCode::Cancelled,
+            JobErrorCode::Requeued,
+            JobErrorCode::DeadLetter,
             JobErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(code.as_str().parse::<JobErrorCode>(), Ok(code));
         }
     }
 }

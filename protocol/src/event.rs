@@ -62,6 +62,7 @@ pub enum NodeEventKind {
 
 /// How a video output was made: what a client or operator needs to understand the result.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EncodeReport {
     /// The FFmpeg encoder that produced the video (`libx264`, `h264_nvenc`, …).
     pub encoder: String,
@@ -96,6 +97,7 @@ pub struct EncodeReport {
 
 /// What a `target_vmaf` encode chose and achieved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VmafReport {
     /// The VMAF asked for.
     pub target: f64,

@@ -16,7 +16,9 @@ pub use error::JobErrorCode;
 pub use event::{EncodeReport, NodeEvent, NodeEventKind, VmafReport};
 pub use job::{ImageParams, JobSpec, Resolution, Task};
 pub use node::{NodeCapabilities, NodeStatus};
-pub use queue::{JobQueue, Lease, MemoryQueue, QueueError, RedisQueue};
+pub use queue::{
+    Broker, EventStream, JobQueue, Lease, MemoryQueue, NodeRegistry, QueueError, RedisQueue,
+};
 pub use storage::{LocalStore, S3Store, Store, StoreError};
 pub use video::{
     Container, HardwarePolicy, Preset, RateControl, SizePlanError, VideoCodec, VideoParams,

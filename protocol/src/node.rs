@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// One node's capabilities, as probed once at start.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeCapabilities {
     /// The GPU model (`NVIDIA H100 80GB HBM3`), when the node has an NVIDIA GPU.
     #[serde(default)]
@@ -78,7 +79,7 @@ impl NodeStatus {
 }
 
 /// Why no live node takes `class`, or `None` when one does. `nodes` is the registry as
-/// [`crate::JobQueue::nodes`] returns it.
+/// [`crate::NodeRegistry::list`] returns it.
 pub fn unschedulable_reason(class: &str, nodes: &[NodeStatus], max_age_ms: i64) -> Option<String> {
     let live: Vec<&NodeStatus> = nodes.iter().filter(|n| n.live(max_age_ms)).collect();
     if live

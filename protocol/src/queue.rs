@@ -1,4 +1,10 @@
-//! The job queue between the control plane and nodes, and the event channel back.
+//! The channels between the control plane and nodes, as three traits that one backend (Redis
+//! for a fleet, memory for the embedded default) implements together:
+//! - [`JobQueue`]: jobs waiting by class, leases, cancellations, and the queue's epoch;
+//! - [`EventStream`]: node events flowing back to the control plane;
+//! - [`NodeRegistry`]: which nodes are alive and what they can do.
+//!
+//! [`Broker`] holds one backend as all three.
 //!
 //! Contract, for every implementation (the conformance tests in `queue::conformance` hold each
 //! one to it):
@@ -10,13 +16,14 @@
 //!   and, in the same atomic step, publishes a `Requeued` event — or, once the job has used
 //!   `max_attempts`, moves it to the dead-letter queue and publishes `DeadLettered`.
 //! - A lease that was taken back is dead: its heartbeat, ack or release is refused.
-//! - `publish` / `next_events` carry node events to the control plane in the order published,
+//! - `publish` / `receive` carry node events to the control plane in the order published,
 //!   at least once (an event can be seen again after a control-plane crash; applying one is
 //!   idempotent).
 //! - `cancel` marks a job so that whoever claims or runs it stops (`is_cancelled`).
 //! - `epoch_is_new` tells the control plane that the queue's state was created (or lost) since
 //!   it last asked, so jobs the database holds as unfinished must be enqueued again.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -66,7 +73,7 @@ pub const CANCEL_MEMORY: Duration = Duration::from_secs(7 * 86_400);
 /// Tries per job before the queue dead-letters it, unless configured otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
-/// The queue both sides talk to.
+/// Jobs waiting by class, their leases and cancellations: what nodes claim work from.
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
     /// Add a job at the back of its class.
@@ -91,17 +98,6 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn reclaim_expired(&self) -> Result<usize, QueueError>;
     /// Jobs waiting to be claimed, over all classes.
     async fn depth(&self) -> Result<u64, QueueError>;
-    /// Send an event to the control plane.
-    async fn publish(&self, event: &NodeEvent) -> Result<(), QueueError>;
-    /// Receive up to `max` events, waiting up to `wait` for the first. Asking again
-    /// acknowledges the previous batch.
-    async fn next_events(&self, max: usize, wait: Duration) -> Result<Vec<NodeEvent>, QueueError>;
-    /// Register or refresh a node (its heartbeat).
-    async fn report_node(&self, node: &NodeStatus) -> Result<(), QueueError>;
-    /// Remove a node from the registry (it stopped cleanly).
-    async fn remove_node(&self, node_id: &str) -> Result<(), QueueError>;
-    /// Every registered node, with `age_ms` filled in; nodes silent for an hour are dropped.
-    async fn nodes(&self) -> Result<Vec<NodeStatus>, QueueError>;
     /// Cancel a job: a node that claims it acknowledges it without running it, and a node
     /// running it stops within a second or so. Remembered for a week.
     async fn cancel(&self, job_id: &str) -> Result<(), QueueError>;
@@ -110,4 +106,44 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Whether the queue's state is new since the last call (true on the first call of a fresh
     /// backend, and again after a backend lost its data).
     async fn epoch_is_new(&self) -> Result<bool, QueueError>;
+}
+
+/// Node events on their way to the control plane.
+#[async_trait]
+pub trait EventStream: Send + Sync + 'static {
+    /// Send an event to the control plane.
+    async fn publish(&self, event: &NodeEvent) -> Result<(), QueueError>;
+    /// Receive up to `max` events, waiting up to `wait` for the first. Asking again
+    /// acknowledges the previous batch.
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<NodeEvent>, QueueError>;
+}
+
+/// The nodes of the fleet, as they last reported themselves.
+#[async_trait]
+pub trait NodeRegistry: Send + Sync + 'static {
+    /// Register or refresh a node (its heartbeat).
+    async fn report(&self, node: &NodeStatus) -> Result<(), QueueError>;
+    /// Remove a node from the registry (it stopped cleanly).
+    async fn remove(&self, node_id: &str) -> Result<(), QueueError>;
+    /// Every registered node, with `age_ms` filled in; nodes silent for an hour are dropped.
+    async fn list(&self) -> Result<Vec<NodeStatus>, QueueError>;
+}
+
+/// One backend seen as its three channels (every backend implements all of them).
+#[derive(Clone)]
+pub struct Broker {
+    pub queue: Arc<dyn JobQueue>,
+    pub events: Arc<dyn EventStream>,
+    pub nodes: Arc<dyn NodeRegistry>,
+}
+
+impl Broker {
+    /// The three channels of `backend`.
+    pub fn new<B: JobQueue + EventStream + NodeRegistry>(backend: Arc<B>) -> Self {
+        Self {
+            queue: backend.clone(),
+            events: backend.clone(),
+            nodes: backend,
+        }
+    }
 }

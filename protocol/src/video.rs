@@ -446,6 +446,26 @@ impl HardwarePolicy {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rate_method_names_are_the_serde_tags() {
+        for rate in [
+            RateControl::Crf { quality: 23 },
+            RateControl::Bitrate {
+                kbps: 800,
+                max_kbps: None,
+                buffer_kbits: None,
+            },
+            RateControl::Size { target_mb: 2.0 },
+            RateControl::Vmaf { target: 95.0 },
+            RateControl::EncoderCrf { crf: 30 },
+        ] {
+            assert_eq!(
+                serde_json::to_value(&rate).unwrap()["method"],
+                rate.method()
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -2,6 +2,7 @@
 //! conformance suites as the embedded default's in-process queue and local folder.
 
 use kiln_protocol::queue::conformance;
+use kiln_protocol::queue::EventStream;
 use kiln_protocol::storage::conformance as store_conformance;
 use kiln_protocol::testing::{RedisServer, S3Server};
 use kiln_protocol::{JobQueue, LocalStore, RedisQueue, S3Store};
@@ -49,7 +50,7 @@ async fn redis_queue_survives_a_lost_connection() {
     };
     assert!(fresh, "a restarted, empty Redis is a new epoch");
     assert!(q
-        .next_events(10, std::time::Duration::from_millis(50))
+        .receive(10, std::time::Duration::from_millis(50))
         .await
         .unwrap()
         .is_empty());

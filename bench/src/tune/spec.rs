@@ -64,21 +64,26 @@ pub struct Encode {
     pub params: VideoParams,
 }
 
-/// The codec and hardware policy an encoder name means.
+/// The codec and hardware policy an encoder name means: a codec or CPU encoder name as the
+/// API takes them (`x264`, `libx265`, `svt-av1`, `vp9`, …), or NVENC as `nvenc-h264`,
+/// `nvenc-h265`, `h264_nvenc`, `hevc_nvenc`.
 pub fn encoder(name: &str) -> Result<(VideoCodec, HardwarePolicy), String> {
-    Ok(match name.to_ascii_lowercase().as_str() {
-        "x264" | "libx264" => (VideoCodec::H264, HardwarePolicy::Cpu),
-        "x265" | "libx265" => (VideoCodec::H265, HardwarePolicy::Cpu),
-        "svt-av1" | "svtav1" | "libsvtav1" => (VideoCodec::Av1, HardwarePolicy::Cpu),
-        "vp9" | "libvpx-vp9" => (VideoCodec::Vp9, HardwarePolicy::Cpu),
-        "nvenc-h264" | "h264_nvenc" => (VideoCodec::H264, HardwarePolicy::Nvenc),
-        "nvenc-h265" | "hevc_nvenc" => (VideoCodec::H265, HardwarePolicy::Nvenc),
-        other => {
-            return Err(format!(
-                "unknown encoder {other:?}: use x264, x265, svt-av1, vp9, nvenc-h264 or nvenc-h265"
-            ))
+    let lower = name.to_ascii_lowercase();
+    let (codec, hardware) = match lower
+        .strip_prefix("nvenc-")
+        .or_else(|| lower.strip_suffix("_nvenc"))
+    {
+        Some(codec) => (codec, HardwarePolicy::Nvenc),
+        None => (lower.as_str(), HardwarePolicy::Cpu),
+    };
+    match VideoCodec::parse(codec) {
+        Some(c) if hardware == HardwarePolicy::Cpu || c.nvenc_encoder().is_some() => {
+            Ok((c, hardware))
         }
-    })
+        _ => Err(format!(
+            "unknown encoder {name:?}: use x264, x265, svt-av1, vp9, nvenc-h264 or nvenc-h265"
+        )),
+    }
 }
 
 impl Spec {

@@ -6,6 +6,7 @@
 //! its `Requeued` event may be applied later (another control-plane replica, a replay after a
 //! crash); an event from an *older* attempt is stale and ignored.
 
+use kiln_protocol::JobErrorCode;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -175,34 +176,48 @@ pub struct NewJob<'a> {
 /// Statuses from which a job can still move (a finished job never changes again).
 const LIVE: &str = "status IN ('pending', 'processing')";
 
+/// Record `j` as `pending` on its first attempt, on `conn` (a submission's transaction);
+/// `enqueue_after` is when the control plane enqueues it itself if the submitter has not
+/// cleared it by then (see migration 0006).
+pub(super) async fn insert(
+    conn: &mut sqlx::AnyConnection,
+    j: &NewJob<'_>,
+    enqueue_after: Option<i64>,
+) -> Result<(), DbError> {
+    let now = kiln_protocol::now_ms();
+    sqlx::query(
+        "INSERT INTO jobs (id, account_id, kind, status, spec, source_key, output_key,
+                           input_name, input_size, attempts, created_at, updated_at, codec,
+                           batch_id, webhook_url, webhook_progress, destination, credits_charged,
+                           enqueue_after)
+         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, 1, $9, $9, $10, $11, $12, $13, $14, $15, $16)",
+    )
+    .bind(j.id)
+    .bind(j.account_id)
+    .bind(j.kind)
+    .bind(j.spec)
+    .bind(j.source_key)
+    .bind(j.output_key)
+    .bind(j.input_name)
+    .bind(j.input_size)
+    .bind(now)
+    .bind(j.codec)
+    .bind(j.batch_id)
+    .bind(j.webhook_url)
+    .bind(j.webhook_progress as i64)
+    .bind(j.destination)
+    .bind(j.credits)
+    .bind(enqueue_after)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 impl Db {
-    /// Record a job as `pending` on its first attempt.
+    /// Record a job as `pending` on its first attempt (outside a submission; tests).
     pub async fn insert_job(&self, j: &NewJob<'_>) -> Result<(), DbError> {
-        let now = kiln_protocol::now_ms();
-        sqlx::query(
-            "INSERT INTO jobs (id, account_id, kind, status, spec, source_key, output_key,
-                               input_name, input_size, attempts, created_at, updated_at, codec,
-                               batch_id, webhook_url, webhook_progress, destination, credits_charged)
-             VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, 1, $9, $9, $10, $11, $12, $13, $14, $15)",
-        )
-        .bind(j.id)
-        .bind(j.account_id)
-        .bind(j.kind)
-        .bind(j.spec)
-        .bind(j.source_key)
-        .bind(j.output_key)
-        .bind(j.input_name)
-        .bind(j.input_size)
-        .bind(now)
-        .bind(j.codec)
-        .bind(j.batch_id)
-        .bind(j.webhook_url)
-        .bind(j.webhook_progress as i64)
-        .bind(j.destination)
-        .bind(j.credits)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        insert(&mut conn, j, None).await
     }
 
     /// A job by id, only if it belongs to `account_id` (another account's job is "not found").
@@ -296,7 +311,7 @@ impl Db {
         &self,
         id: &str,
         attempt: i64,
-        code: &str,
+        code: JobErrorCode,
         message: &str,
     ) -> Result<bool, DbError> {
         let now = kiln_protocol::now_ms();
@@ -305,7 +320,7 @@ impl Db {
                     completed_at = $3, updated_at = $3, attempts = $5, expires_at = $3
              WHERE id = $4 AND attempts <= $5 AND {LIVE}"
         ))
-        .bind(code)
+        .bind(code.as_str())
         .bind(message)
         .bind(now)
         .bind(id)
@@ -320,7 +335,7 @@ impl Db {
         &self,
         id: &str,
         attempt: i64,
-        code: &str,
+        code: JobErrorCode,
         message: &str,
     ) -> Result<bool, DbError> {
         let now = kiln_protocol::now_ms();
@@ -329,7 +344,7 @@ impl Db {
                     error_code = $1, error_message = $2, updated_at = $3
              WHERE id = $4 AND attempts = $5 AND {LIVE}"
         ))
-        .bind(code)
+        .bind(code.as_str())
         .bind(message)
         .bind(now)
         .bind(id)
@@ -345,14 +360,15 @@ impl Db {
         let now = kiln_protocol::now_ms();
         let r = sqlx::query(&format!(
             "UPDATE jobs SET status = 'pending', attempts = $1, progress = 0, fps = NULL,
-                    eta_s = NULL, node_id = NULL, error_code = 'requeued', error_message = $2,
-                    updated_at = $3
+                    eta_s = NULL, node_id = NULL, error_code = $5, error_message = $2,
+                    updated_at = $3, enqueue_after = NULL
              WHERE id = $4 AND attempts < $1 AND {LIVE}"
         ))
         .bind(next)
         .bind(reason)
         .bind(now)
         .bind(id)
+        .bind(JobErrorCode::Requeued.as_str())
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
@@ -362,13 +378,14 @@ impl Db {
     pub async fn mark_cancelled(&self, id: &str) -> Result<bool, DbError> {
         let now = kiln_protocol::now_ms();
         let r = sqlx::query(&format!(
-            "UPDATE jobs SET status = 'cancelled', error_code = 'cancelled',
+            "UPDATE jobs SET status = 'cancelled', error_code = $3,
                     error_message = 'cancelled through the API', fps = NULL, eta_s = NULL,
                     completed_at = $1, updated_at = $1, expires_at = $1
              WHERE id = $2 AND {LIVE}"
         ))
         .bind(now)
         .bind(id)
+        .bind(JobErrorCode::Cancelled.as_str())
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)

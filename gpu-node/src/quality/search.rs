@@ -52,10 +52,8 @@ fn finish(known: &BTreeMap<u32, f64>, probes: Vec<(u32, f64)>, target: f64, lo: 
 /// The largest CRF in `lo..=hi` whose `probe` score is at least `target` (scores fall as CRF
 /// rises), interpolating between probes.
 pub fn search(lo: u32, hi: u32, target: f64, mut probe: impl FnMut(u32) -> f64) -> Found {
-    match try_search(lo, hi, target, |c| Ok::<_, Infallible>(probe(c))) {
-        Ok(f) => f,
-        Err(never) => match never {},
-    }
+    let Ok(found) = try_search(lo, hi, target, |c| Ok::<_, Infallible>(probe(c)));
+    found
 }
 
 /// [`search`] with a probe that can fail (a real encode): the first error ends the search.
@@ -145,10 +143,8 @@ fn slope_step(known: &BTreeMap<u32, f64>, c: u32, s: f64, target: f64) -> Option
 
 /// Plain bisection over integers for the same answer, for comparison.
 pub fn bisect(lo: u32, hi: u32, target: f64, mut probe: impl FnMut(u32) -> f64) -> Found {
-    match try_bisect(lo, hi, target, |c| Ok::<_, Infallible>(probe(c))) {
-        Ok(f) => f,
-        Err(never) => match never {},
-    }
+    let Ok(found) = try_bisect(lo, hi, target, |c| Ok::<_, Infallible>(probe(c)));
+    found
 }
 
 /// [`bisect`] with a probe that can fail.

@@ -3,6 +3,8 @@
 //! three metrics. Declarations follow `libvmaf/libvmaf.h`, `picture.h` and `model.h` of 2.3.1.
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::ptr;
 
 use super::QualityError;
@@ -86,6 +88,62 @@ pub fn version() -> String {
     unsafe { CStr::from_ptr(vmaf_version()) }
         .to_string_lossy()
         .into_owned()
+}
+
+/// libvmaf's own `vmaf` CLI, built beside the library this binary links
+/// (deploy/setup-debian.sh): the reference Kiln's scores are checked and benchmarked against.
+pub fn reference_cli() -> PathBuf {
+    PathBuf::from(env!("KILN_LIBVMAF_PREFIX")).join("bin/vmaf")
+}
+
+/// Pooled means the reference CLI reports for a pair of Y4M files.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReferenceScores {
+    pub vmaf: f64,
+    pub psnr_y: f64,
+    pub ssim: f64,
+}
+
+/// Run the reference CLI on `reference_y4m` and `distorted_y4m` with the features Kiln computes
+/// (the model's, `psnr`, `float_ssim`) on `threads` threads, its JSON log written to `json`.
+pub fn reference_scores(
+    reference_y4m: &Path,
+    distorted_y4m: &Path,
+    threads: u32,
+    json: &Path,
+) -> Result<ReferenceScores, String> {
+    let cli = reference_cli();
+    let out = Command::new(&cli)
+        .arg("-r")
+        .arg(reference_y4m)
+        .arg("-d")
+        .arg(distorted_y4m)
+        .args(["--feature", "psnr", "--feature", "float_ssim", "--threads"])
+        .arg(threads.to_string())
+        .args(["--json", "-q", "-o"])
+        .arg(json)
+        .output()
+        .map_err(|e| format!("{}: {e} (run deploy/setup-debian.sh)", cli.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            cli.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(json).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    let mean = |k: &str| {
+        v["pooled_metrics"][k]["mean"]
+            .as_f64()
+            .ok_or_else(|| format!("no pooled {k} in the CLI's JSON"))
+    };
+    Ok(ReferenceScores {
+        vmaf: mean("vmaf")?,
+        psnr_y: mean("psnr_y")?,
+        ssim: mean("float_ssim")?,
+    })
 }
 
 /// The model every score is computed with (VMAF's standard 1080p model, built in).

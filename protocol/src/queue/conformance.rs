@@ -5,11 +5,15 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::JobQueue;
+use super::{EventStream, JobQueue, NodeRegistry};
 use crate::{
     HardwarePolicy, JobSpec, NodeEvent, NodeEventKind, NodeStatus, Resolution, Task, VideoCodec,
     VideoParams,
 };
+
+/// What the suite tests: one backend that is all three channels.
+pub trait Backend: JobQueue + EventStream + NodeRegistry {}
+impl<T: JobQueue + EventStream + NodeRegistry> Backend for T {}
 
 fn job_with(id: &str, hardware: HardwarePolicy) -> JobSpec {
     JobSpec {
@@ -39,7 +43,7 @@ const LEASE: Duration = Duration::from_secs(30);
 /// Run every conformance check, each on a fresh queue from `make`.
 pub async fn run_all<Q, F, Fut>(make: F)
 where
-    Q: JobQueue,
+    Q: Backend,
     F: Fn(u32) -> Fut,
     Fut: Future<Output = Q>,
 {
@@ -57,7 +61,7 @@ where
     cancellation_is_seen(&make(3).await).await;
 }
 
-async fn cancellation_is_seen(q: &impl JobQueue) {
+async fn cancellation_is_seen(q: &impl Backend) {
     assert!(!q.is_cancelled("x").await.unwrap());
     q.cancel("x").await.unwrap();
     q.cancel("x").await.unwrap();
@@ -68,10 +72,10 @@ async fn cancellation_is_seen(q: &impl JobQueue) {
     assert!(!q.is_cancelled("y").await.unwrap(), "only for that job");
 }
 
-async fn drain_events(q: &impl JobQueue) -> Vec<NodeEvent> {
+async fn drain_events(q: &impl Backend) -> Vec<NodeEvent> {
     let mut all = Vec::new();
     loop {
-        let batch = q.next_events(100, SHORT).await.unwrap();
+        let batch = q.receive(100, SHORT).await.unwrap();
         if batch.is_empty() {
             return all;
         }
@@ -79,7 +83,7 @@ async fn drain_events(q: &impl JobQueue) -> Vec<NodeEvent> {
     }
 }
 
-async fn fifo_and_exactly_once(q: &impl JobQueue) {
+async fn fifo_and_exactly_once(q: &impl Backend) {
     let h264 = classes(&["h264"]);
     for id in ["a", "b", "c"] {
         q.enqueue(&job(id)).await.unwrap();
@@ -98,7 +102,7 @@ async fn fifo_and_exactly_once(q: &impl JobQueue) {
     assert_eq!(q.depth().await.unwrap(), 0);
 }
 
-async fn claim_waits_then_times_out(q: &impl JobQueue) {
+async fn claim_waits_then_times_out(q: &impl Backend) {
     let started = Instant::now();
     assert!(q
         .claim("n1", &classes(&["h264"]), SHORT, LEASE)
@@ -111,7 +115,7 @@ async fn claim_waits_then_times_out(q: &impl JobQueue) {
     );
 }
 
-async fn claim_wakes_on_enqueue<Q: JobQueue>(q: Q) {
+async fn claim_wakes_on_enqueue<Q: Backend>(q: Q) {
     let q = std::sync::Arc::new(q);
     let waiter = {
         let q = q.clone();
@@ -134,7 +138,7 @@ async fn claim_wakes_on_enqueue<Q: JobQueue>(q: Q) {
     );
 }
 
-async fn classes_route_jobs(q: &impl JobQueue) {
+async fn classes_route_jobs(q: &impl Backend) {
     q.enqueue(&job_with("needs-nvenc", HardwarePolicy::Nvenc))
         .await
         .unwrap();
@@ -165,7 +169,7 @@ async fn classes_route_jobs(q: &impl JobQueue) {
     q.ack(&l).await.unwrap();
 }
 
-async fn expired_lease_is_reclaimed_as_next_attempt(q: &impl JobQueue) {
+async fn expired_lease_is_reclaimed_as_next_attempt(q: &impl Backend) {
     let h264 = classes(&["h264"]);
     q.enqueue(&job("dies")).await.unwrap();
     let lease = q
@@ -218,7 +222,7 @@ async fn expired_lease_is_reclaimed_as_next_attempt(q: &impl JobQueue) {
     }
 }
 
-async fn exhausted_attempts_are_dead_lettered(q: &impl JobQueue) {
+async fn exhausted_attempts_are_dead_lettered(q: &impl Backend) {
     // This queue allows 2 attempts.
     let h264 = classes(&["h264"]);
     q.enqueue(&job("cursed")).await.unwrap();
@@ -251,7 +255,7 @@ async fn exhausted_attempts_are_dead_lettered(q: &impl JobQueue) {
     assert_eq!(kinds, [(1, "requeued"), (2, "dead")]);
 }
 
-async fn release_hands_back_at_once(q: &impl JobQueue) {
+async fn release_hands_back_at_once(q: &impl Backend) {
     let h264 = classes(&["h264"]);
     q.enqueue(&job("handed-back")).await.unwrap();
     let l = q
@@ -284,7 +288,7 @@ async fn release_hands_back_at_once(q: &impl JobQueue) {
     ));
 }
 
-async fn acked_job_is_gone(q: &impl JobQueue) {
+async fn acked_job_is_gone(q: &impl Backend) {
     let h264 = classes(&["h264"]);
     q.enqueue(&job("x")).await.unwrap();
     let lease = q
@@ -299,8 +303,8 @@ async fn acked_job_is_gone(q: &impl JobQueue) {
     assert!(q.claim("n1", &h264, SHORT, LEASE).await.unwrap().is_none());
 }
 
-async fn events_arrive_in_order(q: &impl JobQueue) {
-    assert!(q.next_events(10, SHORT).await.unwrap().is_empty());
+async fn events_arrive_in_order(q: &impl Backend) {
+    assert!(q.receive(10, SHORT).await.unwrap().is_empty());
     for i in 0..5 {
         q.publish(&NodeEvent {
             job_id: "e".into(),
@@ -318,17 +322,17 @@ async fn events_arrive_in_order(q: &impl JobQueue) {
     }
     let mut got = Vec::new();
     while got.len() < 5 {
-        let batch = q.next_events(3, SHORT).await.unwrap();
+        let batch = q.receive(3, SHORT).await.unwrap();
         assert!(!batch.is_empty() && batch.len() <= 3);
         got.extend(batch);
     }
     let order: Vec<i64> = got.iter().map(|e| e.at_ms).collect();
     assert_eq!(order, [0, 1, 2, 3, 4]);
-    assert!(q.next_events(10, SHORT).await.unwrap().is_empty());
+    assert!(q.receive(10, SHORT).await.unwrap().is_empty());
 }
 
-async fn nodes_register_and_age(q: &impl JobQueue) {
-    assert!(q.nodes().await.unwrap().is_empty());
+async fn nodes_register_and_age(q: &impl Backend) {
+    assert!(q.list().await.unwrap().is_empty());
     let node = NodeStatus {
         node_id: "gpu-1".into(),
         classes: classes(&["h264", "h264:nvenc"]),
@@ -336,15 +340,15 @@ async fn nodes_register_and_age(q: &impl JobQueue) {
         busy: 1,
         ..Default::default()
     };
-    q.report_node(&node).await.unwrap();
-    q.report_node(&NodeStatus {
+    q.report(&node).await.unwrap();
+    q.report(&NodeStatus {
         node_id: "cpu-1".into(),
         ..node.clone()
     })
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let nodes = q.nodes().await.unwrap();
+    let nodes = q.list().await.unwrap();
     let ids: Vec<&str> = nodes.iter().map(|n| n.node_id.as_str()).collect();
     assert_eq!(ids, ["cpu-1", "gpu-1"]);
     assert_eq!(nodes[1].classes, node.classes);
@@ -353,13 +357,13 @@ async fn nodes_register_and_age(q: &impl JobQueue) {
         "age {}",
         nodes[1].age_ms
     );
-    q.report_node(&node).await.unwrap();
-    assert!(q.nodes().await.unwrap()[1].age_ms < nodes[1].age_ms);
-    q.remove_node("cpu-1").await.unwrap();
-    assert_eq!(q.nodes().await.unwrap().len(), 1);
+    q.report(&node).await.unwrap();
+    assert!(q.list().await.unwrap()[1].age_ms < nodes[1].age_ms);
+    q.remove("cpu-1").await.unwrap();
+    assert_eq!(q.list().await.unwrap().len(), 1);
 }
 
-async fn epoch_is_new_once(q: &impl JobQueue) {
+async fn epoch_is_new_once(q: &impl Backend) {
     assert!(q.epoch_is_new().await.unwrap());
     assert!(!q.epoch_is_new().await.unwrap());
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::{JobQueue, Lease, QueueError, DEFAULT_MAX_ATTEMPTS};
+use super::{EventStream, JobQueue, Lease, NodeRegistry, QueueError, DEFAULT_MAX_ATTEMPTS};
 use crate::{now_ms, JobSpec, NodeEvent, NodeEventKind, NodeStatus};
 
 struct Leased {
@@ -230,13 +230,33 @@ impl JobQueue for MemoryQueue {
         Ok(self.lock().ready.values().map(|q| q.len() as u64).sum())
     }
 
+    async fn cancel(&self, job_id: &str) -> Result<(), QueueError> {
+        let mut st = self.lock();
+        st.cancelled
+            .retain(|_, at| at.elapsed() < super::CANCEL_MEMORY);
+        st.cancelled.insert(job_id.to_string(), Instant::now());
+        Ok(())
+    }
+
+    async fn is_cancelled(&self, job_id: &str) -> Result<bool, QueueError> {
+        Ok(self.lock().cancelled.contains_key(job_id))
+    }
+
+    async fn epoch_is_new(&self) -> Result<bool, QueueError> {
+        let mut st = self.lock();
+        Ok(!std::mem::replace(&mut st.epoch_seen, true))
+    }
+}
+
+#[async_trait]
+impl EventStream for MemoryQueue {
     async fn publish(&self, event: &NodeEvent) -> Result<(), QueueError> {
         self.lock().events.push_back(event.clone());
         self.events_ready.notify_waiters();
         Ok(())
     }
 
-    async fn next_events(&self, max: usize, wait: Duration) -> Result<Vec<NodeEvent>, QueueError> {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<NodeEvent>, QueueError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.events_ready.notified();
@@ -254,20 +274,23 @@ impl JobQueue for MemoryQueue {
             }
         }
     }
+}
 
-    async fn report_node(&self, node: &NodeStatus) -> Result<(), QueueError> {
+#[async_trait]
+impl NodeRegistry for MemoryQueue {
+    async fn report(&self, node: &NodeStatus) -> Result<(), QueueError> {
         self.lock()
             .nodes
             .insert(node.node_id.clone(), (node.clone(), Instant::now()));
         Ok(())
     }
 
-    async fn remove_node(&self, node_id: &str) -> Result<(), QueueError> {
+    async fn remove(&self, node_id: &str) -> Result<(), QueueError> {
         self.lock().nodes.remove(node_id);
         Ok(())
     }
 
-    async fn nodes(&self) -> Result<Vec<NodeStatus>, QueueError> {
+    async fn list(&self) -> Result<Vec<NodeStatus>, QueueError> {
         let mut st = self.lock();
         st.nodes
             .retain(|_, (_, seen)| seen.elapsed() < super::NODE_FORGET);
@@ -281,23 +304,6 @@ impl JobQueue for MemoryQueue {
             .collect();
         out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         Ok(out)
-    }
-
-    async fn cancel(&self, job_id: &str) -> Result<(), QueueError> {
-        let mut st = self.lock();
-        st.cancelled
-            .retain(|_, at| at.elapsed() < super::CANCEL_MEMORY);
-        st.cancelled.insert(job_id.to_string(), Instant::now());
-        Ok(())
-    }
-
-    async fn is_cancelled(&self, job_id: &str) -> Result<bool, QueueError> {
-        Ok(self.lock().cancelled.contains_key(job_id))
-    }
-
-    async fn epoch_is_new(&self) -> Result<bool, QueueError> {
-        let mut st = self.lock();
-        Ok(!std::mem::replace(&mut st.epoch_seen, true))
     }
 }
 

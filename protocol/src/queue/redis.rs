@@ -30,8 +30,11 @@ use async_trait::async_trait;
 use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
 use redis::{AsyncCommands, Script, Value};
 
-use super::{JobQueue, Lease, QueueError, DEFAULT_MAX_ATTEMPTS, NODE_FORGET};
-use crate::{JobSpec, NodeEvent, NodeStatus};
+mod events;
+mod nodes;
+
+use super::{JobQueue, Lease, QueueError, DEFAULT_MAX_ATTEMPTS};
+use crate::JobSpec;
 
 const STREAM_PREFIX: &str = "kiln:q:";
 const WAKE_PREFIX: &str = "kiln:wake:";
@@ -52,170 +55,35 @@ const UNLEASED_GRACE_MS: u64 = 30_000;
 const EVENT_ADOPT_MS: u64 = 60_000;
 
 /// Shared Lua helpers: Redis' clock in ms.
-const NOW_LUA: &str = r#"
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-"#;
+const NOW_LUA: &str = include_str!("redis/now.lua");
 
 /// Add a job to its class. KEYS: stream, classes set, wake list, seq. ARGV: class, id,
 /// attempt, job. The group is created with the stream (from id 0, so nothing added before it
 /// is missed).
-const ENQUEUE: &str = r#"
-redis.pcall('XGROUP', 'CREATE', KEYS[1], 'nodes', '0', 'MKSTREAM')
-redis.call('SADD', KEYS[2], ARGV[1])
-local seq = redis.call('INCR', KEYS[4])
-local id = redis.call('XADD', KEYS[1], '*', 'id', ARGV[2], 'attempt', ARGV[3], 'job', ARGV[4], 'seq', seq)
-redis.call('LPUSH', KEYS[3], '1')
-redis.call('LTRIM', KEYS[3], 0, 63)
-return id
-"#;
+const ENQUEUE: &str = include_str!("redis/enqueue.lua");
 
 /// Claim the oldest waiting entry over several class streams and record its lease.
 /// KEYS: leases hash, then the streams. ARGV: consumer, lease ms, then the classes (parallel to
 /// the streams). Returns {class, entry id, fields} or nil.
-const CLAIM: &str = r#"
-local function seq_of(entry)
-  local f = entry[2]
-  for j = 1, #f, 2 do
-    if f[j] == 'seq' then return tonumber(f[j + 1]) end
-  end
-  return 0
-end
-local best, best_seq = nil, nil
-for i = 2, #KEYS do
-  local groups = redis.pcall('XINFO', 'GROUPS', KEYS[i])
-  if type(groups) == 'table' and not groups.err then
-    for _, g in ipairs(groups) do
-      local name, last
-      for j = 1, #g, 2 do
-        if g[j] == 'name' then name = g[j + 1] elseif g[j] == 'last-delivered-id' then last = g[j + 1] end
-      end
-      if name == 'nodes' and last then
-        local e = redis.call('XRANGE', KEYS[i], '(' .. last, '+', 'COUNT', 1)
-        if #e > 0 and (best_seq == nil or seq_of(e[1]) < best_seq) then
-          best, best_seq = i, seq_of(e[1])
-        end
-      end
-    end
-  end
-end
-if best == nil then return nil end
-local r = redis.call('XREADGROUP', 'GROUP', 'nodes', ARGV[1], 'COUNT', 1, 'STREAMS', KEYS[best], '>')
-local entry = r[1][2][1]
-local class = ARGV[best + 1]
-redis.call('HSET', KEYS[1], class .. '|' .. entry[1], ARGV[1] .. ' ' .. (now_ms() + tonumber(ARGV[2])))
-return {class, entry[1], entry[2]}
-"#;
+const CLAIM: &str = include_str!("redis/claim.lua");
 
 /// Extend a lease if `consumer` still holds it. KEYS: leases. ARGV: token, consumer, lease ms.
-const HEARTBEAT: &str = r#"
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if not v or string.match(v, '^(%S+)') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. (now_ms() + tonumber(ARGV[3])))
-return 1
-"#;
+const HEARTBEAT: &str = include_str!("redis/heartbeat.lua");
 
 /// Finish a held entry. KEYS: leases, stream. ARGV: token, consumer, entry id.
-const ACK: &str = r#"
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if not v or string.match(v, '^(%S+)') ~= ARGV[2] then return 0 end
-redis.call('XACK', KEYS[2], 'nodes', ARGV[3])
-redis.call('XDEL', KEYS[2], ARGV[3])
-redis.call('HDEL', KEYS[1], ARGV[1])
-return 1
-"#;
+const ACK: &str = include_str!("redis/ack.lua");
 
 /// Take entries back: requeue as the next attempt or dead-letter, with the event, atomically.
 /// KEYS: leases, stream, events, dead, wake, seq. ARGV: mode, max attempts, class, then for
 /// `release`: consumer, entry id, reason; for `reclaim`: grace ms. Returns how many.
-const TAKE_BACK: &str = r#"
-local now = now_ms()
-local max_attempts = tonumber(ARGV[2])
-local class = ARGV[3]
-local function take(id, consumer, reason, count)
-  local token = class .. '|' .. id
-  local e = redis.call('XRANGE', KEYS[2], id, id)
-  redis.call('XACK', KEYS[2], 'nodes', id)
-  redis.call('XDEL', KEYS[2], id)
-  redis.call('HDEL', KEYS[1], token)
-  if #e == 0 then return end
-  local f = {}
-  local fields = e[1][2]
-  for j = 1, #fields, 2 do f[fields[j]] = fields[j + 1] end
-  local attempt = tonumber(f['attempt'])
-  local kind
-  if count and attempt >= max_attempts then
-    reason = reason .. '; attempt ' .. attempt .. ' of ' .. max_attempts .. ' - moved to the dead-letter queue'
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 'id', f['id'], 'attempt', attempt, 'job', f['job'], 'reason', reason)
-    kind = {type = 'dead_lettered', reason = reason}
-  else
-    redis.call('XADD', KEYS[2], '*', 'id', f['id'], 'attempt', attempt + 1, 'job', f['job'],
-      'seq', redis.call('INCR', KEYS[6]))
-    redis.call('LPUSH', KEYS[5], '1')
-    redis.call('LTRIM', KEYS[5], 0, 63)
-    kind = {type = 'requeued', next_attempt = attempt + 1, reason = reason}
-  end
-  local ev = {job_id = f['id'], attempt = attempt, node_id = consumer, at_ms = now, kind = kind}
-  redis.call('XADD', KEYS[3], '*', 'event', cjson.encode(ev))
-end
-if ARGV[1] == 'release' then
-  local token = class .. '|' .. ARGV[5]
-  local v = redis.call('HGET', KEYS[1], token)
-  if not v or string.match(v, '^(%S+)') ~= ARGV[4] then return -1 end
-  take(ARGV[5], ARGV[4], ARGV[6], false)
-  return 1
-end
-local grace = tonumber(ARGV[4])
-local pending = redis.pcall('XPENDING', KEYS[2], 'nodes', '-', '+', 1000)
-if type(pending) ~= 'table' or pending.err then return 0 end
-local n = 0
-for _, p in ipairs(pending) do
-  local id, consumer, idle = p[1], p[2], tonumber(p[3])
-  local v = redis.call('HGET', KEYS[1], class .. '|' .. id)
-  local expired
-  if v then
-    expired = tonumber(string.match(v, ' (%d+)$')) <= now
-  else
-    expired = idle > grace
-  end
-  if expired then
-    take(id, consumer, 'node ' .. consumer .. ' stopped heartbeating', true)
-    n = n + 1
-  end
-end
-return n
-"#;
+const TAKE_BACK: &str = include_str!("redis/take_back.lua");
 
 /// Register a node. KEYS: nodes, seen. ARGV: node id, JSON.
-const REPORT_NODE: &str = r#"
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], now_ms())
-return 1
-"#;
+const REPORT_NODE: &str = include_str!("redis/report_node.lua");
 
 /// Read the registry with each node's age, dropping nodes silent past ARGV[1] ms.
 /// KEYS: nodes, seen. Returns a flat list {id, json, age, ...}.
-const NODES_READ: &str = r#"
-local now = now_ms()
-local out = {}
-local seen = redis.call('HGETALL', KEYS[2])
-for i = 1, #seen, 2 do
-  local id, at = seen[i], tonumber(seen[i + 1])
-  local age = now - at
-  if age > tonumber(ARGV[1]) then
-    redis.call('HDEL', KEYS[1], id)
-    redis.call('HDEL', KEYS[2], id)
-  else
-    local json = redis.call('HGET', KEYS[1], id)
-    if json then
-      table.insert(out, id); table.insert(out, json); table.insert(out, tostring(age))
-    end
-  end
-end
-return out
-"#;
+const NODES_READ: &str = include_str!("redis/nodes_read.lua");
 
 fn script(body: &str) -> Script {
     Script::new(&format!("{NOW_LUA}\n{body}"))
@@ -393,51 +261,6 @@ impl RedisQueue {
             token: token(&class, &entry),
         }))
     }
-
-    async fn ensure_event_group(&self, c: &mut deadpool_redis::Connection) {
-        let _: Result<(), _> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(EVENTS)
-            .arg(EVENT_GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(c)
-            .await;
-    }
-
-    async fn read_events(
-        &self,
-        c: &mut deadpool_redis::Connection,
-        max: usize,
-        from: &str,
-        block: Option<Duration>,
-    ) -> Result<Vec<(String, Option<NodeEvent>)>, redis::RedisError> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(EVENT_GROUP)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(max);
-        if let Some(b) = block {
-            cmd.arg("BLOCK").arg(b.as_millis().max(1) as u64);
-        }
-        cmd.arg("STREAMS").arg(EVENTS).arg(from);
-        let reply: Option<redis::streams::StreamReadReply> = cmd.query_async(c).await?;
-        let mut out = Vec::new();
-        for key in reply.map(|r| r.keys).unwrap_or_default() {
-            for entry in key.ids {
-                let parsed = entry
-                    .get::<String>("event")
-                    .and_then(|s| serde_json::from_str::<NodeEvent>(&s).ok());
-                if parsed.is_none() {
-                    tracing::error!(entry = %entry.id, "skipping an unreadable event");
-                }
-                // Unreadable entries are still acknowledged with the batch.
-                out.push((entry.id, parsed));
-            }
-        }
-        Ok(out)
-    }
 }
 
 #[async_trait]
@@ -554,18 +377,7 @@ impl JobQueue for RedisQueue {
                 .map_err(unavailable)?;
             total += n.max(0) as usize;
         }
-        // Events another control plane read and never acknowledged (it died): adopt them; the
-        // next `next_events` hands them out from this consumer's pending list.
-        let _: Result<Value, _> = redis::cmd("XAUTOCLAIM")
-            .arg(EVENTS)
-            .arg(EVENT_GROUP)
-            .arg(&self.consumer)
-            .arg(EVENT_ADOPT_MS)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(256)
-            .query_async(&mut c)
-            .await;
+        self.adopt_events(&mut c).await;
         Ok(total)
     }
 
@@ -595,128 +407,6 @@ impl JobQueue for RedisQueue {
             total += len.saturating_sub(claimed);
         }
         Ok(total)
-    }
-
-    async fn publish(&self, event: &NodeEvent) -> Result<(), QueueError> {
-        let json =
-            serde_json::to_string(event).map_err(|e| QueueError::Malformed(e.to_string()))?;
-        let mut c = self.conn().await?;
-        let _: String = c
-            .xadd(EVENTS, "*", &[("event", json)])
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn next_events(&self, max: usize, wait: Duration) -> Result<Vec<NodeEvent>, QueueError> {
-        let mut c = self.conn().await?;
-        let done = std::mem::take(&mut *self.unacked.lock().unwrap_or_else(|e| e.into_inner()));
-        if !done.is_empty() {
-            let acked: Result<(), _> = redis::pipe()
-                .atomic()
-                .cmd("XACK")
-                .arg(EVENTS)
-                .arg(EVENT_GROUP)
-                .arg(&done)
-                .ignore()
-                .cmd("XDEL")
-                .arg(EVENTS)
-                .arg(&done)
-                .ignore()
-                .query_async(&mut c)
-                .await;
-            if let Err(e) = acked {
-                // Keep them: they will be acknowledged next time (or seen again: harmless).
-                self.unacked
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(done);
-                return Err(unavailable(e));
-            }
-        }
-        // This consumer's own pending entries first (after a restart, or adopted ones), then
-        // new ones, blocking.
-        let mut batch = match self.read_events(&mut c, max, "0", None).await {
-            Ok(b) => b,
-            Err(e) if is_nogroup(&e) => {
-                self.ensure_event_group(&mut c).await;
-                Vec::new()
-            }
-            Err(e) => return Err(unavailable(e)),
-        };
-        if batch.is_empty() {
-            batch = match self.read_events(&mut c, max, ">", Some(wait)).await {
-                Ok(b) => b,
-                Err(e) if is_nogroup(&e) => {
-                    self.ensure_event_group(&mut c).await;
-                    Vec::new()
-                }
-                Err(e) => return Err(unavailable(e)),
-            };
-        }
-        let (ids, events): (Vec<String>, Vec<Option<NodeEvent>>) = batch.into_iter().unzip();
-        self.unacked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(ids);
-        Ok(events.into_iter().flatten().collect())
-    }
-
-    async fn report_node(&self, node: &NodeStatus) -> Result<(), QueueError> {
-        let json = serde_json::to_string(node).map_err(|e| QueueError::Malformed(e.to_string()))?;
-        let mut c = self.conn().await?;
-        let _: i64 = self
-            .scripts
-            .report_node
-            .key(NODES)
-            .key(NODES_SEEN)
-            .arg(&node.node_id)
-            .arg(json)
-            .invoke_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn remove_node(&self, node_id: &str) -> Result<(), QueueError> {
-        let mut c = self.conn().await?;
-        let _: () = redis::pipe()
-            .atomic()
-            .hdel(NODES, node_id)
-            .ignore()
-            .hdel(NODES_SEEN, node_id)
-            .ignore()
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn nodes(&self) -> Result<Vec<NodeStatus>, QueueError> {
-        let mut c = self.conn().await?;
-        let flat: Vec<String> = self
-            .scripts
-            .nodes_read
-            .key(NODES)
-            .key(NODES_SEEN)
-            .arg(NODE_FORGET.as_millis() as u64)
-            .invoke_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        let mut out = Vec::new();
-        for chunk in flat.chunks(3) {
-            if let [id, json, age] = chunk {
-                match serde_json::from_str::<NodeStatus>(json) {
-                    Ok(mut n) => {
-                        n.age_ms = age.parse().unwrap_or(i64::MAX);
-                        out.push(n);
-                    }
-                    Err(e) => tracing::warn!(node = %id, error = %e, "unreadable node record"),
-                }
-            }
-        }
-        out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-        Ok(out)
     }
 
     async fn cancel(&self, job_id: &str) -> Result<(), QueueError> {

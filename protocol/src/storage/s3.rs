@@ -16,6 +16,60 @@ use tokio_util::io::StreamReader;
 
 use super::{copy_limited, validate_key, ObjectReader, Store, StoreError};
 
+/// What an `s3://bucket[/prefix]?endpoint=…&region=…` store URL says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreUrl {
+    pub bucket: String,
+    /// Without leading or trailing slashes; empty for none.
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+}
+
+impl StoreUrl {
+    /// Parse a store URL (the path and query percent-decoded by the `url` crate).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let u = url::Url::parse(s).map_err(|e| e.to_string())?;
+        if u.scheme() != "s3" {
+            return Err("not an s3:// URL".into());
+        }
+        if !u.username().is_empty() || u.password().is_some() {
+            return Err(
+                "credentials go in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, not the URL".into(),
+            );
+        }
+        if u.fragment().is_some() {
+            return Err("a store URL has no #fragment".into());
+        }
+        let bucket = u.host_str().unwrap_or_default().to_string();
+        if bucket.is_empty() {
+            return Err("no bucket".into());
+        }
+        let prefix = percent_encoding::percent_decode_str(u.path())
+            .decode_utf8()
+            .map_err(|_| "the prefix is not UTF-8".to_string())?
+            .trim_matches('/')
+            .to_string();
+        let (mut endpoint, mut region) = (None, None);
+        for (k, v) in u.query_pairs() {
+            let slot = match k.as_ref() {
+                "endpoint" => &mut endpoint,
+                "region" => &mut region,
+                other => return Err(format!("unknown parameter {other:?}")),
+            };
+            if slot.replace(v.into_owned()).is_some() {
+                return Err(format!("{k} is given twice"));
+            }
+        }
+        Ok(Self {
+            bucket,
+            prefix,
+            endpoint,
+            region,
+        })
+    }
+}
+
 /// Objects under an optional prefix of one bucket.
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -35,44 +89,33 @@ impl S3Store {
     /// Parse `s3://bucket[/prefix]?endpoint=…&region=…` (credentials from the usual `AWS_*`
     /// variables) and connect.
     pub fn from_url(url: &str) -> Result<Self, StoreError> {
-        let bad = |why: &str| {
+        let parsed = StoreUrl::parse(url).map_err(|why| {
             StoreError::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 format!("KILN_STORAGE_URL {url:?}: {why}"),
             ))
-        };
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| bad("not an s3:// URL"))?;
-        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
-        if bucket.is_empty() {
-            return Err(bad("no bucket"));
+        })?;
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&parsed.bucket);
+        if let Some(endpoint) = &parsed.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                // Custom endpoints (MinIO, Garage, s3s) address buckets by path.
+                .with_virtual_hosted_style_request(false);
         }
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = percent_encoding::percent_decode_str(v)
-                .decode_utf8_lossy()
-                .into_owned();
-            builder = match k {
-                "endpoint" => {
-                    let http = v.starts_with("http://");
-                    builder
-                        .with_endpoint(&v)
-                        .with_allow_http(http)
-                        // Custom endpoints (MinIO, Garage, s3s) address buckets by path.
-                        .with_virtual_hosted_style_request(false)
-                }
-                "region" => builder.with_region(&v),
-                other => return Err(bad(&format!("unknown parameter {other:?}"))),
-            };
+        if let Some(region) = &parsed.region {
+            builder = builder.with_region(region);
         }
-        let inner = builder.build().map_err(|e| bad(&e.to_string()))?;
+        let inner = builder.build().map_err(|e| {
+            StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("KILN_STORAGE_URL {url:?}: {e}"),
+            ))
+        })?;
         Ok(Self {
             inner: Arc::new(inner),
-            prefix: prefix.trim_matches('/').to_string(),
-            bucket: bucket.to_string(),
+            prefix: parsed.prefix,
+            bucket: parsed.bucket,
         })
     }
 
@@ -200,6 +243,43 @@ mod tests {
         assert_eq!(plain.path("sources/x").unwrap().as_ref(), "sources/x");
         for bad in ["s3://", "s3://?region=x", "s3://b?colour=red", "http://b"] {
             assert!(S3Store::from_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn store_urls() {
+        let u = StoreUrl::parse(
+            "s3://media/kiln/out?endpoint=http%3A%2F%2F127.0.0.1%3A9000&region=eu-west-1",
+        )
+        .unwrap();
+        assert_eq!(
+            u,
+            StoreUrl {
+                bucket: "media".into(),
+                prefix: "kiln/out".into(),
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                region: Some("eu-west-1".into()),
+            }
+        );
+        // The endpoint may also be written unencoded.
+        let u = StoreUrl::parse("s3://media?endpoint=http://127.0.0.1:9000/").unwrap();
+        assert_eq!(u.endpoint.as_deref(), Some("http://127.0.0.1:9000/"));
+        assert_eq!(u.prefix, "");
+        // A percent-encoded prefix is decoded (it used to be kept encoded).
+        assert_eq!(
+            StoreUrl::parse("s3://media/my%20media/").unwrap().prefix,
+            "my media"
+        );
+        for bad in [
+            "s3://",
+            "s3:///prefix",
+            "http://media",
+            "s3://media?bogus=1",
+            "s3://media?region=a&region=b",
+            "s3://key:secret@media",
+            "s3://media?region=a#x",
+        ] {
+            assert!(StoreUrl::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -1,28 +1,19 @@
-//! `POST /api/v1/compress`: Konvrt-compatible video submission (multipart `file`, `codec`,
-//! `quality`, `resolution`, `method`). The upload streams straight to storage.
+//! Validating what a submission asks for: video settings (`/compress`'s fields), output
+//! objects of the jobs API, Convertly's formats × qualities × sizes, webhook options. Every
+//! dialect translates its own fields into these, so validation and its messages are one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use axum::extract::{Multipart, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use futures::TryStreamExt;
-use kiln_gpu_node::media::{self, MediaError};
-use kiln_protocol::video::{
-    plan_video_bps, BYTES_PER_MB, QUALITY_DEFAULT, QUALITY_MAX, QUALITY_MIN,
-};
+use kiln_gpu_node::imaging::{self, OutputFormat};
+use kiln_protocol::video::{QUALITY_DEFAULT, QUALITY_MAX, QUALITY_MIN};
 use kiln_protocol::{
-    Container, HardwarePolicy, JobSpec, Preset, RateControl, Resolution, StoreError, Task,
-    VideoCodec, VideoParams,
+    Container, HardwarePolicy, ImageParams, Preset, RateControl, Resolution, VideoCodec,
+    VideoParams,
 };
-use serde_json::json;
-use tokio_util::io::StreamReader;
+use serde_json::{json, Value};
 
-use crate::auth::Auth;
-use crate::db::jobs::NewJob;
-use crate::error::ApiError;
-use crate::AppState;
+use super::{Output, SubmitError, Webhook};
+use crate::netguard::UrlPolicy;
 
 /// The VMAF targets `target_vmaf` takes: below 40 a search has nothing sensible to find; 99+
 /// only lossless-like CRFs reach.
@@ -34,10 +25,10 @@ pub const VMAF_TARGET_MAX: f64 = 99.0;
 /// `target_vmaf`, `encoder_crf` (the encoder's own CRF scale, for tuning),
 /// `resolution`, `preset`, `format` (`mp4`, `webm`, `mkv`), `hardware` (`auto`, `cpu`, `gpu`, `nvenc`),
 /// `allow_upscale`, `allow_larger`.
-pub(crate) fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, ApiError> {
+pub fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, SubmitError> {
     let get = |k: &str| fields.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-    let bad = |m: String| ApiError::BadRequest(m);
-    let number = |k: &str, lo: f64, hi: f64| -> Result<Option<f64>, ApiError> {
+    let bad = SubmitError::Invalid;
+    let number = |k: &str, lo: f64, hi: f64| -> Result<Option<f64>, SubmitError> {
         match get(k) {
             None => Ok(None),
             Some(v) => match v.parse::<f64>() {
@@ -48,7 +39,7 @@ pub(crate) fn video_params(fields: &HashMap<String, String>) -> Result<VideoPara
             },
         }
     };
-    let flag = |k: &str| -> Result<bool, ApiError> {
+    let flag = |k: &str| -> Result<bool, SubmitError> {
         match get(k).map(str::to_ascii_lowercase).as_deref() {
             None | Some("false" | "0" | "no") => Ok(false),
             Some("true" | "1" | "yes") => Ok(true),
@@ -170,225 +161,204 @@ pub(crate) fn video_params(fields: &HashMap<String, String>) -> Result<VideoPara
     })
 }
 
-/// `POST /compress` (Konvrt): accept a video, store it, record and enqueue the job: 202
-/// with its id. Multipart fields: `file` and the settings above, `webhook_url`,
-/// `webhook_events` (comma-separated, e.g. `job.progress`).
-#[utoipa::path(post, path = "/api/v1/compress", tag = "konvrt",
-    request_body(content_type = "multipart/form-data", description = "`file` and the settings: codec, quality, method, bitrate, target_size_mb, target_vmaf, encoder_crf, resolution, preset, format, hardware, allow_upscale, allow_larger, webhook_url, webhook_events"),
-    responses((status = 202, body = crate::api::docs::Accepted),
-        (status = 400, body = crate::api::docs::Error), (status = 401, body = crate::api::docs::Error),
-        (status = 402, body = crate::api::docs::Error), (status = 403, body = crate::api::docs::Error),
-        (status = 413, body = crate::api::docs::Error), (status = 415, body = crate::api::docs::Error),
-        (status = 422, body = crate::api::docs::Error), (status = 429, body = crate::api::docs::Error)))]
-pub async fn compress(
-    State(state): State<AppState>,
-    auth: Auth,
-    mut multipart: Multipart,
-) -> Result<Response, ApiError> {
-    let principal = auth.require("jobs:create")?.clone();
-    let job_id = uuid::Uuid::now_v7().to_string();
-    let source_key = format!("sources/{job_id}");
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Null => None,
+        _ => Some(String::from("\u{0}")),
+    }
+}
 
-    let result = async {
-        let mut upload: Option<(u64, Option<String>)> = None;
-        let mut fields = HashMap::new();
-        while let Some(field) = multipart.next_field().await? {
-            let name = field.name().unwrap_or_default().to_string();
-            if name == "file" {
-                if upload.is_some() {
-                    return Err(ApiError::BadRequest("send exactly one `file` field".into()));
+/// Validate one output object.
+pub fn parse_output(i: usize, o: &serde_json::Map<String, Value>) -> Result<Output, SubmitError> {
+    let mut fields = HashMap::new();
+    for (k, v) in o {
+        match scalar(v) {
+            Some(s) if s.contains('\u{0}') => {
+                return Err(SubmitError::Invalid(format!(
+                    "outputs[{i}].{k} must be a string, number or boolean"
+                )))
+            }
+            Some(s) => {
+                fields.insert(k.clone(), s);
+            }
+            None => {}
+        }
+    }
+    let ty = fields.remove("type");
+    let is_image = match ty.as_deref() {
+        Some("image") => true,
+        Some("video") => false,
+        Some(t) => {
+            return Err(SubmitError::Invalid(format!(
+                "outputs[{i}].type must be video or image, got {t:?}"
+            )))
+        }
+        None => {
+            !fields.contains_key("codec")
+                && fields
+                    .get("format")
+                    .is_some_and(|f| OutputFormat::parse(f).is_some())
+        }
+    };
+    let at = |e: SubmitError| match e {
+        SubmitError::Invalid(m) => SubmitError::Invalid(format!("outputs[{i}]: {m}")),
+        other => other,
+    };
+    if is_image {
+        let format = fields.get("format").cloned().unwrap_or_default();
+        if OutputFormat::parse(&format).is_none() {
+            return Err(SubmitError::Invalid(format!(
+                "outputs[{i}]: image outputs need `format`: jpg, png, webp, avif, gif or tiff"
+            )));
+        }
+        let fields: BTreeMap<String, String> = fields.into_iter().collect();
+        imaging::params::from_fields(&fields, imaging::ConvertParams::default())
+            .map_err(|m| SubmitError::Invalid(format!("outputs[{i}]: {m}")))?;
+        Ok(Output::Image(ImageParams { fields }))
+    } else {
+        Ok(Output::Video(video_params(&fields).map_err(at)?))
+    }
+}
+
+/// Convertly's batch form: one output per format (image formats and/or video codecs) ×
+/// quality × size, in that order.
+pub fn batch_outputs(
+    formats: &[String],
+    qualities_in: &[u8],
+    sizes_in: &[String],
+) -> Result<Vec<Output>, SubmitError> {
+    if formats.is_empty() {
+        return Err(SubmitError::Invalid("formats: give at least one".into()));
+    }
+    let qualities: Vec<Option<u8>> = if qualities_in.is_empty() {
+        vec![None]
+    } else {
+        qualities_in.iter().copied().map(Some).collect()
+    };
+    let sizes: Vec<Option<&str>> = if sizes_in.is_empty() {
+        vec![None]
+    } else {
+        sizes_in.iter().map(|s| Some(s.as_str())).collect()
+    };
+    let mut outputs = Vec::new();
+    for f in formats {
+        let video = VideoCodec::parse(f).is_some();
+        if !video && OutputFormat::parse(f).is_none() {
+            return Err(SubmitError::Invalid(format!(
+                "formats: {f:?} is neither an image format (jpg, png, webp, avif, gif, tiff) nor a video codec (h264, h265, av1, vp9)"
+            )));
+        }
+        for q in &qualities {
+            for size in &sizes {
+                let mut o = serde_json::Map::new();
+                if video {
+                    o.insert("codec".into(), json!(f));
+                    if let Some(size) = size {
+                        o.insert("resolution".into(), json!(size));
+                    }
+                } else {
+                    o.insert("type".into(), json!("image"));
+                    o.insert("format".into(), json!(f));
+                    if let Some(size) = size {
+                        match size.split_once(['x', 'X']) {
+                            Some((w, h)) => {
+                                o.insert("width".into(), json!(w));
+                                o.insert("height".into(), json!(h));
+                            }
+                            None => {
+                                o.insert("width".into(), json!(size));
+                            }
+                        }
+                    }
                 }
-                upload = Some(store_file_field(&state, field, &source_key).await?);
-            } else {
-                fields.insert(name.clone(), super::small_field(field, &name).await?);
+                if let Some(q) = q {
+                    o.insert("quality".into(), json!(q));
+                }
+                outputs.push(parse_output(outputs.len(), &o)?);
             }
         }
-        let (size, filename) = upload.ok_or_else(|| {
-            ApiError::BadRequest(
-                "missing `file` field: send the video as multipart form data".into(),
-            )
-        })?;
-        if size == 0 {
-            return Err(ApiError::BadRequest("the uploaded file is empty".into()));
-        }
-        let params = video_params(&fields)?;
-        let events: Vec<String> = fields
-            .get("webhook_events")
-            .map(|e| {
-                e.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let (webhook_url, webhook_progress) = super::submit::webhook_options(
-            &state,
-            fields.get("webhook_url").map(String::as_str),
-            &events,
-        )?;
-        check_media(&state, &source_key, &params).await?;
-        let cost = super::submit::job_cost(true, size);
-        super::submit::charge(&state, &principal.account_id, 1, cost).await?;
-
-        let params_codec = params.codec.as_str();
-        let spec = JobSpec {
-            id: job_id.clone(),
-            attempt: 1,
-            source_key: source_key.clone(),
-            output_key: format!("outputs/{job_id}.{}", params.container.extension()),
-            task: Task::Video(params),
-        };
-        let spec_json = serde_json::to_string(&spec).map_err(ApiError::internal)?;
-        state
-            .db
-            .insert_job(&NewJob {
-                id: &job_id,
-                account_id: &principal.account_id,
-                kind: "video",
-                spec: &spec_json,
-                source_key: &source_key,
-                output_key: &spec.output_key,
-                input_name: filename.as_deref(),
-                input_size: size as i64,
-                codec: Some(params_codec),
-                batch_id: None,
-                webhook_url: webhook_url.as_deref(),
-                webhook_progress,
-                destination: None,
-                credits: cost,
-            })
-            .await
-            .inspect_err(|_| {
-                let (state, account) = (state.clone(), principal.account_id.clone());
-                tokio::spawn(async move { super::submit::uncharge(&state, &account, cost).await });
-            })?;
-        if let Err(e) = state.queue.enqueue(&spec).await {
-            // Not queued means not accepted: undo the record rather than keep a job that
-            // would never run.
-            let _ = sqlx::query("DELETE FROM jobs WHERE id = $1")
-                .bind(&job_id)
-                .execute(&state.db.pool)
-                .await;
-            super::submit::uncharge(&state, &principal.account_id, cost).await;
-            return Err(ApiError::Unavailable(format!("job queue unavailable: {e}")));
-        }
-        Ok(cost)
     }
-    .await;
+    Ok(outputs)
+}
 
-    let cost = match result {
-        Ok(cost) => cost,
-        Err(e) => {
-            if matches!(e, ApiError::PayloadTooLarge(_)) {
-                super::drain(&mut multipart).await;
+/// Validate a webhook URL and its events (`job.completed`, `job.failed` and `job.cancelled`
+/// are always sent; `job.progress` on request).
+pub fn webhook_options(
+    policy: &UrlPolicy,
+    url: Option<&str>,
+    events: &[String],
+) -> Result<Webhook, SubmitError> {
+    let url = url.map(str::trim).filter(|u| !u.is_empty());
+    if let Some(u) = url {
+        policy
+            .check(u)
+            .map_err(|e| SubmitError::Invalid(format!("webhook_url: {e}")))?;
+    }
+    let mut progress = false;
+    for e in events {
+        match e.as_str() {
+            "job.progress" => progress = true,
+            "job.completed" | "job.failed" | "job.cancelled" => {}
+            other => {
+                return Err(SubmitError::Invalid(format!(
+                    "webhook_events: unknown event {other:?} (job.completed, job.failed, job.cancelled, job.progress)"
+                )))
             }
-            if let Err(del) = state.store.delete(&source_key).await {
-                tracing::warn!(key = %source_key, error = %del, "could not remove refused upload");
-            }
-            return Err(e);
         }
-    };
-    state
-        .metrics
-        .jobs_submitted
-        .with_label_values(&["video"])
-        .inc();
-    let status_url = format!("/api/v1/status/{job_id}");
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, status_url.clone())],
-        Json(json!({
-            "success": true,
-            "job_id": job_id,
-            "credits_charged": cost,
-            "status": "pending",
-            "status_url": status_url,
-            "message": "Video accepted for processing",
-        })),
-    )
-        .into_response())
-}
-
-/// Stream a multipart `file` field into the store at `key` under the upload size limit;
-/// returns its size and the client's file name.
-pub(crate) async fn store_file_field(
-    state: &AppState,
-    field: axum::extract::multipart::Field<'_>,
-    key: &str,
-) -> Result<(u64, Option<String>), ApiError> {
-    let filename = field.file_name().map(str::to_string);
-    let mut reader = StreamReader::new(field.map_err(std::io::Error::other));
-    let size = state
-        .store
-        .put_stream(key, &mut reader, state.config.max_upload_bytes)
-        .await
-        .map_err(upload_error)?;
-    Ok((size, filename))
-}
-
-fn upload_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::TooLarge { limit } => {
-            ApiError::PayloadTooLarge(format!("upload exceeds the limit of {limit} bytes"))
-        }
-        StoreError::Io(io)
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<axum::extract::multipart::MultipartError>()) =>
-        {
-            ApiError::BadRequest(format!("upload interrupted or malformed: {io}"))
-        }
-        other => ApiError::internal(other),
     }
-}
-
-/// Refuse what cannot be done before a job is created, so the caller learns at once: what
-/// FFmpeg cannot open, an upscale not allowed, a target size the duration cannot meet.
-pub(crate) async fn check_media(
-    state: &AppState,
-    key: &str,
-    params: &VideoParams,
-) -> Result<(), ApiError> {
-    let Some(path) = state.store.local_path(key) else {
-        // Remote stores: the node probes when it runs the job.
-        return Ok(());
-    };
-    let probed = tokio::task::spawn_blocking(move || media::probe(&path))
-        .await
-        .map_err(ApiError::internal)?;
-    let info = match probed {
-        Ok(info) => info,
-        Err(MediaError::NoVideoStream) => {
-            return Err(ApiError::UnsupportedMedia(
-                "the uploaded file has no video stream".into(),
-            ))
-        }
-        Err(e @ MediaError::InvalidMedia(_)) => return Err(ApiError::Unprocessable(e.to_string())),
-        Err(e) => return Err(ApiError::internal(e)),
-    };
-    media::geometry::plan(&info, params.resolution, params.allow_upscale)
-        .map_err(ApiError::Unprocessable)?;
-    if matches!(params.rate, RateControl::Vmaf { .. }) && info.rotation != 0 {
-        return Err(ApiError::Unprocessable(format!(
-            "target_vmaf does not yet measure sources with a {}° display rotation; use quality",
-            info.rotation
-        )));
+    if progress && url.is_none() {
+        return Err(SubmitError::Invalid(
+            "webhook_events needs a webhook_url".into(),
+        ));
     }
-    if let RateControl::Size { target_mb } = params.rate {
-        let audio = if info.has_audio {
-            (info.audio_bitrate as f64).max(1.0)
-        } else {
-            0.0
-        };
-        plan_video_bps(target_mb * BYTES_PER_MB, info.duration_s, audio)
-            .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-    }
-    Ok(())
+    Ok(Webhook {
+        url: url.map(str::to_string),
+        progress,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn obj(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn outputs_are_typed_by_their_fields() {
+        assert!(matches!(
+            parse_output(
+                0,
+                &obj(json!({"codec": "h265", "quality": 28, "resolution": "720p"}))
+            ),
+            Ok(Output::Video(_))
+        ));
+        assert!(matches!(
+            parse_output(0, &obj(json!({"format": "webp", "width": 300}))),
+            Ok(Output::Image(_))
+        ));
+        assert!(matches!(
+            parse_output(0, &obj(json!({"format": "mkv"}))),
+            Ok(Output::Video(_))
+        ));
+        for bad in [
+            json!({"codec": "h266"}),
+            json!({"type": "audio"}),
+            json!({"type": "image"}),
+            json!({"format": "webp", "width": 0}),
+            json!({"codec": "h264", "quality": [1]}),
+            json!({"format": "png", "fit": "squash"}),
+        ] {
+            assert!(
+                matches!(parse_output(3, &obj(bad.clone())), Err(SubmitError::Invalid(m)) if m.contains("outputs[3]")),
+                "{bad}"
+            );
+        }
+    }
 
     fn fields(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
@@ -487,7 +457,7 @@ mod tests {
             vec![("allow_larger", "maybe")],
         ] {
             assert!(
-                matches!(video_params(&fields(&bad)), Err(ApiError::BadRequest(_))),
+                matches!(video_params(&fields(&bad)), Err(SubmitError::Invalid(_))),
                 "{bad:?}"
             );
         }

@@ -5,6 +5,8 @@ use axum::http::{header, HeaderName};
 use axum::response::{IntoResponse, Response};
 use kiln_gpu_node::imaging::{self, params::apply_field, ConvertParams, ImagingError, Limits};
 
+use crate::api::docs::Error;
+use crate::api::multipart;
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::AppState;
@@ -14,9 +16,9 @@ use crate::AppState;
 #[utoipa::path(post, path = "/api/v1/convert", tag = "konvrt",
     request_body(content_type = "multipart/form-data", description = "`file` and: format, quality, width, height, maxWidth, maxHeight, fit, gravity, background, kernel, lossless"),
     responses((status = 200, description = "The converted image; X-Original-Size, X-Output-Size, X-Output-Format, X-Output-Width, X-Output-Height headers", content_type = "image/*"),
-        (status = 400, body = crate::api::docs::Error), (status = 401, body = crate::api::docs::Error),
-        (status = 403, body = crate::api::docs::Error), (status = 413, body = crate::api::docs::Error),
-        (status = 415, body = crate::api::docs::Error), (status = 422, body = crate::api::docs::Error), (status = 429, body = crate::api::docs::Error)))]
+        (status = 400, body = Error), (status = 401, body = Error),
+        (status = 403, body = Error), (status = 413, body = Error),
+        (status = 415, body = Error), (status = 422, body = Error), (status = 429, body = Error)))]
 pub async fn convert(
     State(state): State<AppState>,
     auth: Auth,
@@ -39,7 +41,7 @@ pub async fn convert(
             while let Some(chunk) = field.chunk().await? {
                 if (bytes.len() + chunk.len()) as u64 > state.config.max_image_bytes {
                     drop(field);
-                    super::drain(&mut multipart).await;
+                    multipart::drain(&mut multipart).await;
                     return Err(ApiError::PayloadTooLarge(format!(
                         "images are limited to {} bytes",
                         state.config.max_image_bytes
@@ -50,7 +52,7 @@ pub async fn convert(
             file = Some(bytes);
             continue;
         }
-        let value = super::small_field(field, &name).await?;
+        let value = multipart::small_field(field, &name).await?;
         apply_field(&mut params, &name, value.trim()).map_err(ApiError::BadRequest)?;
     }
     let input = file.ok_or_else(|| {

@@ -1,18 +1,17 @@
 //! Keys and accounts: `POST/GET /keys`, `DELETE /keys/{id}`, `POST /accounts`,
-//! `PATCH /accounts/{id}` (admin scope), `GET /account` (the caller's own), and `GET /usage`.
+//! `PATCH /accounts/{id}` (admin scope), `GET /account` (the caller's own).
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
-use sqlx::Row;
 
-use super::time::{month_bounds, parse_date, rfc3339};
+use crate::api::docs::Error;
 use crate::auth::Auth;
-use crate::db::keys::{generate_key, Account, RateLimits, ALL_SCOPES};
+use crate::db::keys::{generate_key, Account, KeyInfo, RateLimits, ALL_SCOPES};
 use crate::error::ApiError;
+use crate::views::{KeyList, NewKeyView};
 use crate::AppState;
 
 /// `POST /keys`.
@@ -49,8 +48,8 @@ pub fn validate_scopes(scopes: &[String]) -> Result<(), String> {
 
 /// `POST /keys`: create a key (shown once), for an existing account or a new one.
 #[utoipa::path(post, path = "/api/v1/keys", tag = "admin", request_body = NewKeyRequest,
-    responses((status = 201, body = crate::api::docs::NewKey), (status = 400, body = crate::api::docs::Error),
-        (status = 401, body = crate::api::docs::Error), (status = 403, body = crate::api::docs::Error), (status = 404, body = crate::api::docs::Error)))]
+    responses((status = 201, body = NewKeyView), (status = 400, body = Error),
+        (status = 401, body = Error), (status = 403, body = Error), (status = 404, body = Error)))]
 pub async fn create_key(
     State(state): State<AppState>,
     auth: Auth,
@@ -97,9 +96,7 @@ pub async fn create_key(
         .into_iter()
         .find(|k| k.id == id)
         .ok_or_else(|| ApiError::internal("new key not found"))?;
-    let mut doc = serde_json::to_value(&info).map_err(ApiError::internal)?;
-    doc["key"] = json!(key);
-    Ok((StatusCode::CREATED, Json(doc)).into_response())
+    Ok((StatusCode::CREATED, Json(NewKeyView { key, info })).into_response())
 }
 
 /// Query of `GET /keys`.
@@ -111,27 +108,27 @@ pub struct KeysQuery {
 
 /// `GET /keys`: every key (never the keys themselves), newest first.
 #[utoipa::path(get, path = "/api/v1/keys", tag = "admin", params(KeysQuery),
-    responses((status = 200, body = crate::api::docs::KeyList), (status = 401, body = crate::api::docs::Error), (status = 403, body = crate::api::docs::Error)))]
+    responses((status = 200, body = KeyList), (status = 401, body = Error), (status = 403, body = Error)))]
 pub async fn list_keys(
     State(state): State<AppState>,
     auth: Auth,
     Query(q): Query<KeysQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeyList>, ApiError> {
     auth.require("admin")?;
     let keys = state.db.list_keys(q.account_id.as_deref()).await?;
-    Ok(Json(json!({ "keys": keys })))
+    Ok(Json(KeyList { keys }))
 }
 
 /// `DELETE /keys/{id}`: revoke a key; it is refused from then on.
 #[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "admin",
     params(("id" = String, Path, description = "Key id")),
-    responses((status = 200, description = "Revoked", body = crate::db::keys::KeyInfo), (status = 401, body = crate::api::docs::Error),
-        (status = 403, body = crate::api::docs::Error), (status = 404, body = crate::api::docs::Error)))]
+    responses((status = 200, description = "Revoked", body = KeyInfo), (status = 401, body = Error),
+        (status = 403, body = Error), (status = 404, body = Error)))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeyInfo>, ApiError> {
     auth.require("admin")?;
     if !state.db.revoke_key(&id).await? {
         return Err(ApiError::NotFound(format!("no key {id:?}")));
@@ -143,7 +140,7 @@ pub async fn revoke_key(
         .into_iter()
         .find(|k| k.id == id)
         .ok_or_else(|| ApiError::internal("revoked key not found"))?;
-    Ok(Json(serde_json::to_value(key).map_err(ApiError::internal)?))
+    Ok(Json(key))
 }
 
 /// A field that may be absent (`None`), null (`Some(None)`) or a value.
@@ -172,8 +169,8 @@ pub struct AccountRequest {
 
 /// `POST /accounts`: a new account (its webhook secret is in the answer).
 #[utoipa::path(post, path = "/api/v1/accounts", tag = "admin", request_body = AccountRequest,
-    responses((status = 201, body = Account), (status = 400, body = crate::api::docs::Error),
-        (status = 401, body = crate::api::docs::Error), (status = 403, body = crate::api::docs::Error)))]
+    responses((status = 201, body = Account), (status = 400, body = Error),
+        (status = 401, body = Error), (status = 403, body = Error)))]
 pub async fn create_account(
     State(state): State<AppState>,
     auth: Auth,
@@ -198,8 +195,8 @@ pub async fn create_account(
 /// `PATCH /accounts/{id}`: set or add credits, set the quota.
 #[utoipa::path(patch, path = "/api/v1/accounts/{id}", tag = "admin", request_body = AccountRequest,
     params(("id" = String, Path, description = "Account id")),
-    responses((status = 200, body = Account), (status = 400, body = crate::api::docs::Error),
-        (status = 401, body = crate::api::docs::Error), (status = 403, body = crate::api::docs::Error), (status = 404, body = crate::api::docs::Error)))]
+    responses((status = 200, body = Account), (status = 400, body = Error),
+        (status = 401, body = Error), (status = 403, body = Error), (status = 404, body = Error)))]
 pub async fn update_account(
     State(state): State<AppState>,
     auth: Auth,
@@ -218,7 +215,7 @@ pub async fn update_account(
 
 /// `GET /account`: the caller's account; the webhook secret only to keys that can create jobs.
 #[utoipa::path(get, path = "/api/v1/account", tag = "jobs",
-    responses((status = 200, body = Account), (status = 401, body = crate::api::docs::Error)))]
+    responses((status = 200, body = Account), (status = 401, body = Error)))]
 pub async fn own_account(
     State(state): State<AppState>,
     auth: Auth,
@@ -237,7 +234,7 @@ pub async fn own_account(
 /// `POST /account/webhook-secret`: replace the caller's webhook secret (scope `jobs:create`).
 /// Deliveries from then on, retries included, are signed with the new secret.
 #[utoipa::path(post, path = "/api/v1/account/webhook-secret", tag = "jobs",
-    responses((status = 200, body = Account), (status = 401, body = crate::api::docs::Error), (status = 403, body = crate::api::docs::Error)))]
+    responses((status = 200, body = Account), (status = 401, body = Error), (status = 403, body = Error)))]
 pub async fn rotate_webhook_secret(
     State(state): State<AppState>,
     auth: Auth,
@@ -249,104 +246,4 @@ pub async fn rotate_webhook_secret(
         .await?
         .ok_or_else(|| ApiError::NotFound("no such account".into()))?;
     Ok(Json(account))
-}
-
-/// Query of `GET /usage`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct UsageQuery {
-    /// `YYYY-MM-DD` (UTC), inclusive; default the first of this month.
-    pub from: Option<String>,
-    /// `YYYY-MM-DD` (UTC), exclusive; default the first of next month.
-    pub to: Option<String>,
-}
-
-/// `GET /usage`: the account's jobs, bytes, encoded minutes, GPU and CPU seconds and credits
-/// over a period (jobs counted by when they were submitted).
-#[utoipa::path(get, path = "/api/v1/usage", tag = "konvrt", params(UsageQuery),
-    responses((status = 200, body = crate::api::docs::Usage), (status = 400, body = crate::api::docs::Error),
-        (status = 401, body = crate::api::docs::Error), (status = 403, body = crate::api::docs::Error)))]
-pub async fn usage(
-    State(state): State<AppState>,
-    auth: Auth,
-    Query(q): Query<UsageQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let principal = auth.require("usage:read")?;
-    let now = kiln_protocol::now_ms();
-    let (month_from, month_to) = month_bounds(now);
-    let date = |v: &Option<String>, default: i64, name: &str| -> Result<i64, ApiError> {
-        match v.as_deref().filter(|s| !s.is_empty()) {
-            None => Ok(default),
-            Some(s) => parse_date(s).ok_or_else(|| {
-                ApiError::BadRequest(format!("{name} must be a date like 2026-11-01, got {s:?}"))
-            }),
-        }
-    };
-    let from = date(&q.from, month_from, "from")?;
-    let to = date(&q.to, month_to, "to")?;
-    if to <= from {
-        return Err(ApiError::BadRequest("`to` must be after `from`".into()));
-    }
-    let rows = sqlx::query(
-        "SELECT status, COUNT(*) AS n,
-                CAST(COALESCE(SUM(input_size), 0) AS BIGINT) AS input_bytes,
-                CAST(COALESCE(SUM(CASE WHEN status = 'completed' THEN output_size ELSE 0 END), 0) AS BIGINT) AS output_bytes,
-                COALESCE(SUM(CASE WHEN status = 'completed' THEN output_duration ELSE 0.0 END), 0.0) AS seconds,
-                CAST(COALESCE(SUM(CASE WHEN gpu = 1 THEN encode_ms ELSE 0 END), 0) AS BIGINT) AS gpu_ms,
-                CAST(COALESCE(SUM(CASE WHEN gpu = 0 THEN encode_ms ELSE 0 END), 0) AS BIGINT) AS cpu_ms,
-                CAST(COALESCE(SUM(credits_charged - credits_refunded), 0) AS BIGINT) AS credits
-         FROM jobs WHERE account_id = $1 AND created_at >= $2 AND created_at < $3
-         GROUP BY status",
-    )
-    .bind(&principal.account_id)
-    .bind(from)
-    .bind(to)
-    .fetch_all(&state.db.pool)
-    .await
-    .map_err(ApiError::internal)?;
-    let mut jobs = serde_json::Map::new();
-    for s in ["pending", "processing", "completed", "failed", "cancelled"] {
-        jobs.insert(s.into(), json!(0));
-    }
-    let (mut total, mut input, mut output, mut seconds, mut gpu, mut cpu, mut credits) =
-        (0i64, 0i64, 0i64, 0f64, 0i64, 0i64, 0i64);
-    for r in &rows {
-        let status: String = r.try_get("status").map_err(ApiError::internal)?;
-        let n: i64 = r.try_get("n").map_err(ApiError::internal)?;
-        jobs.insert(status, json!(n));
-        total += n;
-        input += r
-            .try_get::<i64, _>("input_bytes")
-            .map_err(ApiError::internal)?;
-        output += r
-            .try_get::<i64, _>("output_bytes")
-            .map_err(ApiError::internal)?;
-        seconds += r.try_get::<f64, _>("seconds").map_err(ApiError::internal)?;
-        gpu += r.try_get::<i64, _>("gpu_ms").map_err(ApiError::internal)?;
-        cpu += r.try_get::<i64, _>("cpu_ms").map_err(ApiError::internal)?;
-        credits += r.try_get::<i64, _>("credits").map_err(ApiError::internal)?;
-    }
-    jobs.insert("total".into(), json!(total));
-    let account = state
-        .db
-        .get_account(&principal.account_id)
-        .await?
-        .ok_or_else(|| ApiError::internal("account of a valid key is missing"))?;
-    let month = state
-        .db
-        .jobs_created_between(&principal.account_id, month_from, month_to)
-        .await?;
-    Ok(Json(json!({
-        "account_id": principal.account_id,
-        "period": {"from": rfc3339(from), "to": rfc3339(to)},
-        "jobs": jobs,
-        "input_bytes": input,
-        "output_bytes": output,
-        "encoded_minutes": (seconds / 60.0 * 100.0).round() / 100.0,
-        "gpu_seconds": gpu as f64 / 1000.0,
-        "cpu_seconds": cpu as f64 / 1000.0,
-        "credits_used": credits,
-        "credits_remaining": account.credits,
-        "monthly_job_quota": account.monthly_job_quota,
-        "jobs_this_month": month,
-    })))
 }

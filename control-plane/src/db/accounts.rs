@@ -1,0 +1,126 @@
+//! Accounts: the owners of jobs, keys, usage, credits and the webhook secret.
+
+use rand::RngCore;
+use sqlx::Row;
+
+use super::{Db, DbError};
+
+/// An account: the owner of jobs, keys, usage and the webhook secret.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    /// Signs this account's webhooks (HMAC-SHA256); shown to keys that can create jobs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+    /// Credit balance; null means unmetered.
+    pub credits: Option<i64>,
+    /// Jobs allowed per calendar month (UTC); null means no quota.
+    pub monthly_job_quota: Option<i64>,
+    pub created_at: String,
+}
+
+/// A new webhook signing secret: `whsec_` and 64 hex digits.
+pub fn generate_webhook_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("whsec_{}", hex::encode(bytes))
+}
+
+impl Db {
+    /// Create an account with a fresh webhook secret.
+    pub async fn create_account(
+        &self,
+        name: &str,
+        credits: Option<i64>,
+        monthly_job_quota: Option<i64>,
+    ) -> Result<Account, DbError> {
+        let now = kiln_protocol::now_ms();
+        let id = uuid::Uuid::now_v7().to_string();
+        sqlx::query(
+            "INSERT INTO accounts (id, name, created_at, webhook_secret, credits, monthly_job_quota)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(now)
+        .bind(generate_webhook_secret())
+        .bind(credits)
+        .bind(monthly_job_quota)
+        .execute(&self.pool)
+        .await?;
+        Ok(self.get_account(&id).await?.expect("just inserted"))
+    }
+
+    /// An account by id (its webhook secret created on first need for accounts made before
+    /// webhooks existed).
+    pub async fn get_account(&self, id: &str) -> Result<Option<Account>, DbError> {
+        sqlx::query(
+            "UPDATE accounts SET webhook_secret = $1 WHERE id = $2 AND webhook_secret IS NULL",
+        )
+        .bind(generate_webhook_secret())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query(
+            "SELECT id, name, webhook_secret, credits, monthly_job_quota, created_at FROM accounts WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            None => None,
+            Some(r) => Some(Account {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                webhook_secret: r.try_get("webhook_secret")?,
+                credits: super::opt_i64(&r, "credits")?,
+                monthly_job_quota: super::opt_i64(&r, "monthly_job_quota")?,
+                created_at: crate::time::rfc3339(r.try_get("created_at")?),
+            }),
+        })
+    }
+
+    /// Replace an account's webhook secret; later deliveries are signed with the new one.
+    pub async fn rotate_webhook_secret(&self, id: &str) -> Result<Option<Account>, DbError> {
+        sqlx::query("UPDATE accounts SET webhook_secret = $1 WHERE id = $2")
+            .bind(generate_webhook_secret())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.get_account(id).await
+    }
+
+    /// Change an account's credit balance (set, or add to it) and quota. `clear_*` sets the
+    /// value to null (unmetered, no quota).
+    pub async fn update_account(
+        &self,
+        id: &str,
+        set_credits: Option<Option<i64>>,
+        add_credits: Option<i64>,
+        quota: Option<Option<i64>>,
+    ) -> Result<Option<Account>, DbError> {
+        if let Some(c) = set_credits {
+            sqlx::query("UPDATE accounts SET credits = $1 WHERE id = $2")
+                .bind(c)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        if let Some(n) = add_credits {
+            sqlx::query("UPDATE accounts SET credits = COALESCE(credits, 0) + $1 WHERE id = $2")
+                .bind(n)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        if let Some(q) = quota {
+            sqlx::query("UPDATE accounts SET monthly_job_quota = $1 WHERE id = $2")
+                .bind(q)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        self.get_account(id).await
+    }
+}

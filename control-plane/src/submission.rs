@@ -1,0 +1,418 @@
+//! The one way work enters Kiln. Every endpoint that creates jobs — `/compress`, `/jobs`,
+//! `/batches` and each dialect's — builds a [`Submission`] and calls [`submit`], which runs
+//! the same steps for all of them:
+//!
+//! 1. resolve the sources into Kiln's store (uploads, URLs, the caller's bucket);
+//! 2. refuse media that cannot be done (probe, geometry, size targets);
+//! 3. cost it; in **one database transaction** check the monthly quota, take the credits
+//!    and record the batch and every job (each marked for the outbox, migration 0006);
+//! 4. after the commit, enqueue every job and take them out of the outbox.
+//!
+//! A submission is accepted whole or not at all: a refusal before the commit leaves nothing
+//! (copied-in sources are removed); a queue that refuses after it gets the submission taken
+//! back in one transaction (jobs and batch deleted, credits returned). A crash between the
+//! commit and the enqueue, or a take-back that itself fails, leaves jobs in the outbox, which
+//! the control plane enqueues on its own (`events::enqueue_outbox`), so no recorded job is
+//! left waiting forever.
+
+use std::collections::BTreeMap;
+
+use kiln_protocol::{ImageParams, JobSpec, QueueError, Task, VideoParams};
+
+use crate::db::batches::BatchRow;
+use crate::db::jobs::NewJob;
+use crate::db::submissions::{NewSubmission, RecordError};
+use crate::db::{DbError, JobRow};
+use crate::sources::{S3Location, SourceError};
+use crate::AppState;
+
+pub mod params;
+mod source;
+
+/// Most jobs one submission may create.
+pub const MAX_BATCH_JOBS: usize = 100;
+
+/// How long after recording a job the outbox enqueues it if the submitter has not (ms).
+pub const OUTBOX_GRACE_MS: i64 = 60_000;
+
+/// One validated output: what a job makes of its source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Video(VideoParams),
+    Image(ImageParams),
+}
+
+impl Output {
+    /// `video` or `image`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Video(_) => "video",
+            Self::Image(_) => "image",
+        }
+    }
+}
+
+/// Where a job's source comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Already in Kiln's store under `key` (a file streamed in by the endpoint itself, which
+    /// removes it if the submission is refused).
+    Stored {
+        key: String,
+        size: u64,
+        name: Option<String>,
+    },
+    /// An id from `POST /uploads`.
+    Upload(String),
+    /// An https URL, fetched now.
+    Url(String),
+    /// An object in the caller's bucket, fetched now.
+    S3(S3Location),
+}
+
+/// Webhook options of a submission.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Webhook {
+    pub url: Option<String>,
+    /// Whether `job.progress` events are wanted.
+    pub progress: bool,
+}
+
+/// Everything one submission asks for, validated.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub account_id: String,
+    pub sources: Vec<Source>,
+    /// The outputs made of every source.
+    pub outputs: Vec<Output>,
+    pub webhook: Webhook,
+    /// Copy each output to the caller's bucket.
+    pub destination: Option<S3Location>,
+    /// Offer a zip of the outputs (`GET /batches/{id}/archive`).
+    pub archive: bool,
+    /// Record the jobs as a batch (the jobs API); a lone `/compress` job has none.
+    pub batch: bool,
+    /// The id of the job, for a single-job submission whose source was stored under it.
+    pub job_id: Option<String>,
+}
+
+/// What was accepted.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub batch_id: Option<String>,
+    /// The jobs, in submission order (sources × outputs), as recorded.
+    pub jobs: Vec<JobRow>,
+    /// Credits charged for all of them.
+    pub cost: i64,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The request itself is wrong (400).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no upload {0:?}")]
+    NoUpload(String),
+    #[error("upload {0:?} has expired")]
+    UploadExpired(String),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("the uploaded file has no video stream")]
+    NoVideoStream,
+    /// The media cannot be done as asked (422).
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("monthly job quota reached: {used} of {quota} jobs used this month")]
+    QuotaReached {
+        used: i64,
+        quota: i64,
+        /// Seconds until the next month.
+        retry_after: u64,
+    },
+    #[error("insufficient credits: this submission costs {cost}, the balance is {balance}")]
+    InsufficientCredits { cost: i64, balance: i64 },
+    #[error("the job queue is unavailable")]
+    Queue(#[source] QueueError),
+    #[error("database error")]
+    Db(#[from] DbError),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Credits a job costs: an image 1; a video 1 per started 100 MB of source.
+pub fn job_cost(video: bool, input_size: u64) -> i64 {
+    if video {
+        (input_size.div_ceil(100 << 20)).max(1) as i64
+    } else {
+        1
+    }
+}
+
+/// One job about to be recorded.
+struct Planned {
+    spec: JobSpec,
+    json: String,
+    kind: &'static str,
+    codec: Option<&'static str>,
+    source: usize,
+    credits: i64,
+}
+
+/// Run a submission (see the module documentation).
+pub async fn submit(state: &AppState, sub: Submission) -> Result<Accepted, SubmitError> {
+    let n_jobs = sub.sources.len() * sub.outputs.len();
+    if n_jobs == 0 {
+        return Err(SubmitError::Invalid(
+            "nothing to do: give at least one source and one output".into(),
+        ));
+    }
+    if n_jobs > MAX_BATCH_JOBS {
+        return Err(SubmitError::Invalid(format!(
+            "{n_jobs} jobs in one submission; the limit is {MAX_BATCH_JOBS}"
+        )));
+    }
+    if sub.job_id.is_some() && n_jobs != 1 {
+        return Err(SubmitError::Internal(
+            "a job id was given for a submission of several jobs".into(),
+        ));
+    }
+    if let Some(d) = &sub.destination {
+        if d.key.is_some() && n_jobs > 1 {
+            return Err(SubmitError::Invalid(
+                "output.s3.key names one object; use prefix for several outputs".into(),
+            ));
+        }
+        // Checks the endpoint (and that it is one Kiln may reach) before any work.
+        d.connect(state).await?;
+    }
+    let batch_id = sub.batch.then(|| uuid::Uuid::now_v7().to_string());
+    let fetch_prefix = batch_id
+        .clone()
+        .or_else(|| sub.job_id.clone())
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+
+    let mut resolved = Vec::new();
+    for (i, s) in sub.sources.iter().enumerate() {
+        let key = format!("sources/{fetch_prefix}-{i}");
+        match source::resolve(state, &sub.account_id, s, key).await {
+            Ok(r) => resolved.push(r),
+            Err(e) => {
+                remove_fetched(state, &resolved).await;
+                return Err(e);
+            }
+        }
+    }
+    let result = record_and_enqueue(state, &sub, batch_id, &resolved).await;
+    if result.is_err() {
+        remove_fetched(state, &resolved).await;
+    }
+    result
+}
+
+async fn remove_fetched(state: &AppState, resolved: &[source::Resolved]) {
+    for r in resolved.iter().filter(|r| r.fetched) {
+        source::remove(state, &r.key).await;
+    }
+}
+
+/// Steps 2–4 for resolved sources.
+async fn record_and_enqueue(
+    state: &AppState,
+    sub: &Submission,
+    batch_id: Option<String>,
+    resolved: &[source::Resolved],
+) -> Result<Accepted, SubmitError> {
+    // Refuse what cannot be done before anything is charged or queued.
+    for src in resolved {
+        for o in &sub.outputs {
+            if let Output::Video(p) = o {
+                source::check_media(state, &src.key, p).await?;
+            }
+        }
+    }
+    let mut planned = Vec::with_capacity(resolved.len() * sub.outputs.len());
+    for (i, src) in resolved.iter().enumerate() {
+        for o in &sub.outputs {
+            let id = match &sub.job_id {
+                Some(id) => id.clone(),
+                None => uuid::Uuid::now_v7().to_string(),
+            };
+            let (task, ext, codec) = match o {
+                Output::Video(p) => (
+                    Task::Video(p.clone()),
+                    p.container.extension(),
+                    Some(p.codec.as_str()),
+                ),
+                Output::Image(p) => (Task::Image(p.clone()), image_extension(&p.fields), None),
+            };
+            let spec = JobSpec {
+                id: id.clone(),
+                attempt: 1,
+                source_key: src.key.clone(),
+                output_key: format!("outputs/{id}.{ext}"),
+                task,
+            };
+            let json = serde_json::to_string(&spec).map_err(|e| SubmitError::Internal(e.into()))?;
+            planned.push(Planned {
+                spec,
+                json,
+                kind: o.kind(),
+                codec,
+                source: i,
+                credits: job_cost(matches!(o, Output::Video(_)), src.size),
+            });
+        }
+    }
+    let cost: i64 = planned.iter().map(|p| p.credits).sum();
+    let destination = sub
+        .destination
+        .as_ref()
+        .map(|d| serde_json::to_string(d).map_err(|e| SubmitError::Internal(e.into())))
+        .transpose()?;
+    let now = kiln_protocol::now_ms();
+    let month = crate::time::month_bounds(now);
+    let record = NewSubmission {
+        account_id: &sub.account_id,
+        cost,
+        month,
+        batch: batch_id.as_ref().map(|id| BatchRow {
+            id: id.clone(),
+            account_id: sub.account_id.clone(),
+            archive: sub.archive,
+            created_at: now,
+        }),
+        jobs: planned
+            .iter()
+            .map(|p| {
+                let src = &resolved[p.source];
+                NewJob {
+                    id: &p.spec.id,
+                    account_id: &sub.account_id,
+                    kind: p.kind,
+                    spec: &p.json,
+                    source_key: &src.key,
+                    output_key: &p.spec.output_key,
+                    input_name: src.name.as_deref(),
+                    input_size: src.size as i64,
+                    codec: p.codec,
+                    batch_id: batch_id.as_deref(),
+                    webhook_url: sub.webhook.url.as_deref(),
+                    webhook_progress: sub.webhook.progress,
+                    destination: destination.as_deref(),
+                    credits: p.credits,
+                }
+            })
+            .collect(),
+        enqueue_after: now + OUTBOX_GRACE_MS,
+    };
+    state
+        .db
+        .record_submission(&record)
+        .await
+        .map_err(|e| match e {
+            RecordError::QuotaReached { used, quota } => SubmitError::QuotaReached {
+                used,
+                quota,
+                retry_after: ((month.1 - now) / 1000).max(1) as u64,
+            },
+            RecordError::InsufficientCredits { cost, balance } => {
+                SubmitError::InsufficientCredits { cost, balance }
+            }
+            RecordError::NoAccount(a) => SubmitError::Internal(format!("no account {a:?}").into()),
+            RecordError::Db(e) => SubmitError::Db(e),
+        })?;
+
+    let ids: Vec<String> = planned.iter().map(|p| p.spec.id.clone()).collect();
+    if let Err((queued, e)) = enqueue_all(state, &planned).await {
+        if withdraw(state, sub, &ids, batch_id.as_deref(), cost).await {
+            // The rows are gone: make sure no node runs the jobs that did get queued.
+            for p in &planned[..queued] {
+                if let Err(c) = state.queue.cancel(&p.spec.id).await {
+                    tracing::warn!(job = %p.spec.id, error = %c, "could not cancel a job of a refused submission");
+                }
+            }
+        }
+        return Err(SubmitError::Queue(e));
+    }
+    if let Err(e) = state.db.mark_enqueued(&ids).await {
+        // Harmless: the outbox enqueues them again later (a duplicate entry of the same
+        // attempt; completion is counted once).
+        tracing::warn!(error = %e, "could not take submitted jobs out of the outbox");
+    }
+    for p in &planned {
+        state
+            .metrics
+            .jobs_submitted
+            .with_label_values(&[p.kind])
+            .inc();
+    }
+    let mut jobs = Vec::with_capacity(ids.len());
+    for id in &ids {
+        if let Some(row) = state.db.get_job(&sub.account_id, id).await? {
+            jobs.push(row);
+        }
+    }
+    Ok(Accepted {
+        batch_id,
+        jobs,
+        cost,
+    })
+}
+
+/// Enqueue every planned job, stopping at the first refusal: `Err((jobs queued, error))`.
+async fn enqueue_all(state: &AppState, planned: &[Planned]) -> Result<(), (usize, QueueError)> {
+    for (i, p) in planned.iter().enumerate() {
+        state.queue.enqueue(&p.spec).await.map_err(|e| (i, e))?;
+    }
+    Ok(())
+}
+
+/// Take back a recorded submission the queue refused; whether it was. If that fails too,
+/// the jobs stay recorded (and charged) and the outbox queues them later, so they still run:
+/// logged loudly, never silent.
+async fn withdraw(
+    state: &AppState,
+    sub: &Submission,
+    ids: &[String],
+    batch_id: Option<&str>,
+    cost: i64,
+) -> bool {
+    match state
+        .db
+        .withdraw_submission(&sub.account_id, ids, batch_id, cost)
+        .await
+    {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                jobs = ids.len(),
+                "a submission the queue refused could not be taken back; its jobs stay recorded and the outbox will queue them"
+            );
+            false
+        }
+    }
+}
+
+/// The extension of an image output (validated before it gets here).
+fn image_extension(fields: &BTreeMap<String, String>) -> &'static str {
+    fields
+        .get("format")
+        .and_then(|f| kiln_gpu_node::imaging::OutputFormat::parse(f))
+        .unwrap_or(kiln_gpu_node::imaging::OutputFormat::Jpeg)
+        .as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn costs() {
+        assert_eq!(job_cost(false, 10 << 30), 1);
+        assert_eq!(job_cost(true, 1), 1);
+        assert_eq!(job_cost(true, 100 << 20), 1);
+        assert_eq!(job_cost(true, (100 << 20) + 1), 2);
+    }
+}

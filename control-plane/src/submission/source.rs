@@ -1,0 +1,122 @@
+//! Resolving a submission's sources into objects in Kiln's store: an upload already there,
+//! an upload from `POST /uploads`, or a URL or caller's bucket object copied in now; then
+//! refusing media that cannot be done before anything is charged.
+
+use kiln_gpu_node::media::{self, MediaError};
+use kiln_protocol::video::{plan_video_bps, BYTES_PER_MB};
+use kiln_protocol::{RateControl, VideoParams};
+
+use super::{Source, SubmitError};
+use crate::sources;
+use crate::AppState;
+
+/// A source in Kiln's store.
+#[derive(Debug, Clone)]
+pub(super) struct Resolved {
+    pub key: String,
+    pub size: u64,
+    pub name: Option<String>,
+    /// Whether this submission copied it in (removed again if the submission fails).
+    pub fetched: bool,
+}
+
+/// Resolve `src`; a fetched copy is written to `fetch_key`.
+pub(super) async fn resolve(
+    state: &AppState,
+    account_id: &str,
+    src: &Source,
+    fetch_key: String,
+) -> Result<Resolved, SubmitError> {
+    let (size, name) = match src {
+        Source::Stored { key, size, name } => {
+            return Ok(Resolved {
+                key: key.clone(),
+                size: *size,
+                name: name.clone(),
+                fetched: false,
+            })
+        }
+        Source::Upload(id) => {
+            let up = state
+                .db
+                .get_upload(account_id, id)
+                .await?
+                .ok_or_else(|| SubmitError::NoUpload(id.clone()))?;
+            if !up.usable(kiln_protocol::now_ms()) {
+                return Err(SubmitError::UploadExpired(id.clone()));
+            }
+            return Ok(Resolved {
+                key: up.object_key,
+                size: up.size as u64,
+                name: up.filename,
+                fetched: false,
+            });
+        }
+        Source::Url(url) => sources::fetch_url(state, url, &fetch_key).await,
+        Source::S3(loc) => sources::fetch_s3(state, loc, &fetch_key).await,
+    }
+    .inspect_err(|_| {
+        // A copy cut off part-way may have left an object behind.
+        let (store, key) = (state.store.clone(), fetch_key.clone());
+        tokio::spawn(async move { store.delete(&key).await });
+    })?;
+    if size == 0 {
+        remove(state, &fetch_key).await;
+        return Err(SubmitError::Unprocessable("the source is empty".into()));
+    }
+    Ok(Resolved {
+        key: fetch_key,
+        size,
+        name,
+        fetched: true,
+    })
+}
+
+/// Remove an object this submission wrote, logging (not hiding) a failure.
+pub(super) async fn remove(state: &AppState, key: &str) {
+    if let Err(e) = state.store.delete(key).await {
+        tracing::warn!(%key, error = %e, "could not remove a source copied in for a refused submission");
+    }
+}
+
+/// Refuse what cannot be done before a job is created, so the caller learns at once: what
+/// FFmpeg cannot open, an upscale not allowed, a target size the duration cannot meet.
+pub(super) async fn check_media(
+    state: &AppState,
+    key: &str,
+    params: &VideoParams,
+) -> Result<(), SubmitError> {
+    let Some(path) = state.store.local_path(key) else {
+        // Remote stores: the node probes when it runs the job.
+        return Ok(());
+    };
+    let probed = tokio::task::spawn_blocking(move || media::probe(&path))
+        .await
+        .map_err(|e| SubmitError::Internal(Box::new(e)))?;
+    let info = match probed {
+        Ok(info) => info,
+        Err(MediaError::NoVideoStream) => return Err(SubmitError::NoVideoStream),
+        Err(e @ MediaError::InvalidMedia(_)) => {
+            return Err(SubmitError::Unprocessable(e.to_string()))
+        }
+        Err(e) => return Err(SubmitError::Internal(Box::new(e))),
+    };
+    media::geometry::plan(&info, params.resolution, params.allow_upscale)
+        .map_err(SubmitError::Unprocessable)?;
+    if matches!(params.rate, RateControl::Vmaf { .. }) && info.rotation != 0 {
+        return Err(SubmitError::Unprocessable(format!(
+            "target_vmaf does not yet measure sources with a {}° display rotation; use quality",
+            info.rotation
+        )));
+    }
+    if let RateControl::Size { target_mb } = params.rate {
+        let audio = if info.has_audio {
+            (info.audio_bitrate as f64).max(1.0)
+        } else {
+            0.0
+        };
+        plan_video_bps(target_mb * BYTES_PER_MB, info.duration_s, audio)
+            .map_err(|e| SubmitError::Unprocessable(e.to_string()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! `GET /usage`: an account's jobs, bytes, encoded minutes, GPU and CPU seconds and credits
+//! over a period.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::db::keys::Account;
+use crate::db::usage::PeriodUsage;
+use crate::time::rfc3339;
+
+/// `GET /usage`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageView {
+    pub account_id: String,
+    pub period: Period,
+    pub jobs: UsageJobs,
+    pub input_bytes: i64,
+    pub output_bytes: i64,
+    pub encoded_minutes: f64,
+    pub gpu_seconds: f64,
+    pub cpu_seconds: f64,
+    pub credits_used: i64,
+    pub credits_remaining: Option<i64>,
+    pub monthly_job_quota: Option<i64>,
+    pub jobs_this_month: i64,
+}
+
+/// A `[from, to)` period.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Period {
+    pub from: String,
+    pub to: String,
+}
+
+/// Jobs of a period by status.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct UsageJobs {
+    pub total: i64,
+    pub pending: i64,
+    pub processing: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+impl UsageView {
+    /// The usage of `account` over `[from, to)`, with `jobs_this_month` for its quota.
+    pub fn new(
+        account: &Account,
+        from: i64,
+        to: i64,
+        usage: &PeriodUsage,
+        jobs_this_month: i64,
+    ) -> Self {
+        let by = |s: &str| usage.jobs.get(s).copied().unwrap_or(0);
+        Self {
+            account_id: account.id.clone(),
+            period: Period {
+                from: rfc3339(from),
+                to: rfc3339(to),
+            },
+            jobs: UsageJobs {
+                total: usage.jobs.values().sum(),
+                pending: by("pending"),
+                processing: by("processing"),
+                completed: by("completed"),
+                failed: by("failed"),
+                cancelled: by("cancelled"),
+            },
+            input_bytes: usage.input_bytes,
+            output_bytes: usage.output_bytes,
+            encoded_minutes: (usage.encoded_seconds / 60.0 * 100.0).round() / 100.0,
+            gpu_seconds: usage.gpu_ms as f64 / 1000.0,
+            cpu_seconds: usage.cpu_ms as f64 / 1000.0,
+            credits_used: usage.credits,
+            credits_remaining: account.credits,
+            monthly_job_quota: account.monthly_job_quota,
+            jobs_this_month,
+        }
+    }
+}

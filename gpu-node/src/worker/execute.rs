@@ -1,0 +1,205 @@
+//! The work of a job: fetch the source, transcode or convert, store the output.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use kiln_protocol::{EventStream, JobErrorCode, JobSpec, NodeEventKind, Store, Task};
+use tokio::sync::mpsc;
+
+use super::{codec_label, WorkerConfig};
+use crate::media::{self, MediaError};
+
+pub(super) type JobFailure = (JobErrorCode, String);
+
+/// Fetch, transcode, upload. Returns the `Completed` event or the failure.
+pub(super) async fn execute(
+    events: &Arc<dyn EventStream>,
+    store: &Arc<dyn Store>,
+    config: &WorkerConfig,
+    job: &JobSpec,
+    cancel: &Arc<AtomicBool>,
+) -> Result<NodeEventKind, JobFailure> {
+    let params = match &job.task {
+        Task::Video(p) => p,
+        Task::Image(p) => return execute_image(store, job, p).await,
+    };
+    let storage_err = |e: kiln_protocol::StoreError| (JobErrorCode::StorageFailed, e.to_string());
+
+    let scratch_in = config
+        .scratch_dir
+        .join(format!("{}-{}.src", job.id, job.attempt));
+    let scratch_out = config.scratch_dir.join(format!(
+        "{}-{}.{}",
+        job.id,
+        job.attempt,
+        params.container.extension()
+    ));
+    let _cleanup = Cleanup(vec![scratch_in.clone(), scratch_out.clone()]);
+
+    let input = match store.local_path(&job.source_key) {
+        Some(p) if tokio::fs::try_exists(&p).await.unwrap_or(false) => p,
+        _ => {
+            store
+                .fetch_to_path(&job.source_key, &scratch_in)
+                .await
+                .map_err(storage_err)?;
+            scratch_in.clone()
+        }
+    };
+
+    // Progress flows from the blocking encode thread through a channel to the queue.
+    let (tx, mut rx) = mpsc::unbounded_channel::<media::Progress>();
+    let forwarder = {
+        let events = events.clone();
+        let node = config.node_id.clone();
+        let job = job.clone();
+        let metrics = config.metrics.clone();
+        tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                if let Some(m) = &metrics {
+                    if p.fps > 0.0 {
+                        m.encode_fps
+                            .with_label_values(&[codec_label(&job)])
+                            .observe(p.fps as f64);
+                    }
+                }
+                let kind = NodeEventKind::Progress {
+                    percent: p.percent,
+                    fps: p.fps,
+                    eta_s: p.eta_s,
+                };
+                super::lease::publish(&events, &node, &job, kind).await;
+            }
+        })
+    };
+
+    let result = {
+        let params = params.clone();
+        let out = scratch_out.clone();
+        let cancel = cancel.clone();
+        tokio::task::spawn_blocking(move || {
+            media::transcode(&input, &out, &params, &cancel, &mut |p| {
+                let _ = tx.send(p);
+            })
+        })
+        .await
+    };
+    let _ = forwarder.await;
+
+    let outcome = match result {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) => return Err(media_failure(e)),
+        Err(join) => {
+            let what = if join.is_panic() {
+                "the transcode panicked"
+            } else {
+                "the transcode was aborted"
+            };
+            return Err((JobErrorCode::Internal, what.to_string()));
+        }
+    };
+
+    let output_size = store
+        .put_file(&job.output_key, &scratch_out)
+        .await
+        .map_err(storage_err)?;
+    tracing::info!(job = %job.id, output_size, frames = outcome.frames, "job completed");
+    Ok(NodeEventKind::Completed {
+        output_key: job.output_key.clone(),
+        output_size,
+        width: outcome.width,
+        height: outcome.height,
+        duration_s: outcome.duration_s,
+        report: outcome.report,
+    })
+}
+
+/// Largest image source a node reads into memory.
+const MAX_IMAGE_SOURCE: u64 = 256 << 20;
+
+/// Convert an image: read the source, convert on the GPU or CPU, store the result.
+async fn execute_image(
+    store: &Arc<dyn Store>,
+    job: &JobSpec,
+    p: &kiln_protocol::ImageParams,
+) -> Result<NodeEventKind, JobFailure> {
+    use crate::imaging;
+    use tokio::io::AsyncReadExt;
+    let storage_err = |e: kiln_protocol::StoreError| (JobErrorCode::StorageFailed, e.to_string());
+    let params = imaging::params::from_fields(&p.fields, imaging::ConvertParams::default())
+        .map_err(|e| (JobErrorCode::InvalidSettings, e))?;
+    let (mut reader, size) = store.open(&job.source_key).await.map_err(storage_err)?;
+    if size > MAX_IMAGE_SOURCE {
+        return Err((
+            JobErrorCode::InvalidSettings,
+            format!("images are limited to {MAX_IMAGE_SOURCE} bytes"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    reader
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| storage_err(e.into()))?;
+    let out = tokio::task::spawn_blocking(move || imaging::convert(&bytes, &params))
+        .await
+        .map_err(|_| {
+            (
+                JobErrorCode::Internal,
+                "the conversion panicked".to_string(),
+            )
+        })?
+        .map_err(|e| {
+            tracing::info!(job = %job.id, reason = e.code(), error = %e, "image not converted");
+            (e.job_code(), e.to_string())
+        })?;
+    let output_size = store
+        .put_stream(
+            &job.output_key,
+            &mut std::io::Cursor::new(&out.bytes),
+            u64::MAX,
+        )
+        .await
+        .map_err(storage_err)?;
+    Ok(NodeEventKind::Completed {
+        output_key: job.output_key.clone(),
+        output_size,
+        width: out.width,
+        height: out.height,
+        duration_s: 0.0,
+        report: kiln_protocol::EncodeReport {
+            encoder: out.format.as_str().to_string(),
+            decoder: "image".into(),
+            // `wgpu` only when the shader ran on a real GPU (not lavapipe, the CPU driver):
+            // usage counts GPU seconds by it.
+            hwaccel: out
+                .resized_on
+                .filter(|b| *b == crate::gpu::ResizeBackend::Wgpu)
+                .filter(|_| {
+                    crate::gpu::choice()
+                        .adapter
+                        .as_ref()
+                        .is_some_and(|a| a.device_type != "cpu")
+                })
+                .map(|b| b.as_str().to_string()),
+            passes: 1,
+            audio: "none".into(),
+            ..Default::default()
+        },
+    })
+}
+
+fn media_failure(e: MediaError) -> JobFailure {
+    (e.code(), e.to_string())
+}
+
+/// Removes scratch files when a job ends, however it ends.
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The node's registry entry: its load every few seconds (at once when draining starts), and
+//! leaving the registry once the slots are done.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_protocol::{NodeRegistry, NodeStatus};
+use tokio::sync::watch;
+
+use super::{Shared, WorkerConfig};
+
+fn load1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Report the node every `report_every` (and at once when draining starts); leave the
+/// registry when the slots are done.
+pub(super) async fn report_loop(
+    nodes: Arc<dyn NodeRegistry>,
+    config: Arc<WorkerConfig>,
+    shared: Arc<Shared>,
+    mut slots_done: watch::Receiver<bool>,
+) {
+    let mut was_draining = false;
+    loop {
+        let draining = shared.draining.load(Ordering::SeqCst);
+        let status = NodeStatus {
+            busy: shared.busy.load(Ordering::SeqCst),
+            jobs_done: shared.done.load(Ordering::SeqCst),
+            draining,
+            load1: load1(),
+            ..config.status.clone()
+        };
+        if let Err(e) = nodes.report(&status).await {
+            tracing::warn!(error = %e, "could not report to the node registry");
+        }
+        if draining && !was_draining {
+            tracing::info!(busy = status.busy, "draining: taking no new jobs");
+        }
+        was_draining = draining;
+        let tick = if draining {
+            Duration::from_millis(500)
+        } else {
+            config.report_every
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = slots_done.wait_for(|v| *v) => break,
+        }
+    }
+    if let Err(e) = nodes.remove(&config.node_id).await {
+        tracing::warn!(error = %e, "could not leave the node registry");
+    }
+}
