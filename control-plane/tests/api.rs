@@ -1782,3 +1782,75 @@ async fn konvrt_quick_start_runs_with_curl() {
     assert_eq!(ffprobe_codec(&saved), "h264");
     running.shutdown().await;
 }
+
+/// A job recorded with its charge but never handed to the queue (the control plane died
+/// between the commit and the enqueue) is queued by the outbox and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_recorded_but_never_queued_is_queued_by_the_outbox() {
+    use kiln_control_plane::db::jobs::NewJob;
+    use kiln_control_plane::db::submissions::NewSubmission;
+    use kiln_protocol::{ImageParams, JobSpec, Task};
+
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(base_config(&dir.path().join("cp"))).await.unwrap();
+    let t = Target::new(running.addr, None, S3Server::start(), 0).await;
+    let upload = t
+        .upload(ADMIN, &media("photo/coffee.png"), "coffee.png")
+        .await;
+    let account = t.get("/api/v1/account", ADMIN).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The submission's transaction, as the service commits it, and nothing after it.
+    let db = kiln_control_plane::db::Db::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("cp/kiln.db").display()
+    ))
+    .await
+    .unwrap();
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert("format".to_string(), "webp".to_string());
+    fields.insert("width".to_string(), "100".to_string());
+    let spec = JobSpec {
+        id: id.clone(),
+        attempt: 1,
+        source_key: format!("uploads/{upload}"),
+        output_key: format!("outputs/{id}.webp"),
+        task: Task::Image(ImageParams { fields }),
+    };
+    let spec_json = serde_json::to_string(&spec).unwrap();
+    let now = kiln_protocol::now_ms();
+    db.record_submission(&NewSubmission {
+        account_id: &account,
+        cost: 0,
+        month: (0, i64::MAX),
+        batch: None,
+        jobs: vec![NewJob {
+            id: &id,
+            account_id: &account,
+            kind: "image",
+            spec: &spec_json,
+            source_key: &spec.source_key,
+            output_key: &spec.output_key,
+            input_name: Some("coffee.png"),
+            input_size: 1,
+            codec: None,
+            batch_id: None,
+            webhook_url: None,
+            webhook_progress: false,
+            destination: None,
+            credits: 0,
+        }],
+        enqueue_after: now - 1,
+    })
+    .await
+    .unwrap();
+    let doc = t.wait_job(ADMIN, &id).await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    assert_eq!(doc["output"]["width"], 100);
+    let r = t.get(&format!("/api/v1/jobs/{id}/download"), ADMIN).await;
+    assert_eq!(&r.bytes[8..12], b"WEBP");
+    running.shutdown().await;
+}

@@ -1,6 +1,8 @@
 //! The same database checks against SQLite (embedded default) and the real Postgres (fleet).
 
+use kiln_control_plane::db::batches::BatchRow;
 use kiln_control_plane::db::jobs::{Completion, NewJob};
+use kiln_control_plane::db::submissions::{NewSubmission, RecordError};
 use kiln_control_plane::db::{Db, JobStatus};
 use kiln_protocol::JobErrorCode;
 
@@ -236,6 +238,190 @@ async fn conformance(db: &Db) {
     // The shared secret is created once.
     let s1 = db.shared_secret("t").await.unwrap();
     assert_eq!(db.shared_secret("t").await.unwrap(), s1);
+
+    submissions(db).await;
+}
+
+fn new_job<'a>(id: &'a str, account: &'a str, batch: Option<&'a str>, credits: i64) -> NewJob<'a> {
+    NewJob {
+        id,
+        account_id: account,
+        kind: "video",
+        spec: "{}",
+        source_key: "sources/s",
+        output_key: "outputs/s.mp4",
+        input_name: None,
+        input_size: 10,
+        codec: Some("h264"),
+        batch_id: batch,
+        webhook_url: None,
+        webhook_progress: false,
+        destination: None,
+        credits,
+    }
+}
+
+/// A submission is recorded and charged whole or not at all; taking it back returns its
+/// credits; the outbox hands out what the queue never got, once.
+async fn submissions(db: &Db) {
+    let acct = db.create_account("subs", Some(5), Some(3)).await.unwrap();
+    let month = (0, i64::MAX);
+    let ids: Vec<String> = (0..4).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let batch = |id: &str| BatchRow {
+        id: id.to_string(),
+        account_id: acct.id.clone(),
+        archive: true,
+        created_at: 1,
+    };
+    fn submission<'a>(
+        account: &'a str,
+        jobs: Vec<NewJob<'a>>,
+        cost: i64,
+        batch: Option<BatchRow>,
+    ) -> NewSubmission<'a> {
+        NewSubmission {
+            account_id: account,
+            cost,
+            month: (0, i64::MAX),
+            batch,
+            jobs,
+            enqueue_after: 1_000,
+        }
+    }
+    // Over the quota (3 jobs a month): refused, nothing recorded, nothing charged.
+    let four: Vec<_> = ids
+        .iter()
+        .map(|i| new_job(i, &acct.id, Some("bq"), 1))
+        .collect();
+    let e = db
+        .record_submission(&submission(&acct.id, four, 4, Some(batch("bq"))))
+        .await;
+    assert!(
+        matches!(e, Err(RecordError::QuotaReached { used: 0, quota: 3 })),
+        "{e:?}"
+    );
+    // Over the balance (5 credits): refused whole.
+    let two: Vec<_> = ids[..2]
+        .iter()
+        .map(|i| new_job(i, &acct.id, Some("bc"), 3))
+        .collect();
+    let e = db
+        .record_submission(&submission(&acct.id, two, 6, Some(batch("bc"))))
+        .await;
+    assert!(
+        matches!(
+            e,
+            Err(RecordError::InsufficientCredits {
+                cost: 6,
+                balance: 5
+            })
+        ),
+        "{e:?}"
+    );
+    for id in &ids {
+        assert!(db.get_job(&acct.id, id).await.unwrap().is_none());
+    }
+    assert!(db.get_batch(&acct.id, "bq").await.unwrap().is_none());
+    assert!(db.get_batch(&acct.id, "bc").await.unwrap().is_none());
+    assert_eq!(
+        db.get_account(&acct.id).await.unwrap().unwrap().credits,
+        Some(5)
+    );
+
+    // Within both: every row and the charge, together.
+    let two: Vec<_> = ids[..2]
+        .iter()
+        .map(|i| new_job(i, &acct.id, Some("b2"), 2))
+        .collect();
+    db.record_submission(&submission(&acct.id, two, 4, Some(batch("b2"))))
+        .await
+        .unwrap();
+    assert_eq!(db.batch_jobs(&acct.id, "b2").await.unwrap().len(), 2);
+    assert!(db.get_batch(&acct.id, "b2").await.unwrap().unwrap().archive);
+    assert_eq!(
+        db.get_account(&acct.id).await.unwrap().unwrap().credits,
+        Some(1)
+    );
+    // The quota now counts them: two more would make four.
+    let more: Vec<_> = ids[2..]
+        .iter()
+        .map(|i| new_job(i, &acct.id, None, 0))
+        .collect();
+    assert!(matches!(
+        db.record_submission(&submission(&acct.id, more, 0, None))
+            .await,
+        Err(RecordError::QuotaReached { used: 2, quota: 3 })
+    ));
+
+    // Recorded but not yet queued: the outbox hands them out once enqueue_after passed, and
+    // claims them, so a second look (another replica) finds nothing.
+    assert!(
+        db.claim_unqueued(999, 60_000, 10).await.unwrap().is_empty(),
+        "not yet due"
+    );
+    let due = db.claim_unqueued(1_000, 60_000, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|u| &u.id).collect::<Vec<_>>(),
+        [&ids[0], &ids[1]]
+    );
+    assert_eq!(due[0].attempts, 1);
+    assert!(db
+        .claim_unqueued(1_000, 60_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Enqueued: out of the outbox for good.
+    db.mark_enqueued(&ids[..1]).await.unwrap();
+    assert_eq!(
+        db.claim_unqueued(100_000, 60_000, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|u| &u.id)
+            .collect::<Vec<_>>(),
+        [&ids[1]]
+    );
+
+    // The queue refused it: taken back whole, credits returned.
+    db.withdraw_submission(&acct.id, &ids[..2], Some("b2"), 4)
+        .await
+        .unwrap();
+    assert!(db.batch_jobs(&acct.id, "b2").await.unwrap().is_empty());
+    assert!(db.get_batch(&acct.id, "b2").await.unwrap().is_none());
+    assert_eq!(
+        db.get_account(&acct.id).await.unwrap().unwrap().credits,
+        Some(5)
+    );
+
+    // An unmetered account with no quota: nothing to check, still one transaction.
+    let free = db.create_account("free", None, None).await.unwrap();
+    let id = uuid::Uuid::now_v7().to_string();
+    db.record_submission(&NewSubmission {
+        account_id: &free.id,
+        cost: 7,
+        month,
+        batch: None,
+        jobs: vec![new_job(&id, &free.id, None, 7)],
+        enqueue_after: 1,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        db.get_account(&free.id).await.unwrap().unwrap().credits,
+        None
+    );
+    assert!(matches!(
+        db.record_submission(&NewSubmission {
+            account_id: "no-such-account",
+            cost: 0,
+            month,
+            batch: None,
+            jobs: vec![],
+            enqueue_after: 1,
+        })
+        .await,
+        Err(RecordError::NoAccount(_))
+    ));
 }
 
 async fn account_id_other(db: &Db) -> String {
