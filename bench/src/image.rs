@@ -274,24 +274,24 @@ fn request_table(runs: usize, per_run: usize) -> Result<(), String> {
     Ok(())
 }
 
-pub fn main(args: &[String]) -> ExitCode {
-    let mut runs = 3usize;
-    let mut per_run = 8usize;
-    let mut kernel_only = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--runs" => runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(3).max(1),
-            "--images" => per_run = it.next().and_then(|v| v.parse().ok()).unwrap_or(8).max(1),
-            // The kernel table alone (a GPU machine without libvips).
-            "--kernel-only" => kernel_only = true,
-            other => {
-                eprintln!("kiln-bench image: unknown argument {other}");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    if kernel_only {
+/// `kiln-bench image`: the wgpu resize kernel vs fast_image_resize, and whole requests vs
+/// `vipsthumbnail`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Interleaved runs of each side (the median is shown).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub runs: u64,
+    /// Images per run of the whole-request table.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    pub images: u64,
+    /// The kernel table alone (a GPU machine without libvips).
+    #[arg(long)]
+    pub kernel_only: bool,
+}
+
+pub fn main(args: Args) -> ExitCode {
+    let (runs, per_run) = (args.runs as usize, args.images as usize);
+    if args.kernel_only {
         return match kernel_table(runs) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

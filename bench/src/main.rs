@@ -37,28 +37,108 @@ pub fn media(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// `kiln-bench`: Kiln's benchmark harness (ratios side by side, never timed tests).
+#[derive(Debug, clap::Parser)]
+#[command(name = "kiln-bench", about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Bench {
+    /// Kiln's pipeline vs the `ffmpeg` CLI on the same clips and settings.
+    Video(video::Args),
+    /// The wgpu resize kernel vs fast_image_resize; whole requests vs `vipsthumbnail`.
+    Image(image::Args),
+    /// Scheduling overhead through the API vs `redis-benchmark`.
+    Sched(sched::Args),
+    /// The codec-tuning harness: sweeps and target-quality searches.
+    Tune(tune::Args),
+    /// VMAF throughput of the harness vs libvmaf's `vmaf` CLI.
+    Vmaf(vmaf::Args),
+    /// The child process a Kiln transcode runs in (see `video`).
+    #[command(name = video::CHILD, hide = true)]
+    TranscodeChild {
+        #[arg(allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The child process Kiln's image requests run in (see `image`).
+    #[command(name = image::CHILD, hide = true)]
+    ImageChild {
+        #[arg(allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Prints the resize path this machine would choose (see `image`).
+    #[command(name = image::CHOICE_CHILD, hide = true)]
+    ImageChoiceChild,
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("video") => video::main(&args[1..]),
-        // The child process a Kiln run happens in (see `video`).
-        Some(video::CHILD) => video::child(&args[1..]),
-        Some("image") => image::main(&args[1..]),
-        Some("sched") => sched::main(&args[1..]),
-        Some("tune") => tune::main(&args[1..]),
-        Some("vmaf") => vmaf::main(&args[1..]),
-        Some(image::CHILD) => image::child(&args[1..]),
-        Some(image::CHOICE_CHILD) => image::choice_child(),
-        _ => {
-            eprintln!(
-                "usage: kiln-bench video [--runs N] [CLIP ...]\n       \
-                 kiln-bench image [--runs N] [--images N] [--kernel-only]\n       \
-                 kiln-bench sched [--submissions N] [--clients N] [--latency-jobs N] [--database URL]\n       \
-                 kiln-bench tune SPEC.toml [--out DIR] [--api URL --key KEY]\n       \
-                 kiln-bench tune --target-vmaf SCORE CLIP... [--encoder E] [--preset P] [--verify] [--compare-bisection]\n       \
-                 kiln-bench vmaf [--runs N] [REFERENCE DISTORTED]"
-            );
-            ExitCode::from(2)
+    let cli: Cli = kiln_protocol::cli::parse_process();
+    match cli.command {
+        Bench::Video(a) => video::main(a),
+        Bench::Image(a) => image::main(a),
+        Bench::Sched(a) => sched::main(a),
+        Bench::Tune(a) => tune::main(a),
+        Bench::Vmaf(a) => vmaf::main(a),
+        Bench::TranscodeChild { args } => video::child(&args),
+        Bench::ImageChild { args } => image::child(&args),
+        Bench::ImageChoiceChild => image::choice_child(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn bad_numbers_are_refused_not_defaulted() {
+        // `--runs abc` used to become 3 without a word.
+        for args in [
+            &["kiln-bench", "video", "--runs", "abc"][..],
+            &["kiln-bench", "video", "--runs", "0"],
+            &["kiln-bench", "image", "--images", "-2"],
+            &["kiln-bench", "sched", "--clients", "many"],
+            &["kiln-bench", "vmaf", "--runs"],
+            &["kiln-bench", "tune", "spec.toml", "--api", "http://x"],
+            &["kiln-bench", "tune", "clip.mp4", "--target-vmaf", "120"],
+            &["kiln-bench", "tune"],
+            &["kiln-bench", "video", "--bogus"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?} accepted");
         }
+        let cli = Cli::try_parse_from(["kiln-bench", "video", "--runs", "5", "a.mp4"]).unwrap();
+        assert!(
+            matches!(cli.command, Bench::Video(video::Args { runs: 5, ref clips }) if clips.len() == 1)
+        );
+        let cli = Cli::try_parse_from([
+            "kiln-bench",
+            "tune",
+            "--target-vmaf",
+            "93",
+            "a.mp4",
+            "b.mp4",
+            "--verify",
+        ])
+        .unwrap();
+        let Bench::Tune(t) = cli.command else {
+            panic!("not tune")
+        };
+        assert_eq!(
+            (t.target_vmaf, t.inputs.len(), t.verify, t.samples),
+            (Some(93.0), 2, true, 4)
+        );
+        // The hidden child commands take their arguments as given.
+        let cli = Cli::try_parse_from([
+            "kiln-bench",
+            video::CHILD,
+            "in",
+            "out",
+            "{\"codec\":\"h264\"}",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Bench::TranscodeChild { ref args } if args.len() == 3));
     }
 }

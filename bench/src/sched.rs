@@ -99,15 +99,10 @@ async fn status(http: &reqwest::Client, base: &str, id: &str) -> Result<Value, S
         .map_err(|e| e.to_string())
 }
 
+/// ms since the epoch of an API timestamp (the seconds-of-the-day parse it replaces broke
+/// across midnight).
 fn rfc3339_ms(v: &Value) -> Option<f64> {
-    // "2026-11-23T02:44:30.911Z": only differences matter, so seconds of the day suffice
-    // (the bench does not run across midnight).
-    let t = v.as_str()?.split('T').nth(1)?.trim_end_matches('Z');
-    let mut parts = t.split(':');
-    let h: f64 = parts.next()?.parse().ok()?;
-    let m: f64 = parts.next()?.parse().ok()?;
-    let s: f64 = parts.next()?.parse().ok()?;
-    Some(((h * 60.0 + m) * 60.0 + s) * 1000.0)
+    kiln_control_plane::time::parse_rfc3339(v.as_str()?).map(|ms| ms as f64)
 }
 
 fn tiny_clip(dir: &Path) -> Result<PathBuf, String> {
@@ -344,27 +339,30 @@ fn redis_version() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-pub fn main(args: &[String]) -> ExitCode {
-    let mut opts = Opts {
-        submissions: 2000,
-        clients: 16,
-        latency_jobs: 200,
-        database: None,
+/// `kiln-bench sched`: scheduling overhead through the API against `redis-benchmark`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Submissions of the throughput run.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub submissions: u64,
+    /// Concurrent clients submitting.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    pub clients: u64,
+    /// Jobs of the dispatch-latency run.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub latency_jobs: u64,
+    /// A PostgreSQL URL for the control plane (default: SQLite).
+    #[arg(long)]
+    pub database: Option<String>,
+}
+
+pub fn main(args: Args) -> ExitCode {
+    let opts = Opts {
+        submissions: args.submissions as usize,
+        clients: args.clients as usize,
+        latency_jobs: args.latency_jobs as usize,
+        database: args.database,
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut num = |d: usize| it.next().and_then(|v| v.parse().ok()).unwrap_or(d).max(1);
-        match a.as_str() {
-            "--submissions" => opts.submissions = num(2000),
-            "--clients" => opts.clients = num(16),
-            "--latency-jobs" => opts.latency_jobs = num(200),
-            "--database" => opts.database = it.next().cloned(),
-            other => {
-                eprintln!("kiln-bench sched: unknown argument {other}");
-                return ExitCode::from(2);
-            }
-        }
-    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

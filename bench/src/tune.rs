@@ -33,46 +33,57 @@ use kiln_gpu_node::quality::{self, QualityError};
 use kiln_protocol::{Container, Preset, RateControl, Resolution, VideoParams};
 use serde_json::json;
 
-fn usage() -> ExitCode {
-    eprintln!(
-        "usage: kiln-bench tune SPEC.toml [--out DIR] [--api URL --key KEY]\n       \
-         kiln-bench tune --target-vmaf SCORE CLIP... [--encoder x264] [--preset P] [--resolution R]\n                       \
-         [--samples N] [--sample-secs S] [--verify] [--compare-bisection] [--out DIR]"
-    );
-    ExitCode::from(2)
+/// `kiln-bench tune`: a sweep from a spec, or a target-quality search on clips.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// SPEC.toml for a sweep; with --target-vmaf, the clips to search on.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Where results go (default `tune-<spec>` or `tune-target`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Run the encodes as jobs on this Kiln (a fleet), e.g. http://kiln:8080.
+    #[arg(long, requires = "key")]
+    pub api: Option<String>,
+    /// The API key for --api.
+    #[arg(long, requires = "api")]
+    pub key: Option<String>,
+    /// Search the largest CRF whose VMAF meets this score (1–99.9) on each clip.
+    #[arg(long, value_parser = vmaf_target)]
+    pub target_vmaf: Option<f64>,
+    /// Encoder of the search: x264, x265, svt-av1, vp9, nvenc-h264, nvenc-h265.
+    #[arg(long, default_value = "x264")]
+    pub encoder: String,
+    #[arg(long)]
+    pub preset: Option<String>,
+    #[arg(long)]
+    pub resolution: Option<String>,
+    /// Sampled scenes per clip.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub samples: u32,
+    /// Seconds per sampled scene.
+    #[arg(long, default_value_t = 3.0)]
+    pub sample_secs: f64,
+    /// Encode the whole clip at the chosen CRF and score it.
+    #[arg(long)]
+    pub verify: bool,
+    /// Also run a plain bisection and compare the encodes each took.
+    #[arg(long)]
+    pub compare_bisection: bool,
 }
 
-pub fn main(args: &[String]) -> ExitCode {
-    let mut free = Vec::new();
-    let mut opts: HashMap<&str, String> = HashMap::new();
-    let mut flags = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--verify" | "--compare-bisection" => flags.push(a.as_str()),
-            "--out" | "--api" | "--key" | "--target-vmaf" | "--encoder" | "--preset"
-            | "--resolution" | "--samples" | "--sample-secs" => match it.next() {
-                Some(v) => {
-                    opts.insert(a.as_str(), v.clone());
-                }
-                None => return usage(),
-            },
-            s if s.starts_with("--") => return usage(),
-            _ => free.push(PathBuf::from(a)),
-        }
+fn vmaf_target(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(t) if (1.0..100.0).contains(&t) => Ok(t),
+        _ => Err(format!("{v:?} is not a VMAF score from 1 to 99.9")),
     }
-    let result = if let Some(t) = opts.get("--target-vmaf") {
-        match t.parse::<f64>() {
-            Ok(t) if (1.0..100.0).contains(&t) && !free.is_empty() => {
-                target(t, &free, &opts, &flags)
-            }
-            _ => return usage(),
-        }
-    } else {
-        match free.as_slice() {
-            [spec] => sweep(spec, &opts),
-            _ => return usage(),
-        }
+}
+
+pub fn main(args: Args) -> ExitCode {
+    let result = match (args.target_vmaf, args.inputs.as_slice()) {
+        (Some(t), clips) => target(t, clips, &args),
+        (None, [spec]) => sweep(spec, &args),
+        (None, _) => Err("a sweep takes one SPEC.toml (or give --target-vmaf and clips)".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,10 +94,10 @@ pub fn main(args: &[String]) -> ExitCode {
     }
 }
 
-fn sweep(spec_path: &Path, opts: &HashMap<&str, String>) -> Result<(), String> {
+fn sweep(spec_path: &Path, args: &Args) -> Result<(), String> {
     let spec = spec::Spec::load(spec_path)?;
     let mut encodes = spec.expand()?;
-    let runner = match (opts.get("--api"), opts.get("--key")) {
+    let runner = match (&args.api, &args.key) {
         (Some(api), Some(key)) => run::Runner::Fleet {
             api: api.clone(),
             key: key.clone(),
@@ -126,9 +137,9 @@ fn sweep(spec_path: &Path, opts: &HashMap<&str, String>) -> Result<(), String> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "sweep".into());
-    let out = opts
-        .get("--out")
-        .map(PathBuf::from)
+    let out = args
+        .out
+        .clone()
         .unwrap_or_else(|| PathBuf::from(format!("tune-{stem}")));
     eprintln!(
         "{} encodes ({} configurations × points) on {}; results in {}",
@@ -214,30 +225,21 @@ fn sweep(spec_path: &Path, opts: &HashMap<&str, String>) -> Result<(), String> {
     }
 }
 
-fn target(
-    score: f64,
-    clips: &[PathBuf],
-    opts: &HashMap<&str, String>,
-    flags: &[&str],
-) -> Result<(), String> {
-    let encoder = opts.get("--encoder").map(String::as_str).unwrap_or("x264");
+fn target(score: f64, clips: &[PathBuf], args: &Args) -> Result<(), String> {
+    let encoder = args.encoder.as_str();
     let (codec, hardware) = spec::encoder(encoder)?;
-    let preset = opts
-        .get("--preset")
+    let preset = args
+        .preset
+        .as_deref()
         .map(|p| Preset::parse_for(codec, p))
         .transpose()?;
-    let resolution = match opts.get("--resolution") {
+    let resolution = match &args.resolution {
         Some(r) => Resolution::parse(r).map_err(|e| e.to_string())?,
         None => None,
     };
-    let num = |k: &str, d: f64| -> Result<f64, String> {
-        opts.get(k)
-            .map(|v| v.parse::<f64>().map_err(|_| format!("{k} takes a number")))
-            .unwrap_or(Ok(d))
-    };
     let search = SearchOptions {
-        samples: num("--samples", 4.0)? as u32,
-        sample_s: num("--sample-secs", 3.0)?,
+        samples: args.samples,
+        sample_s: args.sample_secs,
         ..SearchOptions::default()
     };
     let params = VideoParams {
@@ -250,9 +252,9 @@ fn target(
         allow_upscale: false,
         allow_larger: true,
     };
-    let out = opts
-        .get("--out")
-        .map(PathBuf::from)
+    let out = args
+        .out
+        .clone()
         .unwrap_or_else(|| PathBuf::from("tune-target"));
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let cancel = AtomicBool::new(false);
@@ -281,7 +283,7 @@ fn target(
             Ok(s)
         };
         let found = try_search(lo, hi, score, &mut oracle).map_err(|e| e.to_string())?;
-        let bisected = if flags.contains(&"--compare-bisection") {
+        let bisected = if args.compare_bisection {
             let b = try_bisect(lo, hi, score, &mut oracle).map_err(|e| e.to_string())?;
             Some(b)
         } else {
@@ -292,7 +294,7 @@ fn target(
             .as_ref()
             .map(|p| prober.predict_bytes(p))
             .unwrap_or(0);
-        let verified = if flags.contains(&"--verify") {
+        let verified = if args.verify {
             let mut p = params.clone();
             p.rate = RateControl::EncoderCrf {
                 crf: found.crf as u8,

@@ -173,20 +173,23 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-pub fn main(args: &[String]) -> ExitCode {
-    let mut runs = 3usize;
-    let mut clips = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--runs" => runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(3).max(1),
-            c => clips.push(PathBuf::from(c)),
-        }
-    }
-    if clips.is_empty() {
-        clips = default_clips();
-    }
-    match run(&clips, runs) {
+/// `kiln-bench video`: Kiln's pipeline vs the `ffmpeg` CLI.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Interleaved runs of each side (the median is shown).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub runs: u64,
+    /// Clips (default: bigbuckbunny and bikes from ../shared/media).
+    pub clips: Vec<PathBuf>,
+}
+
+pub fn main(args: Args) -> ExitCode {
+    let clips = if args.clips.is_empty() {
+        default_clips()
+    } else {
+        args.clips
+    };
+    match run(&clips, args.runs as usize) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kiln-bench video: {e}");

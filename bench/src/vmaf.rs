@@ -31,17 +31,23 @@ fn to_y4m(src: &Path, dst: &Path) -> Result<(), String> {
         .arg(dst))
 }
 
-pub fn main(args: &[String]) -> ExitCode {
-    let mut runs = 3;
-    let mut files = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--runs" => runs = it.next().and_then(|v| v.parse().ok()).unwrap_or(3),
-            f => files.push(PathBuf::from(f)),
-        }
+/// `kiln-bench vmaf`: VMAF throughput of the harness against libvmaf's `vmaf` CLI.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Interleaved runs of each side (the median is shown).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub runs: u64,
+    /// REFERENCE DISTORTED (default: two real clips against x264 encodes of themselves).
+    #[arg(num_args = 0..=2)]
+    pub files: Vec<PathBuf>,
+}
+
+pub fn main(args: Args) -> ExitCode {
+    if args.files.len() == 1 {
+        eprintln!("kiln-bench vmaf: give REFERENCE and DISTORTED, or neither");
+        return ExitCode::from(2);
     }
-    match bench(runs, &files) {
+    match bench(args.runs as usize, &args.files) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kiln-bench vmaf: {e}");

@@ -1,10 +1,11 @@
-//! `kiln-control-plane keys …`: manage API keys from the shell, against the same database
-//! the server uses (`DATABASE_URL`, or the SQLite file under `--data-dir`/`KILN_DATA_DIR`).
+//! The command line: `kiln-control-plane [serve]` runs the server; `kiln-control-plane keys …`
+//! manages API keys from the shell against the same database the server uses (`DATABASE_URL`,
+//! or the SQLite file under `--data-dir`/`KILN_DATA_DIR`).
 //!
 //! ```text
 //! kiln-control-plane keys create --name NAME --scopes jobs:create,jobs:read
 //!                                [--account-id ID | --account-name NAME]
-//!                                [--rate-write N] [--rate-read N]
+//!                                [--rate-write N] [--rate-read N] [--key EXISTING_KEY]
 //! kiln-control-plane keys list [--account-id ID]
 //! kiln-control-plane keys revoke KEY_ID
 //! ```
@@ -17,33 +18,63 @@ use crate::config::Config;
 use crate::db::keys::{generate_key, RateLimits};
 use crate::db::Db;
 
-const USAGE: &str = "usage: kiln-control-plane keys create --name NAME --scopes S1,S2 [--account-id ID | --account-name NAME] [--rate-write N] [--rate-read N]
-       kiln-control-plane keys list [--account-id ID]
-       kiln-control-plane keys revoke KEY_ID
-(global: --data-dir DIR, or DATABASE_URL)";
+/// `kiln-control-plane`: Kiln's API server and its admin commands.
+#[derive(Debug, clap::Parser)]
+#[command(name = "kiln-control-plane", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
 
-/// Run `keys <args>`; returns what to print.
-pub async fn keys(args: &[String]) -> anyhow::Result<String> {
-    let mut flags = std::collections::HashMap::new();
-    let mut positional = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.strip_prefix("--") {
-            Some(name) => {
-                let v = it
-                    .next()
-                    .with_context(|| format!("--{name} needs a value\n{USAGE}"))?;
-                flags.insert(name.to_string(), v.clone());
-            }
-            None => positional.push(a.clone()),
-        }
-    }
-    let env = |k: &str| std::env::var(k).ok();
-    let mut config_args = Vec::new();
-    if let Some(d) = flags.remove("data-dir") {
-        config_args = vec!["--data-dir".to_string(), d];
-    }
-    let config = Config::from_env_and_args(env, &config_args)?;
+/// What to do (default: serve).
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run the API server (the embedded default, or a fleet's control plane).
+    Serve,
+    /// Manage API keys in the server's database.
+    #[command(subcommand)]
+    Keys(Keys),
+}
+
+/// `keys …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Keys {
+    /// Create a key (printed once) for an existing account or a new one.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: jobs:create, jobs:read, jobs:cancel, usage:read, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        #[arg(long, conflicts_with = "account_name")]
+        account_id: Option<String>,
+        /// The new account's name (default: the key's name).
+        #[arg(long)]
+        account_name: Option<String>,
+        /// Writes per minute for this key.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+        rate_write: Option<i64>,
+        /// Reads per minute for this key.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+        rate_read: Option<i64>,
+        /// Import an existing key string (a client moving from another service keeps its
+        /// key) instead of generating one.
+        #[arg(long, hide_env_values = true)]
+        key: Option<String>,
+    },
+    /// List keys (never the keys themselves).
+    List {
+        #[arg(long)]
+        account_id: Option<String>,
+    },
+    /// Revoke a key; it is refused from then on.
+    Revoke { key_id: String },
+}
+
+/// Run a `keys` command against `config`'s database; returns what to print.
+pub async fn keys(config: &Config, cmd: Keys) -> anyhow::Result<String> {
     let url = config.database_url.clone().unwrap_or_else(|| {
         format!(
             "sqlite://{}?mode=rwc",
@@ -54,54 +85,57 @@ pub async fn keys(args: &[String]) -> anyhow::Result<String> {
     let db = Db::connect(&url)
         .await
         .with_context(|| format!("opening {url}"))?;
-    let num = |name: &str| -> anyhow::Result<Option<i64>> {
-        flags
-            .get(name)
-            .map(|v| v.parse::<i64>().with_context(|| format!("--{name} {v:?}")))
-            .transpose()
-    };
-    let out = match positional.first().map(String::as_str) {
-        Some("create") => {
-            let name = flags.get("name").context("--name is required")?;
-            let scopes: Vec<String> = flags
-                .get("scopes")
-                .context("--scopes is required")?
-                .split(',')
+    let out = match cmd {
+        Keys::Create {
+            name,
+            scopes,
+            account_id,
+            account_name,
+            rate_write,
+            rate_read,
+            key,
+        } => {
+            let scopes: Vec<String> = scopes
+                .into_iter()
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect();
             crate::api::native::admin::validate_scopes(&scopes).map_err(anyhow::Error::msg)?;
-            let account = match flags.get("account-id") {
+            let key = match key {
+                Some(k) => {
+                    crate::db::keys::validate_imported_key(&k).map_err(anyhow::Error::msg)?;
+                    k
+                }
+                None => generate_key(),
+            };
+            let account = match account_id {
                 Some(id) => db
-                    .get_account(id)
+                    .get_account(&id)
                     .await?
                     .with_context(|| format!("no account {id:?}"))?,
                 None => {
-                    db.create_account(flags.get("account-name").unwrap_or(name), None, None)
+                    db.create_account(account_name.as_deref().unwrap_or(&name), None, None)
                         .await?
                 }
             };
             let limits = RateLimits {
-                submit: num("rate-write")?,
-                read: num("rate-read")?,
+                submit: rate_write,
+                read: rate_read,
             };
-            let key = generate_key();
             let id = db
-                .insert_key(&account.id, name, &key, &scopes, &limits)
+                .insert_key(&account.id, &name, &key, &scopes, &limits)
                 .await?;
             json!({"id": id, "key": key, "account_id": account.id, "scopes": scopes})
         }
-        Some("list") => {
-            json!({"keys": db.list_keys(flags.get("account-id").map(String::as_str)).await?})
+        Keys::List { account_id } => {
+            json!({"keys": db.list_keys(account_id.as_deref()).await?})
         }
-        Some("revoke") => {
-            let id = positional.get(1).context("revoke needs a key id")?;
-            if !db.revoke_key(id).await? {
-                bail!("no key {id:?}");
+        Keys::Revoke { key_id } => {
+            if !db.revoke_key(&key_id).await? {
+                bail!("no key {key_id:?}");
             }
-            json!({"id": id, "revoked": true})
+            json!({"id": key_id, "revoked": true})
         }
-        _ => bail!("{USAGE}"),
     };
     Ok(serde_json::to_string_pretty(&out)?)
 }

@@ -4,109 +4,138 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Everything the control plane needs to start.
-#[derive(Debug, Clone)]
+/// Everything the control plane needs to start: flags, or the environment variable beside
+/// each (flags win).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Config {
-    /// `KILN_LISTEN` / `--listen`: where the API listens.
+    /// Where the API listens.
+    #[arg(
+        long,
+        env = "KILN_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     pub listen: SocketAddr,
-    /// `KILN_DATA_DIR` / `--data-dir`: the SQLite file and the local store.
+    /// The SQLite file, the local store and scratch space.
+    #[arg(
+        long,
+        env = "KILN_DATA_DIR",
+        default_value = "./kiln-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
-    /// `DATABASE_URL`: `sqlite://…` or `postgres://…`; default `sqlite://<data_dir>/kiln.db`.
+    /// `sqlite://…` or `postgres://…`; default `sqlite://<data dir>/kiln.db`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
-    /// `REDIS_URL`: set to schedule onto fleet nodes through Redis (fleet mode).
+    /// Schedule onto fleet nodes through this Redis (fleet mode).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
-    /// `KILN_STORAGE_URL`: `file:///path` or `s3://bucket?endpoint=…&region=…`; default
-    /// `<data_dir>/storage`.
+    /// `file:///path` or `s3://bucket?endpoint=…&region=…`; default `<data dir>/storage`.
+    #[arg(long, env = "KILN_STORAGE_URL")]
     pub storage_url: Option<String>,
-    /// `KILN_BOOTSTRAP_KEY`: the admin key to create on first start instead of a random one.
+    /// The admin key to create on first start instead of a random one.
+    #[arg(long, env = "KILN_BOOTSTRAP_KEY", hide_env_values = true)]
     pub bootstrap_key: Option<String>,
-    /// `KILN_MAX_UPLOAD_BYTES`: largest video upload (default 2 GiB).
+    /// Largest video upload, in bytes.
+    #[arg(long, env = "KILN_MAX_UPLOAD_BYTES", default_value_t = 2 << 30)]
     pub max_upload_bytes: u64,
-    /// `KILN_MAX_IMAGE_BYTES`: largest image for `/convert` (default 50 MiB).
+    /// Largest image for `/convert`, in bytes.
+    #[arg(long, env = "KILN_MAX_IMAGE_BYTES", default_value_t = 50 << 20)]
     pub max_image_bytes: u64,
-    /// `KILN_MAX_IMAGE_PIXELS`: largest decoded image (default 100 MP).
+    /// Largest decoded image, and largest pixel total of an animation.
+    #[arg(long, env = "KILN_MAX_IMAGE_PIXELS", default_value_t = 100_000_000)]
     pub max_image_pixels: u64,
-    /// `KILN_MAX_IMAGE_FRAMES`: most frames in an animated GIF/WebP (default 500).
+    /// Most frames in an animated GIF/WebP.
+    #[arg(long, env = "KILN_MAX_IMAGE_FRAMES", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub max_image_frames: u32,
-    /// `KILN_LOCAL_SLOTS`: concurrent jobs on the embedded node (default 1 in the embedded
-    /// default, 0 — no local node — in fleet mode).
+    /// Jobs the embedded node runs at once (default 1, or 0 — no local node — in fleet mode).
+    #[arg(long, env = "KILN_LOCAL_SLOTS")]
     pub local_slots: Option<usize>,
-    /// `KILN_LEASE_SECS`: how long the embedded node's lease lasts without a heartbeat.
+    /// How long the embedded node's lease lasts without a heartbeat (seconds).
+    #[arg(long, env = "KILN_LEASE_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(2..))]
     pub lease_secs: u64,
-    /// `KILN_INSTANCE_ID`: this control plane's name among replicas (default `<host>-<pid>`).
+    /// This control plane's name among replicas (default `cp-<host>-<pid>`).
+    #[arg(long, env = "KILN_INSTANCE_ID", default_value_t = default_instance_id())]
     pub instance_id: String,
-    /// `KILN_MAX_ATTEMPTS`: tries per job before it fails for good (default 3).
+    /// Tries per job before it fails for good.
+    #[arg(long, env = "KILN_MAX_ATTEMPTS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
-    /// `KILN_RATE_WRITE_PER_MIN`: writes (submissions, cancels, admin changes) per key per
-    /// minute, unless the key has its own limit (default 60, Konvrt's published limit).
+    /// Writes (submissions, cancels, admin changes) per key per minute, unless the key has its
+    /// own limit (Konvrt's published limit).
+    #[arg(long, env = "KILN_RATE_WRITE_PER_MIN", default_value_t = 60,
+          value_parser = clap::value_parser!(i64).range(0..))]
     pub rate_write_per_min: i64,
-    /// `KILN_RATE_READ_PER_MIN`: reads per key per minute (default 600).
+    /// Reads per key per minute.
+    #[arg(long, env = "KILN_RATE_READ_PER_MIN", default_value_t = 600,
+          value_parser = clap::value_parser!(i64).range(0..))]
     pub rate_read_per_min: i64,
-    /// `KILN_URL_ALLOWLIST`: CIDRs, addresses and host names that source URLs, webhooks and
-    /// S3 endpoints may reach although not public (and over plain http).
+    /// CIDRs, addresses and host names that source URLs, webhooks and S3 endpoints may reach
+    /// although not public (and over plain http).
+    #[arg(long, env = "KILN_URL_ALLOWLIST", default_value = "", value_parser = allowlist)]
     pub url_allowlist: String,
-    /// `KILN_FETCH_TIMEOUT_SECS`: longest fetch of a source URL or bucket object (default 600).
+    /// Longest fetch of a source URL or bucket object (seconds).
+    #[arg(long, env = "KILN_FETCH_TIMEOUT_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub fetch_timeout_secs: u64,
-    /// `KILN_OUTPUT_TTL_SECS`: how long outputs stay downloadable (default 24 h); then 410 and
-    /// the sweeper deletes them.
+    /// How long outputs stay downloadable (seconds); then 410 and the sweeper deletes them.
+    #[arg(long, env = "KILN_OUTPUT_TTL_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub output_ttl_secs: u64,
-    /// `KILN_UPLOAD_TTL_SECS`: how long an upload can be used by jobs (default 24 h).
+    /// How long an upload can be used by jobs (seconds).
+    #[arg(long, env = "KILN_UPLOAD_TTL_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub upload_ttl_secs: u64,
-    /// `KILN_WEBHOOK_BACKOFF_MS`: first retry delay of a failed webhook, doubling each time up
-    /// to an hour (default 30 s).
+    /// First retry delay of a failed webhook (ms), doubling each time up to an hour.
+    #[arg(long, env = "KILN_WEBHOOK_BACKOFF_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub webhook_backoff_ms: u64,
-    /// `KILN_WEBHOOK_MAX_ATTEMPTS`: deliveries tried before giving up (default 15: about 9 h
-    /// with the default backoff).
+    /// Deliveries tried before giving up (15: about 9 h with the default backoff).
+    #[arg(long, env = "KILN_WEBHOOK_MAX_ATTEMPTS", default_value_t = 15,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub webhook_max_attempts: u32,
-    /// `KILN_SIGNING_KEY`: secret for pre-signed download URLs; default a random one kept in
-    /// the database, so every replica shares it.
+    /// Secret for pre-signed download URLs; default a random one kept in the database, so
+    /// every replica shares it.
+    #[arg(long, env = "KILN_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<String>,
 }
 
+fn default_instance_id() -> String {
+    format!(
+        "cp-{}-{}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+        std::process::id()
+    )
+}
+
+fn allowlist(v: &str) -> Result<String, String> {
+    crate::netguard::UrlPolicy::parse(v)?;
+    Ok(v.to_string())
+}
+
+/// The settings alone, as a command line (for [`Config::from_env_and_args`]).
+#[derive(Debug, clap::Parser)]
+#[command(name = "kiln-control-plane")]
+struct Settings {
+    #[command(flatten)]
+    config: Config,
+}
+
 impl Default for Config {
+    /// Every default (no flags, no environment).
     fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8080".parse().expect("literal"),
-            data_dir: PathBuf::from("./kiln-data"),
-            database_url: None,
-            redis_url: None,
-            storage_url: None,
-            bootstrap_key: None,
-            max_upload_bytes: 2 << 30,
-            max_image_bytes: 50 << 20,
-            max_image_pixels: 100_000_000,
-            max_image_frames: 500,
-            local_slots: None,
-            lease_secs: 30,
-            instance_id: format!(
-                "cp-{}-{}",
-                std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .map(|h| h.trim().to_string())
-                    .unwrap_or_default(),
-                std::process::id()
-            ),
-            max_attempts: 3,
-            rate_write_per_min: 60,
-            rate_read_per_min: 600,
-            url_allowlist: String::new(),
-            fetch_timeout_secs: 600,
-            output_ttl_secs: 86_400,
-            upload_ttl_secs: 86_400,
-            webhook_backoff_ms: 30_000,
-            webhook_max_attempts: 15,
-            signing_key: None,
-        }
+        Self::from_env_and_args(|_| None, &[]).expect("the defaults parse")
     }
 }
 
-/// A configuration value that could not be parsed.
+/// A configuration value that could not be parsed (clap's message names it).
 #[derive(Debug, thiserror::Error)]
-#[error("invalid {name}: {value:?} ({why})")]
-pub struct ConfigError {
-    name: String,
-    value: String,
-    why: String,
-}
+#[error("{0}")]
+pub struct ConfigError(#[from] clap::Error);
 
 impl Config {
     /// Jobs the embedded node runs at once (0: no embedded node).
@@ -120,109 +149,14 @@ impl Config {
         15_000
     }
 
-    /// Read the environment, then let `args` (`--listen ADDR`, `--data-dir DIR`) override it.
+    /// Read the environment through `env`, then let `args` (`--listen ADDR`, `--data-dir
+    /// DIR`, or any setting's flag) override it.
     pub fn from_env_and_args(
         env: impl Fn(&str) -> Option<String>,
         args: &[String],
     ) -> Result<Self, ConfigError> {
-        fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError>
-        where
-            T::Err: std::fmt::Display,
-        {
-            value.trim().parse().map_err(|e: T::Err| ConfigError {
-                name: name.to_string(),
-                value: value.to_string(),
-                why: e.to_string(),
-            })
-        }
-        let env = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-        let mut c = Config::default();
-        if let Some(v) = env("KILN_LISTEN") {
-            c.listen = parse("KILN_LISTEN", &v)?;
-        }
-        if let Some(v) = env("KILN_DATA_DIR") {
-            c.data_dir = PathBuf::from(v);
-        }
-        c.database_url = env("DATABASE_URL");
-        c.redis_url = env("REDIS_URL");
-        c.storage_url = env("KILN_STORAGE_URL");
-        c.bootstrap_key = env("KILN_BOOTSTRAP_KEY");
-        if let Some(v) = env("KILN_MAX_UPLOAD_BYTES") {
-            c.max_upload_bytes = parse("KILN_MAX_UPLOAD_BYTES", &v)?;
-        }
-        if let Some(v) = env("KILN_MAX_IMAGE_BYTES") {
-            c.max_image_bytes = parse("KILN_MAX_IMAGE_BYTES", &v)?;
-        }
-        if let Some(v) = env("KILN_MAX_IMAGE_PIXELS") {
-            c.max_image_pixels = parse("KILN_MAX_IMAGE_PIXELS", &v)?;
-        }
-        if let Some(v) = env("KILN_MAX_IMAGE_FRAMES") {
-            c.max_image_frames = parse::<u32>("KILN_MAX_IMAGE_FRAMES", &v)?.max(1);
-        }
-        if let Some(v) = env("KILN_LOCAL_SLOTS") {
-            c.local_slots = Some(parse::<usize>("KILN_LOCAL_SLOTS", &v)?);
-        }
-        if let Some(v) = env("KILN_LEASE_SECS") {
-            c.lease_secs = parse::<u64>("KILN_LEASE_SECS", &v)?.max(2);
-        }
-        if let Some(v) = env("KILN_INSTANCE_ID") {
-            c.instance_id = v;
-        }
-        if let Some(v) = env("KILN_MAX_ATTEMPTS") {
-            c.max_attempts = parse::<u32>("KILN_MAX_ATTEMPTS", &v)?.max(1);
-        }
-        if let Some(v) = env("KILN_RATE_WRITE_PER_MIN") {
-            c.rate_write_per_min = parse("KILN_RATE_WRITE_PER_MIN", &v)?;
-        }
-        if let Some(v) = env("KILN_RATE_READ_PER_MIN") {
-            c.rate_read_per_min = parse("KILN_RATE_READ_PER_MIN", &v)?;
-        }
-        if let Some(v) = env("KILN_URL_ALLOWLIST") {
-            crate::netguard::UrlPolicy::parse(&v).map_err(|why| ConfigError {
-                name: "KILN_URL_ALLOWLIST".into(),
-                value: v.clone(),
-                why,
-            })?;
-            c.url_allowlist = v;
-        }
-        if let Some(v) = env("KILN_FETCH_TIMEOUT_SECS") {
-            c.fetch_timeout_secs = parse::<u64>("KILN_FETCH_TIMEOUT_SECS", &v)?.max(1);
-        }
-        if let Some(v) = env("KILN_OUTPUT_TTL_SECS") {
-            c.output_ttl_secs = parse::<u64>("KILN_OUTPUT_TTL_SECS", &v)?.max(1);
-        }
-        if let Some(v) = env("KILN_UPLOAD_TTL_SECS") {
-            c.upload_ttl_secs = parse::<u64>("KILN_UPLOAD_TTL_SECS", &v)?.max(1);
-        }
-        if let Some(v) = env("KILN_WEBHOOK_BACKOFF_MS") {
-            c.webhook_backoff_ms = parse::<u64>("KILN_WEBHOOK_BACKOFF_MS", &v)?.max(1);
-        }
-        if let Some(v) = env("KILN_WEBHOOK_MAX_ATTEMPTS") {
-            c.webhook_max_attempts = parse::<u32>("KILN_WEBHOOK_MAX_ATTEMPTS", &v)?.max(1);
-        }
-        c.signing_key = env("KILN_SIGNING_KEY");
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut value = |name: &str| {
-                it.next().cloned().ok_or_else(|| ConfigError {
-                    name: name.to_string(),
-                    value: String::new(),
-                    why: "needs a value".into(),
-                })
-            };
-            match a.as_str() {
-                "--listen" => c.listen = parse("--listen", &value("--listen")?)?,
-                "--data-dir" => c.data_dir = PathBuf::from(value("--data-dir")?),
-                other => {
-                    return Err(ConfigError {
-                        name: "argument".into(),
-                        value: other.to_string(),
-                        why: "known flags: --listen ADDR, --data-dir DIR".into(),
-                    })
-                }
-            }
-        }
-        Ok(c)
+        let argv = std::iter::once("kiln-control-plane".to_string()).chain(args.iter().cloned());
+        Ok(kiln_protocol::cli::parse_with_env::<Settings, _, _>(env, argv)?.config)
     }
 }
 

@@ -7,20 +7,19 @@
 
 use std::process::ExitCode;
 
+use kiln_gpu_node::node::{Cli, NodeCommand, NodeConfig};
+
 fn main() -> ExitCode {
+    let cli: Cli = kiln_protocol::cli::parse_process();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match std::env::args().nth(1).as_deref() {
-        Some("probe") => {
-            let sessions = std::env::var("KILN_NVENC_SESSIONS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(3);
-            let (caps, classes) = kiln_gpu_node::node::capabilities(sessions);
+    match cli.command.unwrap_or(NodeCommand::Run) {
+        NodeCommand::Probe => {
+            let (caps, classes) = kiln_gpu_node::node::capabilities(cli.settings.nvenc_sessions);
             let report = serde_json::json!({
                 "media": kiln_gpu_node::media::capabilities(),
                 "image_resize": kiln_gpu_node::gpu::choice(),
@@ -33,12 +32,11 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        None | Some("run") => {
-            let config = match kiln_gpu_node::node::NodeConfig::from_env(|k| std::env::var(k).ok())
-            {
+        NodeCommand::Run => {
+            let config = match NodeConfig::from_settings(cli.settings) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("kiln-gpu-node: {e:#}\n\nusage: kiln-gpu-node [run|probe]");
+                    eprintln!("kiln-gpu-node: {e:#}\n\nusage: kiln-gpu-node [run|probe] (--help for the settings)");
                     return ExitCode::from(2);
                 }
             };
@@ -56,12 +54,6 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
-        }
-        Some(other) => {
-            eprintln!(
-                "kiln-gpu-node: unknown command {other:?}\n\nusage: kiln-gpu-node [run|probe]"
-            );
-            ExitCode::from(2)
         }
     }
 }

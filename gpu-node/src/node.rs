@@ -45,70 +45,133 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "node".into())
 }
 
+/// `kiln-gpu-node`: a fleet node.
+#[derive(Debug, clap::Parser)]
+#[command(name = "kiln-gpu-node", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<NodeCommand>,
+    #[command(flatten)]
+    pub settings: NodeSettings,
+}
+
+/// What to do (default: run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum NodeCommand {
+    /// Take jobs from Redis until SIGTERM, then drain.
+    Run,
+    /// Print what this machine can do (codecs that open, the wgpu adapter and resize path,
+    /// the queue classes it would take) as JSON.
+    Probe,
+}
+
+/// A node's settings as given: flags, or the environment variable beside each.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeSettings {
+    /// The fleet's Redis (required to run).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, global = true)]
+    pub redis_url: Option<String>,
+    /// `file:///shared/path` or `s3://bucket?endpoint=…` (required to run).
+    #[arg(long, env = "KILN_STORAGE_URL", global = true)]
+    pub storage_url: Option<String>,
+    /// The node's name in the registry, events and leases (default `<hostname>-<pid>`).
+    #[arg(long, env = "KILN_NODE_ID", value_parser = node_id, global = true)]
+    pub node_id: Option<String>,
+    /// Jobs at once (default: one per 8 cores, at least 1).
+    #[arg(long, env = "KILN_NODE_SLOTS", global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub slots: Option<u64>,
+    /// NVENC encodes at once, when the node has NVENC (3 is the limit of consumer GeForce
+    /// drivers; data-centre GPUs allow more; 0 disables NVENC classes).
+    #[arg(long, env = "KILN_NVENC_SESSIONS", default_value_t = 3, global = true)]
+    pub nvenc_sessions: usize,
+    /// Lease length (seconds): a node silent this long loses its jobs.
+    #[arg(long, env = "KILN_LEASE_SECS", default_value_t = 30, global = true,
+          value_parser = clap::value_parser!(u64).range(2..))]
+    pub lease_secs: u64,
+    /// How long running jobs may finish after SIGTERM (seconds).
+    #[arg(
+        long,
+        env = "KILN_DRAIN_TIMEOUT_SECS",
+        default_value_t = 600,
+        global = true
+    )]
+    pub drain_timeout_secs: u64,
+    /// Sources and outputs in flight (default `$TMPDIR/kiln-node-<id>`).
+    #[arg(long, env = "KILN_SCRATCH_DIR", global = true)]
+    pub scratch_dir: Option<PathBuf>,
+    /// The node's `/metrics` address, or `off`.
+    #[arg(long, env = "KILN_NODE_METRICS_LISTEN", default_value = "127.0.0.1:9101",
+          value_parser = metrics_listen, global = true)]
+    pub metrics_listen: MetricsListen,
+}
+
+/// Where a node serves its metrics: an address, or nowhere (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsListen(pub Option<SocketAddr>);
+
+fn metrics_listen(v: &str) -> Result<MetricsListen, String> {
+    match v.trim() {
+        "off" => Ok(MetricsListen(None)),
+        a => a
+            .parse()
+            .map(|a| MetricsListen(Some(a)))
+            .map_err(|e| format!("{e}: an address such as 127.0.0.1:9101, or off")),
+    }
+}
+
+fn node_id(v: &str) -> Result<String, String> {
+    if !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        Ok(v.to_string())
+    } else {
+        Err("it may hold letters, digits, '-', '_' and '.'".into())
+    }
+}
+
+/// The settings alone, as a command line (for [`NodeConfig::from_env`]).
+#[derive(Debug, clap::Parser)]
+#[command(name = "kiln-gpu-node")]
+struct Settings {
+    #[command(flatten)]
+    settings: NodeSettings,
+}
+
 impl NodeConfig {
     /// Read the environment through `env`.
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let env = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-        fn num<T: std::str::FromStr>(
-            name: &str,
-            v: Option<String>,
-            default: T,
-        ) -> anyhow::Result<T> {
-            match v {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("invalid {name}: {v:?}")),
-            }
-        }
-        let redis_url = env("REDIS_URL").context("REDIS_URL is required for a fleet node")?;
-        let storage_url = env("KILN_STORAGE_URL").context(
+        let s = kiln_protocol::cli::parse_with_env::<Settings, _, _>(env, ["kiln-gpu-node"])?;
+        Self::from_settings(s.settings)
+    }
+
+    /// What a node runs with, from its settings (the Redis URL and the store are required).
+    pub fn from_settings(s: NodeSettings) -> anyhow::Result<Self> {
+        let redis_url = s
+            .redis_url
+            .context("REDIS_URL is required for a fleet node")?;
+        let storage_url = s.storage_url.context(
             "KILN_STORAGE_URL is required for a fleet node (file:///shared/path or s3://bucket?endpoint=…)",
         )?;
-        let node_id =
-            env("KILN_NODE_ID").unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
-        anyhow::ensure!(
-            !node_id.is_empty()
-                && node_id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
-            "KILN_NODE_ID may hold letters, digits, '-', '_' and '.': got {node_id:?}"
-        );
+        let node_id = s
+            .node_id
+            .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let metrics_listen = match env("KILN_NODE_METRICS_LISTEN").as_deref() {
-            Some("off") => None,
-            Some(v) => Some(
-                v.parse()
-                    .with_context(|| format!("invalid KILN_NODE_METRICS_LISTEN {v:?}"))?,
-            ),
-            None => Some("127.0.0.1:9101".parse().expect("literal")),
-        };
         Ok(Self {
-            scratch_dir: env("KILN_SCRATCH_DIR")
-                .map(PathBuf::from)
+            scratch_dir: s
+                .scratch_dir
                 .unwrap_or_else(|| std::env::temp_dir().join(format!("kiln-node-{node_id}"))),
             node_id,
             redis_url,
             storage_url,
-            slots: num(
-                "KILN_NODE_SLOTS",
-                env("KILN_NODE_SLOTS"),
-                (cores / 8).max(1),
-            )?
-            .max(1),
-            nvenc_sessions: num("KILN_NVENC_SESSIONS", env("KILN_NVENC_SESSIONS"), 3)?,
-            lease: Duration::from_secs(
-                num("KILN_LEASE_SECS", env("KILN_LEASE_SECS"), 30u64)?.max(2),
-            ),
-            drain_timeout: Duration::from_secs(num(
-                "KILN_DRAIN_TIMEOUT_SECS",
-                env("KILN_DRAIN_TIMEOUT_SECS"),
-                600u64,
-            )?),
-            metrics_listen,
+            slots: s.slots.map_or((cores / 8).max(1), |n| n as usize),
+            nvenc_sessions: s.nvenc_sessions,
+            lease: Duration::from_secs(s.lease_secs),
+            drain_timeout: Duration::from_secs(s.drain_timeout_secs),
+            metrics_listen: s.metrics_listen.0,
         })
     }
 }
@@ -405,5 +468,26 @@ mod tests {
             other => env(other),
         };
         assert!(NodeConfig::from_env(bad_id).is_err());
+    }
+
+    #[test]
+    fn probe_and_run_read_the_same_settings() {
+        use kiln_protocol::cli::parse_with_env;
+        // A bad KILN_NVENC_SESSIONS used to make `run` fail and `probe` silently use 3.
+        let bad = |k: &str| (k == "KILN_NVENC_SESSIONS").then(|| "many".to_string());
+        for command in ["run", "probe"] {
+            let e = parse_with_env::<Cli, _, _>(bad, ["kiln-gpu-node", command]).unwrap_err();
+            assert!(e.to_string().contains("many"), "{command}: {e}");
+        }
+        let ok = |k: &str| (k == "KILN_NVENC_SESSIONS").then(|| "5".to_string());
+        for command in ["run", "probe"] {
+            let cli = parse_with_env::<Cli, _, _>(ok, ["kiln-gpu-node", command]).unwrap();
+            assert_eq!(cli.settings.nvenc_sessions, 5);
+        }
+        let cli = parse_with_env::<Cli, _, _>(|_| None, ["kiln-gpu-node"]).unwrap();
+        assert_eq!((cli.command, cli.settings.nvenc_sessions), (None, 3));
+        assert!(
+            parse_with_env::<Cli, _, _>(|_| None, ["kiln-gpu-node", "--lease-secs", "1"]).is_err()
+        );
     }
 }

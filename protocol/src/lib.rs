@@ -2,6 +2,7 @@
 //! in-process implementation, the storage trait with its local-folder implementation, and the
 //! stable error codes that jobs and the API report.
 
+pub mod cli;
 pub mod error;
 pub mod event;
 pub mod job;

@@ -64,6 +64,18 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+/// Check a key brought from another service (`kvrt_` + 32 alphanumerics, say) before its
+/// hash is stored: 16 to 200 visible ASCII characters, no spaces.
+pub fn validate_imported_key(key: &str) -> Result<(), String> {
+    if !(16..=200).contains(&key.len()) {
+        return Err("an imported key must be 16 to 200 characters long".into());
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("an imported key may hold only visible ASCII characters, no spaces".into());
+    }
+    Ok(())
+}
+
 /// A new random key: `kiln_` and 40 hex digits (160 bits).
 pub fn generate_key() -> String {
     let mut bytes = [0u8; 20];
@@ -196,5 +208,24 @@ impl Db {
             }),
             None => None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imported_keys() {
+        assert!(validate_imported_key("kvrt_0123456789abcdefghijABCDEFGHIJ01").is_ok());
+        assert!(validate_imported_key(&generate_key()).is_ok());
+        for bad in [
+            "short",
+            "kvrt_0123456789 abcdef",
+            "kvrt_01234567\u{e9}89abcdef",
+            &"x".repeat(201),
+        ] {
+            assert!(validate_imported_key(bad).is_err(), "{bad}");
+        }
     }
 }
