@@ -1,44 +1,19 @@
-//! The node's wgpu device and the resize compute pipelines, created once and reused; buffers
-//! come from a pool so a request does not allocate from scratch.
+//! The node's wgpu device and the resize compute pipelines, created once and reused; its
+//! parts: [`adapter`] (which adapter, how it is reported) and [`pool`] (reused buffers).
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::filter::{Filter, Weights};
 use super::srgb;
 
-/// The adapter a node resizes on, as reported in its capabilities.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct AdapterSummary {
-    pub name: String,
-    /// `discrete_gpu`, `integrated_gpu`, `virtual_gpu`, `cpu` (lavapipe) or `other`.
-    pub device_type: String,
-    pub backend: String,
-    pub driver: String,
-}
+mod adapter;
+mod pool;
 
-impl AdapterSummary {
-    /// Preference order: discrete > integrated > virtual > CPU (lavapipe) > other.
-    pub fn rank(&self) -> u8 {
-        match self.device_type.as_str() {
-            "discrete_gpu" => 0,
-            "integrated_gpu" => 1,
-            "virtual_gpu" => 2,
-            "cpu" => 3,
-            _ => 4,
-        }
-    }
-
-    /// Whether the adapter is a real GPU rather than a CPU Vulkan driver such as lavapipe.
-    pub fn is_hardware(&self) -> bool {
-        matches!(
-            self.device_type.as_str(),
-            "discrete_gpu" | "integrated_gpu" | "virtual_gpu"
-        )
-    }
-}
+pub use adapter::{best_adapter, summarise, AdapterSummary};
+pub use pool::PoolStats;
+use pool::{BufferPool, READBACK, STORAGE_IN, STORAGE_OUT, UNIFORM};
 
 /// Why the GPU path could not run.
 #[derive(Debug, thiserror::Error)]
@@ -53,88 +28,6 @@ pub enum GpuError {
     BadInput { expected: usize, got: usize },
     #[error("GPU readback failed: {0}")]
     Readback(String),
-}
-
-/// Buffer reuse counters, for tests and the bench.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PoolStats {
-    pub created: u64,
-    pub reused: u64,
-    pub pooled_bytes: u64,
-}
-
-/// Free buffers by usage, best-fit; the oldest are dropped beyond `POOL_CAP_BYTES`.
-#[derive(Default)]
-struct BufferPool {
-    free: Mutex<Vec<(wgpu::BufferUsages, wgpu::Buffer)>>,
-    created: AtomicU64,
-    reused: AtomicU64,
-}
-
-const POOL_CAP_BYTES: u64 = 512 << 20;
-/// Sizes are rounded up to this so that similar requests share buffers.
-const POOL_GRANULE: u64 = 256 << 10;
-
-impl BufferPool {
-    fn take(
-        &self,
-        device: &wgpu::Device,
-        usage: wgpu::BufferUsages,
-        size: u64,
-        limit: u64,
-    ) -> wgpu::Buffer {
-        {
-            let mut free = self.free.lock().expect("pool lock");
-            let best = free
-                .iter()
-                .enumerate()
-                .filter(|(_, (u, b))| {
-                    *u == usage && b.size() >= size && b.size() <= 2 * size.max(POOL_GRANULE)
-                })
-                .min_by_key(|(_, (_, b))| b.size())
-                .map(|(i, _)| i);
-            if let Some(i) = best {
-                self.reused.fetch_add(1, Ordering::Relaxed);
-                return free.remove(i).1;
-            }
-        }
-        self.created.fetch_add(1, Ordering::Relaxed);
-        // Uniform bindings have a small size limit: those stay exact.
-        let rounded = if usage.contains(wgpu::BufferUsages::UNIFORM) {
-            size
-        } else {
-            size.div_ceil(POOL_GRANULE) * POOL_GRANULE
-        };
-        device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("kiln pooled"),
-            size: rounded.min(limit).max(size.max(16)),
-            usage,
-            mapped_at_creation: false,
-        })
-    }
-
-    fn give(&self, usage: wgpu::BufferUsages, buf: wgpu::Buffer) {
-        let mut free = self.free.lock().expect("pool lock");
-        free.push((usage, buf));
-        let mut total: u64 = free.iter().map(|(_, b)| b.size()).sum();
-        while total > POOL_CAP_BYTES && !free.is_empty() {
-            total -= free.remove(0).1.size();
-        }
-    }
-
-    fn stats(&self) -> PoolStats {
-        PoolStats {
-            created: self.created.load(Ordering::Relaxed),
-            reused: self.reused.load(Ordering::Relaxed),
-            pooled_bytes: self
-                .free
-                .lock()
-                .expect("pool lock")
-                .iter()
-                .map(|(_, b)| b.size())
-                .sum(),
-        }
-    }
 }
 
 /// One wgpu device with the resize pipelines compiled.
@@ -155,14 +48,6 @@ pub struct GpuResizer {
 const WG_X: u32 = 64;
 const WG_Y: u32 = 4;
 
-const STORAGE_IN: wgpu::BufferUsages =
-    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_DST);
-const STORAGE_OUT: wgpu::BufferUsages =
-    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC);
-const UNIFORM: wgpu::BufferUsages = wgpu::BufferUsages::UNIFORM.union(wgpu::BufferUsages::COPY_DST);
-const READBACK: wgpu::BufferUsages =
-    wgpu::BufferUsages::MAP_READ.union(wgpu::BufferUsages::COPY_DST);
-
 /// The shader's `Params`, field for field.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -180,46 +65,47 @@ struct Params {
     _pad: [u32; 2],
 }
 
-/// The most preferred adapter on this machine (see `AdapterSummary::rank`), if any.
-pub async fn best_adapter() -> Option<wgpu::Adapter> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    instance
-        .enumerate_adapters(wgpu::Backends::all())
-        .await
-        .into_iter()
-        .min_by_key(|a| summarise(&a.get_info()).rank())
-}
-
-/// Describe an adapter the way capabilities report it.
-pub fn summarise(info: &wgpu::AdapterInfo) -> AdapterSummary {
-    AdapterSummary {
-        name: info.name.clone(),
-        device_type: snake(info.device_type).to_string(),
-        backend: format!("{:?}", info.backend).to_ascii_lowercase(),
-        driver: format!("{} {}", info.driver, info.driver_info)
-            .trim()
-            .to_string(),
-    }
-}
-
-fn snake(t: wgpu::DeviceType) -> &'static str {
-    match t {
-        wgpu::DeviceType::DiscreteGpu => "discrete_gpu",
-        wgpu::DeviceType::IntegratedGpu => "integrated_gpu",
-        wgpu::DeviceType::VirtualGpu => "virtual_gpu",
-        wgpu::DeviceType::Cpu => "cpu",
-        wgpu::DeviceType::Other => "other",
-    }
-}
-
 /// The two dispatches of a resize: pipeline and the grid (width, height) it covers.
 type Passes<'a> = [(&'a wgpu::ComputePipeline, u32, u32); 2];
 
-/// Work buffers of one resize, returned to the pool when it is done.
+/// A buffer taken from the pool, with the usage it goes back under.
+struct Pooled {
+    usage: wgpu::BufferUsages,
+    buf: wgpu::Buffer,
+}
+
+/// Work buffers of one resize, bound as shaders/resize.wgsl declares them, returned to the
+/// pool when it is done.
 struct Job {
-    buffers: Vec<(wgpu::BufferUsages, wgpu::Buffer)>,
+    /// Binding 0: the `Params` uniform.
+    params: Pooled,
+    /// Binding 1: the source pixels (or plane samples).
+    src: Pooled,
+    /// Binding 2: the horizontal pass' output, the vertical pass' input.
+    mid: Pooled,
+    /// Binding 3: the result.
+    dst: Pooled,
+    /// Bindings 4 and 5: filter weights and the first source index of each output sample,
+    /// horizontal then vertical.
+    coefs: Pooled,
+    starts: Pooled,
+    /// Where the result is copied to be mapped and read.
+    readback: Pooled,
     bind: wgpu::BindGroup,
+}
+
+impl Job {
+    fn buffers(self) -> [Pooled; 7] {
+        [
+            self.params,
+            self.src,
+            self.mid,
+            self.dst,
+            self.coefs,
+            self.starts,
+            self.readback,
+        ]
+    }
 }
 
 impl GpuResizer {
@@ -354,8 +240,11 @@ impl GpuResizer {
         }
         let d = &self.device;
         let lim = self.max_binding;
-        let take = |usage, size| (usage, self.pool.take(d, usage, size, lim));
-        let buffers = vec![
+        let take = |usage, size| Pooled {
+            usage,
+            buf: self.pool.take(d, usage, size, lim),
+        };
+        let (p, srcb, mid, dst, cb, sb, readback) = (
             take(UNIFORM, std::mem::size_of::<Params>() as u64),
             take(STORAGE_IN, src_size),
             take(STORAGE_OUT, mid_size),
@@ -363,34 +252,47 @@ impl GpuResizer {
             take(STORAGE_IN, coefs.len() as u64 * 4),
             take(STORAGE_IN, starts.len() as u64 * 4),
             take(READBACK, dst_size),
-        ];
+        );
         let q = &self.queue;
-        q.write_buffer(&buffers[0].1, 0, bytemuck::bytes_of(&params));
+        q.write_buffer(&p.buf, 0, bytemuck::bytes_of(&params));
         if src.len().is_multiple_of(4) {
-            q.write_buffer(&buffers[1].1, 0, src);
+            q.write_buffer(&srcb.buf, 0, src);
         } else {
             let mut padded = src.to_vec();
             padded.resize(src_size as usize, 0);
-            q.write_buffer(&buffers[1].1, 0, &padded);
+            q.write_buffer(&srcb.buf, 0, &padded);
         }
-        q.write_buffer(&buffers[4].1, 0, bytemuck::cast_slice(&coefs));
-        q.write_buffer(&buffers[5].1, 0, bytemuck::cast_slice(&starts));
-        let entries: Vec<wgpu::BindGroupEntry> = buffers[..6]
-            .iter()
-            .map(|(_, b)| b)
-            .chain([&self.lut])
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
+        q.write_buffer(&cb.buf, 0, bytemuck::cast_slice(&coefs));
+        q.write_buffer(&sb.buf, 0, bytemuck::cast_slice(&starts));
+        fn entry(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+            wgpu::BindGroupEntry {
+                binding,
                 resource: b.as_entire_binding(),
-            })
-            .collect();
+            }
+        }
         let bind = d.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("resize"),
             layout: &self.layout,
-            entries: &entries,
+            entries: &[
+                entry(0, &p.buf),
+                entry(1, &srcb.buf),
+                entry(2, &mid.buf),
+                entry(3, &dst.buf),
+                entry(4, &cb.buf),
+                entry(5, &sb.buf),
+                entry(6, &self.lut),
+            ],
         });
-        Ok(Job { buffers, bind })
+        Ok(Job {
+            params: p,
+            src: srcb,
+            mid,
+            dst,
+            coefs: cb,
+            starts: sb,
+            readback,
+            bind,
+        })
     }
 
     fn record(&self, encoder: &mut wgpu::CommandEncoder, job: &Job, passes: Passes<'_>) {
@@ -413,14 +315,17 @@ impl GpuResizer {
                 label: Some("resize"),
             });
         self.record(&mut encoder, &job, passes);
-        let (dst, readback) = (&job.buffers[3].1, &job.buffers[6].1);
-        encoder.copy_buffer_to_buffer(dst, 0, readback, 0, dst_size);
+        encoder.copy_buffer_to_buffer(&job.dst.buf, 0, &job.readback.buf, 0, dst_size);
         self.queue.submit([encoder.finish()]);
-        let out = self.read(readback, dst_size);
-        for (usage, buf) in job.buffers {
-            self.pool.give(usage, buf);
-        }
+        let out = self.read(&job.readback.buf, dst_size);
+        self.give_back(job);
         out
+    }
+
+    fn give_back(&self, job: Job) {
+        for p in job.buffers() {
+            self.pool.give(p.usage, p.buf);
+        }
     }
 
     fn read(&self, readback: &wgpu::Buffer, size: u64) -> Result<Vec<u8>, GpuError> {
@@ -522,9 +427,7 @@ impl GpuResizer {
         }
         wait()?;
         let took = started.elapsed() / iterations.max(1);
-        for (usage, buf) in job.buffers {
-            self.pool.give(usage, buf);
-        }
+        self.give_back(job);
         Ok(took)
     }
 

@@ -1,0 +1,66 @@
+//! Which adapter a node resizes on: every one wgpu finds, ranked discrete > integrated >
+//! virtual > CPU (lavapipe), described the way capabilities report it.
+
+/// The adapter a node resizes on, as reported in its capabilities.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AdapterSummary {
+    pub name: String,
+    /// `discrete_gpu`, `integrated_gpu`, `virtual_gpu`, `cpu` (lavapipe) or `other`.
+    pub device_type: String,
+    pub backend: String,
+    pub driver: String,
+}
+
+impl AdapterSummary {
+    /// Preference order: discrete > integrated > virtual > CPU (lavapipe) > other.
+    pub fn rank(&self) -> u8 {
+        match self.device_type.as_str() {
+            "discrete_gpu" => 0,
+            "integrated_gpu" => 1,
+            "virtual_gpu" => 2,
+            "cpu" => 3,
+            _ => 4,
+        }
+    }
+
+    /// Whether the adapter is a real GPU rather than a CPU Vulkan driver such as lavapipe.
+    pub fn is_hardware(&self) -> bool {
+        matches!(
+            self.device_type.as_str(),
+            "discrete_gpu" | "integrated_gpu" | "virtual_gpu"
+        )
+    }
+}
+
+/// The most preferred adapter on this machine (see `AdapterSummary::rank`), if any.
+pub async fn best_adapter() -> Option<wgpu::Adapter> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    instance
+        .enumerate_adapters(wgpu::Backends::all())
+        .await
+        .into_iter()
+        .min_by_key(|a| summarise(&a.get_info()).rank())
+}
+
+/// Describe an adapter the way capabilities report it.
+pub fn summarise(info: &wgpu::AdapterInfo) -> AdapterSummary {
+    AdapterSummary {
+        name: info.name.clone(),
+        device_type: snake(info.device_type).to_string(),
+        backend: format!("{:?}", info.backend).to_ascii_lowercase(),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
+    }
+}
+
+fn snake(t: wgpu::DeviceType) -> &'static str {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => "discrete_gpu",
+        wgpu::DeviceType::IntegratedGpu => "integrated_gpu",
+        wgpu::DeviceType::VirtualGpu => "virtual_gpu",
+        wgpu::DeviceType::Cpu => "cpu",
+        wgpu::DeviceType::Other => "other",
+    }
+}
