@@ -121,6 +121,8 @@ pub fn wait_usage(child: Child) -> Result<Usage, String> {
     let mut status = 0;
     // SAFETY: wait4 on our own child; rusage is plain data.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is a child this process spawned and has not reaped; `status` and `usage` are
+    // live locals wait4 fills in.
     let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     if rc != pid {
         return Err(format!("wait4 failed: {}", std::io::Error::last_os_error()));

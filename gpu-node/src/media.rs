@@ -25,6 +25,8 @@ use rsmpeg::ffi;
 /// Quiet FFmpeg's own logging to errors only, once per process; Kiln logs what matters itself.
 pub fn init_ffmpeg_logging() {
     static ONCE: Once = Once::new();
+    // SAFETY: av_log_set_level only stores the level; it is called once, before any logging
+    // matters.
     ONCE.call_once(|| unsafe { ffi::av_log_set_level(ffi::AV_LOG_ERROR as i32) });
 }
 
@@ -39,6 +41,8 @@ pub fn ffmpeg_version() -> String {
 /// FFmpeg's own words for an error code (`av_strerror`).
 pub(crate) fn av_error_text(code: i32) -> String {
     let mut buf = [0 as std::os::raw::c_char; 256];
+    // SAFETY: `buf` is a live buffer of the length passed; av_strerror NUL-terminates what it
+    // writes, and the CStr is read only on success.
     unsafe {
         if ffi::av_strerror(code, buf.as_mut_ptr(), buf.len()) < 0 {
             return format!("FFmpeg error {code}");

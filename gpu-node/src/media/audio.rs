@@ -68,6 +68,7 @@ pub(crate) fn add_track(
     let in_stream = ictx.streams().get(ai).expect("stream index from FFmpeg");
     let in_par = in_stream.codecpar();
     let in_tb = in_stream.time_base;
+    // SAFETY: the output format is live for `octx`'s lifetime; the call only reads it.
     let fits = unsafe {
         ffi::avformat_query_codec(
             octx.oformat().as_ptr(),
@@ -78,6 +79,7 @@ pub(crate) fn add_track(
     if fits {
         let mut par = AVCodecParameters::new();
         par.copy(&in_par);
+        // SAFETY: `par` is an owned copy; codec_tag is a plain field.
         unsafe { par.deref_mut().codec_tag = 0 };
         let mut s = octx.new_stream();
         s.set_codecpar(par);
@@ -95,6 +97,8 @@ pub(crate) fn add_track(
     let mut dec = AVCodecContext::new(&decoder);
     dec.apply_codecpar(&in_par)
         .map_err(|e| MediaError::Decode(describe("audio decoder parameters", &e)))?;
+    // SAFETY: the context is allocated and not yet opened; pkt_timebase is a plain field read on
+    // open.
     unsafe { dec.deref_mut().pkt_timebase = in_tb };
     dec.open(None)
         .map_err(|e| MediaError::Decode(describe("open audio decoder", &e)))?;
@@ -111,7 +115,10 @@ pub(crate) fn add_track(
     })?;
     let channels = dec.ch_layout.nb_channels.max(1);
     // A source that gives only a channel count gets the usual layout for that count.
+    // SAFETY: AVChannelLayout is plain data; all-zero is its empty (unspecified) state.
     let mut src_layout: ffi::AVChannelLayout = unsafe { std::mem::zeroed() };
+    // SAFETY: `src_layout` is a zeroed layout to fill; `dec.ch_layout` is the opened decoder's own
+    // layout, only read.
     unsafe {
         if dec.ch_layout.order == ffi::AVChannelOrder_AV_CHANNEL_ORDER_UNSPEC {
             ffi::av_channel_layout_default(&mut src_layout, channels);
@@ -129,6 +136,7 @@ pub(crate) fn add_track(
     } else {
         "stereo".to_string()
     };
+    // SAFETY: `src_layout` was initialised above and is not used after this.
     unsafe { ffi::av_channel_layout_uninit(&mut src_layout) };
     let out_channels = if keep_layout {
         channels
@@ -149,6 +157,8 @@ pub(crate) fn add_track(
     };
     let mut enc = AVCodecContext::new(&encoder);
     let layout_c = CString::new(layout_name.clone()).expect("no NUL");
+    // SAFETY: the context is allocated and not yet opened; `layout_c` outlives the
+    // av_channel_layout_from_string call that reads it.
     unsafe {
         let raw = enc.deref_mut();
         raw.sample_rate = rate;
@@ -172,9 +182,7 @@ pub(crate) fn add_track(
     }
     enc.open(None::<AVDictionary>)
         .map_err(|e| MediaError::Encode(describe("open audio encoder", &e)))?;
-    let fmt_name = unsafe { std::ffi::CStr::from_ptr(ffi::av_get_sample_fmt_name(fmt)) }
-        .to_string_lossy()
-        .into_owned();
+    let fmt_name = sample_fmt_name(fmt)?;
     let target = format!(
         "aresample={rate},aformat=sample_fmts={fmt_name}:sample_rates={rate}:channel_layouts={layout_name}"
     );
@@ -194,8 +202,26 @@ pub(crate) fn add_track(
     })))
 }
 
+/// FFmpeg's name of a sample format; an unknown one (a corrupt or exotic stream) is an error,
+/// not a NULL dereference.
+fn sample_fmt_name(fmt: i32) -> Result<String, MediaError> {
+    // SAFETY: av_get_sample_fmt_name takes any value and returns NULL or a static string.
+    let p = unsafe { ffi::av_get_sample_fmt_name(fmt) };
+    if p.is_null() {
+        return Err(MediaError::Decode(format!(
+            "unknown audio sample format {fmt}"
+        )));
+    }
+    // SAFETY: `p` is non-NULL and a static NUL-terminated string from FFmpeg.
+    Ok(unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .into_owned())
+}
+
 fn layout_description(l: &ffi::AVChannelLayout) -> String {
     let mut buf = [0 as std::os::raw::c_char; 128];
+    // SAFETY: `l` is a valid layout and `buf` a live buffer of the length passed; FFmpeg
+    // NUL-terminates what it writes, read only on success.
     unsafe {
         if ffi::av_channel_layout_describe(l, buf.as_mut_ptr(), buf.len()) < 0 {
             return "stereo".into();
@@ -207,6 +233,8 @@ fn layout_description(l: &ffi::AVChannelLayout) -> String {
 }
 
 fn encoder_takes_layout(codec: &AVCodec, l: &ffi::AVChannelLayout) -> bool {
+    // SAFETY: `codec.ch_layouts` is NULL or FFmpeg's static table ending in a zeroed entry, walked
+    // only up to it.
     unsafe {
         let mut p = codec.ch_layouts;
         if p.is_null() {
@@ -293,12 +321,11 @@ impl Reencode {
     }
 
     fn build_graph(&self, frame: &AVFrame) -> Result<FilterGraph, MediaError> {
-        let fmt_name =
-            unsafe { std::ffi::CStr::from_ptr(ffi::av_get_sample_fmt_name(frame.format)) }
-                .to_string_lossy()
-                .into_owned();
+        let fmt_name = sample_fmt_name(frame.format)?;
         let layout = if frame.ch_layout.order == ffi::AVChannelOrder_AV_CHANNEL_ORDER_UNSPEC {
+            // SAFETY: AVChannelLayout is plain data; all-zero is its empty (unspecified) state.
             let mut l: ffi::AVChannelLayout = unsafe { std::mem::zeroed() };
+            // SAFETY: `l` is a zeroed layout for FFmpeg to fill.
             unsafe { ffi::av_channel_layout_default(&mut l, frame.ch_layout.nb_channels) };
             layout_description(&l)
         } else {
@@ -324,6 +351,7 @@ impl Reencode {
         let mut frames = Vec::new();
         while let Pulled::Frame(mut f) = graph.pull().map_err(MediaError::Encode)? {
             if f.pts != ffi::AV_NOPTS_VALUE {
+                // SAFETY: av_rescale_q is pure arithmetic on its arguments.
                 let pts = unsafe { ffi::av_rescale_q(f.pts, sink_tb, self.enc.time_base) };
                 f.set_pts(pts);
             }
@@ -341,5 +369,22 @@ impl Reencode {
         octx: &mut AVFormatContextOutput,
     ) -> Result<(), MediaError> {
         encode_and_mux(&mut self.enc, frame, octx, self.out_index, "audio", None).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_sample_formats_are_errors() {
+        assert_eq!(
+            sample_fmt_name(ffi::AVSampleFormat_AV_SAMPLE_FMT_FLTP).unwrap(),
+            "fltp"
+        );
+        // FFmpeg answers NULL for these; the name used to be read through it unchecked.
+        for bad in [-1, 9999] {
+            assert!(matches!(sample_fmt_name(bad), Err(MediaError::Decode(_))));
+        }
     }
 }

@@ -64,6 +64,9 @@ impl FilterGraph {
         chain: &str,
     ) -> Result<Self, String> {
         let mut g = Self::alloc()?;
+        // SAFETY: `g.graph` is a live graph from `alloc`; each pointer FFmpeg returns is checked
+        // for NULL before use, the parameters are freed after `av_buffersrc_parameters_set` copied
+        // them, and `first` outlives the calls.
         unsafe {
             let buffer = ffi::avfilter_get_by_name(c"buffer".as_ptr());
             g.src = ffi::avfilter_graph_alloc_filter(g.graph, buffer, c"in".as_ptr());
@@ -104,6 +107,8 @@ impl FilterGraph {
     /// handing out frames of exactly `frame_size` samples when given (what AAC and Opus need).
     pub fn audio(src_args: &str, chain: &str, frame_size: Option<u32>) -> Result<Self, String> {
         let mut g = Self::alloc()?;
+        // SAFETY: `g.graph` is a live graph from `alloc`; `args` is a NUL-terminated string that
+        // outlives the call, and the filter is owned by the graph.
         unsafe {
             let abuffer = ffi::avfilter_get_by_name(c"abuffer".as_ptr());
             let args = cstr(src_args);
@@ -121,12 +126,16 @@ impl FilterGraph {
         }
         g.finish("abuffersink", chain)?;
         if let Some(n) = frame_size.filter(|n| *n > 0) {
+            // SAFETY: `g.sink` is the abuffersink `finish` just created in this graph.
             unsafe { ffi::av_buffersink_set_frame_size(g.sink, n) };
         }
         Ok(g)
     }
 
     fn finish(&mut self, sink_name: &str, chain: &str) -> Result<(), String> {
+        // SAFETY: `self.graph` and `self.src` are live (from `alloc` and the source set-up); the
+        // in/out pads are checked for NULL, handed to avfilter_graph_parse_ptr, and freed by it or
+        // here; every string passed is NUL-terminated and outlives its call.
         unsafe {
             let sink = ffi::avfilter_get_by_name(cstr(sink_name).as_ptr());
             check(
@@ -179,6 +188,8 @@ impl FilterGraph {
     pub fn push(&mut self, frame: Option<&mut AVFrame>) -> Result<(), String> {
         let f = frame.map(|f| f.as_mut_ptr()).unwrap_or(ptr::null_mut());
         // KEEP_REF: the caller still owns its frame.
+        // SAFETY: `self.src` is this graph's buffer source; `f` is NULL (flush) or a live frame the
+        // caller keeps (KEEP_REF makes FFmpeg take its own reference).
         let rc = unsafe {
             ffi::av_buffersrc_add_frame_flags(self.src, f, ffi::AV_BUFFERSRC_FLAG_KEEP_REF as i32)
         };
@@ -188,6 +199,8 @@ impl FilterGraph {
     /// Take the next filtered frame.
     pub fn pull(&mut self) -> Result<Pulled, String> {
         let mut out = AVFrame::new();
+        // SAFETY: `self.sink` is this graph's buffer sink and `out` a freshly allocated frame it
+        // may fill.
         let rc = unsafe { ffi::av_buffersink_get_frame(self.sink, out.as_mut_ptr()) };
         if rc == ffi::AVERROR(ffi::EAGAIN) {
             Ok(Pulled::Again)
@@ -201,6 +214,7 @@ impl FilterGraph {
 
     /// The time base of the frames the sink hands out.
     pub fn sink_time_base(&self) -> ffi::AVRational {
+        // SAFETY: `self.sink` is this configured graph's buffer sink.
         unsafe { ffi::av_buffersink_get_time_base(self.sink) }
     }
 }
@@ -208,6 +222,8 @@ impl FilterGraph {
 impl Drop for FilterGraph {
     fn drop(&mut self) {
         // Frees every filter in it, source and sink included.
+        // SAFETY: `self.graph` was allocated by `alloc` and is freed once, here; nothing else holds
+        // its filters.
         unsafe { ffi::avfilter_graph_free(&mut self.graph) };
     }
 }

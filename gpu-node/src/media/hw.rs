@@ -13,6 +13,7 @@ struct Device(*mut ffi::AVBufferRef);
 // SAFETY: an AVHWDeviceContext is immutable once created and FFmpeg takes new references to it
 // from any thread (av_buffer_ref is atomic).
 unsafe impl Send for Device {}
+// SAFETY: as for Send: nothing mutates the device context after creation.
 unsafe impl Sync for Device {}
 
 /// The process's CUDA device for FFmpeg, or why there is none (FFmpeg's words).
@@ -49,6 +50,7 @@ pub(crate) fn decoder_supports_cuda(codec: *const ffi::AVCodec) -> bool {
         if cfg.is_null() {
             return false;
         }
+        // SAFETY: `cfg` is non-NULL here and points at a static entry of the codec's table.
         let cfg = unsafe { &*cfg };
         if cfg.device_type == ffi::AVHWDeviceType_AV_HWDEVICE_TYPE_CUDA
             && cfg.methods & ffi::AV_CODEC_HW_CONFIG_METHOD_HW_DEVICE_CTX as i32 != 0

@@ -74,6 +74,7 @@ pub(crate) fn bit_depth(format: i32) -> u32 {
     if desc.is_null() {
         8
     } else {
+        // SAFETY: `desc` is non-NULL and points at FFmpeg's static pixel format descriptor.
         unsafe { (*desc).comp[0].depth as u32 }
     }
 }

@@ -71,6 +71,8 @@ impl FrameReader {
             let mut dec = AVCodecContext::new(&decoder);
             dec.apply_codecpar(&par)
                 .map_err(|e| MediaError::InvalidMedia(describe("decoder parameters", &e)))?;
+            // SAFETY: the context is allocated and not yet opened; these are plain fields FFmpeg
+            // reads on open.
             unsafe {
                 let raw = dec.deref_mut();
                 raw.pkt_timebase = stream.time_base;
@@ -78,6 +80,8 @@ impl FrameReader {
             }
             dec.open(None)
                 .map_err(|e| MediaError::Decode(describe("open decoder", &e)))?;
+            // SAFETY: av_pix_fmt_desc_get returns NULL or a pointer to a static descriptor, checked
+            // before it is read.
             let bit_depth = unsafe {
                 let d = ffi::av_pix_fmt_desc_get(par.format);
                 if d.is_null() {
@@ -305,6 +309,8 @@ impl FrameWriter {
         if octx.oformat().flags & ffi::AVFMT_GLOBALHEADER as i32 != 0 {
             enc.set_flags(enc.flags | ffi::AV_CODEC_FLAG_GLOBAL_HEADER as i32);
         }
+        // SAFETY: the encoder context is allocated and not yet opened; thread_count is a plain
+        // field read on open.
         unsafe { enc.deref_mut().thread_count = 0 };
         enc.open(None)
             .map_err(|e| MediaError::UnsupportedCodec(describe("open ffv1", &e)))?;

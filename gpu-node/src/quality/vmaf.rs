@@ -210,18 +210,21 @@ impl Vmaf {
             name: name.as_ptr(),
             flags: 0,
         };
-        // SAFETY: config and version outlive the call; the model is destroyed in Drop.
         check(
+            // SAFETY: config and version outlive the call; the model is destroyed in Drop.
             unsafe { vmaf_model_load(&mut this.model, &mut mcfg, version.as_ptr()) },
             "loading the vmaf_v0.6.1 model",
         )?;
         check(
+            // SAFETY: the context and the model loaded above are live until Drop.
             unsafe { vmaf_use_features_from_model(this.ctx, this.model) },
             "vmaf_use_features_from_model",
         )?;
         for feature in ["psnr", "float_ssim"] {
             let f = CString::new(feature).expect("static");
             check(
+                // SAFETY: the context is live and `f` a NUL-terminated name that outlives the call;
+                // NULL means no options.
                 unsafe { vmaf_use_feature(this.ctx, f.as_ptr(), ptr::null_mut()) },
                 &format!("enabling {feature}"),
             )?;
@@ -246,8 +249,8 @@ impl Vmaf {
                 return Err(e);
             }
         };
-        // SAFETY: libvmaf takes ownership of both pictures (it unrefs them when done).
         check(
+            // SAFETY: libvmaf takes ownership of both pictures (it unrefs them when done).
             unsafe { vmaf_read_pictures(self.ctx, &mut r, &mut d, self.frames) },
             "vmaf_read_pictures",
         )?;
@@ -262,6 +265,7 @@ impl Vmaf {
         // SAFETY: plain-data out struct, filled by vmaf_picture_alloc.
         let mut pic: VmafPicture = unsafe { std::mem::zeroed() };
         check(
+            // SAFETY: `pic` is a zeroed out-struct vmaf_picture_alloc fills in.
             unsafe {
                 vmaf_picture_alloc(
                     &mut pic,
@@ -296,8 +300,8 @@ impl Vmaf {
     /// Wait for every frame's features and return the per-frame scores, in order.
     pub fn finish(&mut self) -> Result<Vec<FrameScores>, QualityError> {
         if !self.flushed {
-            // SAFETY: null pictures flush the queue.
             check(
+                // SAFETY: null pictures flush the queue of a live context.
                 unsafe { vmaf_read_pictures(self.ctx, ptr::null_mut(), ptr::null_mut(), 0) },
                 "flushing libvmaf",
             )?;
@@ -309,12 +313,15 @@ impl Vmaf {
             .map(|i| {
                 let mut vmaf = 0.0;
                 check(
+                    // SAFETY: the context and model are live and `vmaf` a local the call writes.
                     unsafe { vmaf_score_at_index(self.ctx, self.model, &mut vmaf, i) },
                     "vmaf_score_at_index",
                 )?;
                 let mut f = [0.0f64; 4];
                 for (v, n) in f.iter_mut().zip(&names) {
                     check(
+                        // SAFETY: the context is live, `n` a NUL-terminated feature name, `v` a
+                        // local the call writes.
                         unsafe { vmaf_feature_score_at_index(self.ctx, n.as_ptr(), v, i) },
                         &format!("reading {}", n.to_string_lossy()),
                     )?;

@@ -6,10 +6,12 @@ use rsmpeg::ffi;
 use crate::media::geometry::Geometry;
 
 fn pix_fmt_name(f: i32) -> String {
+    // SAFETY: av_get_pix_fmt_name takes any value and returns NULL or a static string.
     let p = unsafe { ffi::av_get_pix_fmt_name(f) };
     if p.is_null() {
         "yuv420p".into()
     } else {
+        // SAFETY: `p` is non-NULL and a static NUL-terminated string from FFmpeg.
         unsafe { std::ffi::CStr::from_ptr(p) }
             .to_string_lossy()
             .into_owned()

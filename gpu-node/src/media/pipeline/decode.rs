@@ -39,6 +39,8 @@ pub(super) fn open(
         .map_err(|e| MediaError::InvalidMedia(describe("decoder parameters", &e)))?;
     let mut hw_note = None;
     let mut hw_requested = false;
+    // SAFETY: the context is allocated and not yet opened; these are plain fields FFmpeg reads on
+    // open.
     unsafe {
         let raw = dec.deref_mut();
         raw.pkt_timebase = in_tb;
@@ -46,6 +48,8 @@ pub(super) fn open(
     }
     if hw_decode {
         match hw::cuda_device() {
+            // SAFETY: the context is not yet opened; `device` is the process's live CUDA device,
+            // and av_buffer_ref gives the decoder its own reference to it.
             Ok(device) if hw::decoder_supports_cuda(decoder.as_ptr()) => unsafe {
                 let raw = dec.deref_mut();
                 raw.hw_device_ctx = ffi::av_buffer_ref(device);
@@ -179,6 +183,7 @@ impl Video<'_> {
 
     fn frame_ticks(&self) -> i64 {
         match self.frame_rate {
+            // SAFETY: av_rescale_q is pure arithmetic on its arguments.
             Some(fr) => unsafe {
                 ffi::av_rescale_q(
                     1,

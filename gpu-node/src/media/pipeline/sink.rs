@@ -41,6 +41,8 @@ pub(super) fn open_encoder(
         enc.set_framerate(fr);
     }
     enc.set_sample_aspect_ratio(ffi::AVRational { num: 1, den: 1 });
+    // SAFETY: the context is allocated and not yet opened; these are plain fields FFmpeg reads on
+    // open.
     unsafe {
         let raw = enc.deref_mut();
         raw.bit_rate = spec.settings.bit_rate;
@@ -74,6 +76,7 @@ pub(super) fn open_encoder(
         if spec.encoder.starts_with("libx265") || spec.encoder == "hevc_nvenc" {
             // `hvc1` is what Apple players require of HEVC in MP4; harmless elsewhere.
             if spec.container == Container::Mp4 {
+                // SAFETY: `par` is an owned parameter set; codec_tag is a plain field.
                 unsafe {
                     par.deref_mut().codec_tag = u32::from_le_bytes(*b"hvc1");
                 }
