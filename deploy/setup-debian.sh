@@ -42,8 +42,15 @@ vmaf_prefix="${KILN_LIBVMAF_DIR:-${HOME}/.cache/kiln/tools/libvmaf-2.3.1}"
 if [ ! -f "$vmaf_prefix/lib/libvmaf.a" ] || [ ! -x "$vmaf_prefix/bin/vmaf" ]; then
   echo "==> building libvmaf 2.3.1 into $vmaf_prefix"
   src=$(mktemp -d)
-  curl -sSfL -o "$src/libvmaf.crate" \
-    https://static.crates.io/crates/libvmaf-sys/libvmaf-sys-0.4.4.crate
+  # The crate is fetched by cargo itself (a throwaway manifest that depends on it), then
+  # checked by hash: no download address in this script.
+  mkdir -p "$src/fetch/src"
+  printf '[package]\nname = "kiln-vmaf-source"\nversion = "0.0.0"\nedition = "2021"\n\n[dependencies]\nlibvmaf-sys = "=0.4.4"\n' \
+    > "$src/fetch/Cargo.toml"
+  : > "$src/fetch/src/lib.rs"
+  (cd "$src/fetch" && cargo fetch --quiet)
+  crate=$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/libvmaf-sys-0.4.4.crate | head -n1)
+  cp "$crate" "$src/libvmaf.crate"
   echo "8b053ec5f32c6ba5ae9a51d2bbef0abd35e34033ad83c7b331bfec3e04df79a6  $src/libvmaf.crate" \
     | sha256sum -c --quiet
   tar xzf "$src/libvmaf.crate" -C "$src"
