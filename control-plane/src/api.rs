@@ -11,18 +11,33 @@ use axum::{Json, Router};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::error::ApiError;
+use crate::dialect::Dialect;
+use crate::error::{render, ApiError};
 use crate::AppState;
 
+pub mod convertly;
+pub mod convertrilo;
 pub mod docs;
+pub mod klipfast;
 pub mod multipart;
 pub mod native;
 
-/// Every `/api/v1` route with its OpenAPI operation, and the document they make.
+/// Every route with its OpenAPI operation — the native API and each dialect the server
+/// serves (`KILN_DIALECTS`) — and the document they make.
 pub fn api_routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let (router, mut spec) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
-        .merge(native::routes(state))
-        .split_for_parts();
+    let mut routes =
+        OpenApiRouter::with_openapi(docs::ApiDoc::openapi()).merge(native::routes(state));
+    let dialects = &state.config.dialects;
+    if dialects.serves(Dialect::Convertly) {
+        routes = routes.merge(convertly::routes(state));
+    }
+    if dialects.serves(Dialect::Convertrilo) {
+        routes = routes.merge(convertrilo::routes());
+    }
+    if dialects.serves(Dialect::Klipfast) {
+        routes = routes.merge(klipfast::routes());
+    }
+    let (router, mut spec) = routes.split_for_parts();
     spec.info.version = env!("CARGO_PKG_VERSION").to_string();
     document_middleware_answers(&mut spec);
     (router, spec)
@@ -32,18 +47,25 @@ pub fn api_routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenA
 /// (over the key's limit), and any can fail with 500 or 503: say so on every operation.
 fn document_middleware_answers(spec: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-    let error = |what: &str| {
-        ResponseBuilder::new()
-            .description(what)
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Error")))
-                    .build(),
-            )
-            .build()
-    };
-    for item in spec.paths.paths.values_mut() {
+    for (path, item) in spec.paths.paths.iter_mut() {
+        // Each API answers errors in its own shape.
+        let schema = match Dialect::of_path(path) {
+            Dialect::Native => "Error",
+            Dialect::Convertly => "ConvertlyError",
+            Dialect::Convertrilo => "ConvertriloError",
+            Dialect::Klipfast => "KlipfastError",
+        };
+        let error = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name(schema)))
+                        .build(),
+                )
+                .build()
+        };
         for op in [
             &mut item.get,
             &mut item.post,
@@ -136,8 +158,12 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-async fn not_found() -> ApiError {
-    ApiError::NotFound("no such endpoint".into())
+async fn not_found(uri: axum::http::Uri) -> Response {
+    render(
+        Dialect::of_path(uri.path()),
+        ApiError::NotFound("no such endpoint".into()),
+        None,
+    )
 }
 
 /// Record each request's latency by route template (not raw path, to bound label cardinality).

@@ -3,18 +3,22 @@
 //!
 //! The middleware authenticates a presented key (401 if it is wrong), counts the request
 //! against the key's window for its class — writes (`POST`, `PUT`, `PATCH`, `DELETE`) are
-//! limited more strictly than reads — answers 429 with `Retry-After` past the limit, and puts
-//! `X-RateLimit-Limit/Remaining/Reset` on every response. Handlers then take [`Auth`], which
-//! answers 401 when no key was presented at all (pre-signed downloads take no key).
+//! limited more strictly than reads; Convertrilo's dialect has its own documented windows;
+//! requests without a valid key count per client address — answers 429 with `Retry-After`
+//! past the limit, and puts `X-RateLimit-Limit/Remaining/Reset` on every response. Handlers
+//! then take [`Auth`], which answers 401 when no key was presented at all (pre-signed
+//! downloads take no key). Errors take the shape of the API the path belongs to.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 pub use crate::db::keys::Principal;
-use crate::error::ApiError;
+use crate::dialect::Dialect;
+use crate::error::{render, ApiError};
+use crate::ratelimit::Decision;
 use crate::AppState;
 
 /// The authenticated caller; extracting it answers 401 for a missing key.
@@ -26,9 +30,7 @@ impl Auth {
         if self.0.has(scope) {
             Ok(&self.0)
         } else {
-            Err(ApiError::Forbidden(format!(
-                "this API key lacks the {scope:?} scope"
-            )))
+            Err(ApiError::MissingScope(scope.to_string()))
         }
     }
 }
@@ -46,13 +48,18 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl FromRequestParts<AppState> for Auth {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+    /// A missing key answers 401 in the shape of the API the request is for.
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Response> {
         match parts.extensions.get::<Principal>() {
             Some(p) => Ok(Auth(p.clone())),
-            None => Err(ApiError::Unauthorized(
-                "missing API key: send Authorization: Bearer <key> or X-API-Key".into(),
+            None => Err(render(
+                Dialect::of_path(parts.uri.path()),
+                ApiError::Unauthorized(
+                    "missing API key: send Authorization: Bearer <key> or X-API-Key".into(),
+                ),
+                None,
             )),
         }
     }
@@ -80,55 +87,126 @@ impl RateClass {
     }
 }
 
-/// The middleware described in the module documentation.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let Some(key) = presented_key(req.headers()) else {
-        return next.run(req).await;
-    };
-    let principal = match state.db.authenticate(key).await {
-        Ok(Some(p)) => p,
-        Ok(None) => return ApiError::Unauthorized("invalid API key".into()).into_response(),
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let class = RateClass::of(req.method());
-    let (limit, name) = match class {
+/// Convertrilo's documented limits: 100 requests a minute on the dialect, 10 of them on
+/// `ondemand/encode`.
+pub const CONVERTRILO_PER_MIN: u64 = 100;
+pub const CONVERTRILO_ENCODE_PER_MIN: u64 = 10;
+
+/// The windows a keyed request counts against: (bucket, limit, label).
+fn buckets(
+    state: &AppState,
+    p: &Principal,
+    dialect: Dialect,
+    method: &Method,
+    path: &str,
+) -> Vec<(String, u64, &'static str)> {
+    if dialect == Dialect::Convertrilo {
+        let mut b = vec![(
+            format!("{}:convertrilo", p.key_id),
+            CONVERTRILO_PER_MIN,
+            "convertrilo",
+        )];
+        if *method == Method::POST && path.trim_end_matches('/') == "/convertrilo/ondemand/encode" {
+            b.push((
+                format!("{}:convertrilo-encode", p.key_id),
+                CONVERTRILO_ENCODE_PER_MIN,
+                "convertrilo_encode",
+            ));
+        }
+        return b;
+    }
+    let (limit, name) = match RateClass::of(method) {
         RateClass::Write => (
-            principal
-                .rate_submit
-                .unwrap_or(state.config.rate_write_per_min),
+            p.rate_submit.unwrap_or(state.config.rate_write_per_min),
             "write",
         ),
         RateClass::Read => (
-            principal
-                .rate_read
-                .unwrap_or(state.config.rate_read_per_min),
+            p.rate_read.unwrap_or(state.config.rate_read_per_min),
             "read",
         ),
     };
-    let decision = state
-        .limiter
-        .check(&format!("{}:{name}", principal.key_id), limit.max(0) as u64)
-        .await;
-    let mut resp = if decision.allowed {
-        req.extensions_mut().insert(principal);
-        next.run(req).await
-    } else {
-        state.metrics.rate_limited.with_label_values(&[name]).inc();
-        ApiError::RateLimited {
-            message: format!(
-                "rate limit of {} {name} requests per minute exceeded; retry in {} s",
-                decision.limit, decision.reset_s
-            ),
-            retry_after: decision.reset_s,
-        }
-        .into_response()
-    };
+    vec![(format!("{}:{name}", p.key_id), limit.max(0) as u64, name)]
+}
+
+/// The window of requests without a valid key: per client address, at the read limit, so a
+/// wrong key cannot be tried without bound and every answer carries the headers.
+fn anonymous_bucket(state: &AppState, req: &Request) -> (String, u64, &'static str) {
+    let addr = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    (
+        format!("ip:{addr}:anonymous"),
+        state.config.rate_read_per_min.max(0) as u64,
+        "anonymous",
+    )
+}
+
+fn set_headers(resp: &mut Response, d: &Decision) {
     let h = resp.headers_mut();
-    h.insert("x-ratelimit-limit", HeaderValue::from(decision.limit));
-    h.insert(
-        "x-ratelimit-remaining",
-        HeaderValue::from(decision.remaining),
-    );
-    h.insert("x-ratelimit-reset", HeaderValue::from(decision.reset_s));
+    h.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
+    h.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
+    h.insert("x-ratelimit-reset", HeaderValue::from(d.reset_s));
+}
+
+/// The middleware described in the module documentation.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let dialect = Dialect::of_path(&path);
+    let method = req.method().clone();
+    let mut refusal = None;
+    let principal = match presented_key(req.headers()) {
+        None => None,
+        Some(key) => match state.db.authenticate(key).await {
+            Ok(Some(p)) => Some(p),
+            Ok(None) => {
+                refusal = Some(ApiError::Unauthorized("invalid API key".into()));
+                None
+            }
+            Err(e) => return render(dialect, e.into(), None),
+        },
+    };
+    let windows = match &principal {
+        Some(p) => buckets(&state, p, dialect, &method, &path),
+        None => vec![anonymous_bucket(&state, &req)],
+    };
+    // Every window counts the request; the first one past its limit answers, and the headers
+    // show the window closest to its limit.
+    let mut shown: Option<Decision> = None;
+    for (bucket, limit, name) in &windows {
+        let d = state.limiter.check(bucket, *limit).await;
+        if !d.allowed {
+            state.metrics.rate_limited.with_label_values(&[name]).inc();
+            let mut resp = render(
+                dialect,
+                ApiError::RateLimited {
+                    message: format!(
+                        "rate limit of {} requests per minute exceeded; retry in {} s",
+                        d.limit, d.reset_s
+                    ),
+                    retry_after: d.reset_s,
+                },
+                None,
+            );
+            set_headers(&mut resp, &d);
+            return resp;
+        }
+        if shown.as_ref().is_none_or(|s| d.remaining < s.remaining) {
+            shown = Some(d);
+        }
+    }
+    let mut resp = match refusal {
+        Some(e) => render(dialect, e, None),
+        None => {
+            if let Some(p) = principal {
+                req.extensions_mut().insert(p);
+            }
+            next.run(req).await
+        }
+    };
+    if let Some(d) = &shown {
+        set_headers(&mut resp, d);
+    }
     resp
 }

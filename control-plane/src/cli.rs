@@ -45,7 +45,8 @@ pub enum Keys {
     Create {
         #[arg(long)]
         name: String,
-        /// Comma-separated: jobs:create, jobs:read, jobs:cancel, usage:read, admin.
+        /// Comma-separated: jobs:create, jobs:read, jobs:cancel, usage:read,
+        /// credentials:manage, webhooks:manage, admin.
         #[arg(long, value_delimiter = ',', required = true)]
         scopes: Vec<String>,
         #[arg(long, conflicts_with = "account_name")]

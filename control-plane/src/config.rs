@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::dialect::Dialects;
+
 /// Everything the control plane needs to start: flags, or the environment variable beside
 /// each (flags win).
 #[derive(Debug, Clone, clap::Args)]
@@ -100,6 +102,34 @@ pub struct Config {
     /// every replica shares it.
     #[arg(long, env = "KILN_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<String>,
+    /// Key that seals saved S3 credentials at rest (64 hex digits); default a random one kept
+    /// in the database. Set it outside the database in production, so a copy of the database
+    /// alone does not hold the secrets.
+    #[arg(long, env = "KILN_SECRETS_KEY", hide_env_values = true, value_parser = secrets_key)]
+    pub secrets_key: Option<String>,
+    /// Which seed services' APIs are served beside the native one, each under its prefix:
+    /// `convertly,convertrilo,klipfast`, `all` or `none`.
+    #[arg(long, env = "KILN_DIALECTS", default_value = "all")]
+    pub dialects: Dialects,
+    /// The base URL clients reach Kiln at (`https://kiln.example`), for the absolute links of
+    /// webhooks and dialects; default: the request's `Host`, else the listen address.
+    #[arg(long, env = "KILN_PUBLIC_URL", value_parser = public_url)]
+    pub public_url: Option<String>,
+}
+
+fn secrets_key(v: &str) -> Result<String, String> {
+    match hex::decode(v.trim()) {
+        Ok(k) if k.len() == 32 => Ok(v.trim().to_string()),
+        _ => Err("64 hex digits (32 bytes)".into()),
+    }
+}
+
+fn public_url(v: &str) -> Result<String, String> {
+    let u = reqwest::Url::parse(v).map_err(|e| e.to_string())?;
+    if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+        return Err("an http(s) URL such as https://kiln.example".into());
+    }
+    Ok(v.trim_end_matches('/').to_string())
 }
 
 fn default_instance_id() -> String {

@@ -6,6 +6,8 @@ use sqlx::{AnyPool, Row};
 
 pub mod accounts;
 pub mod batches;
+pub mod credentials;
+pub mod endpoints;
 pub mod jobs;
 pub mod keys;
 pub mod submissions;
@@ -76,7 +78,13 @@ impl Db {
     /// A random secret stored under `name` in `settings`, created on first use; every
     /// replica on this database reads the same one.
     pub async fn shared_secret(&self, name: &str) -> Result<String, DbError> {
-        let fresh = accounts::generate_webhook_secret();
+        self.shared_value(name, accounts::generate_webhook_secret())
+            .await
+    }
+
+    /// The value stored under `name` in `settings`, `fresh` stored first if there is none;
+    /// every replica reads the same one.
+    pub async fn shared_value(&self, name: &str, fresh: String) -> Result<String, DbError> {
         let insert = match self.backend {
             Backend::Sqlite => "INSERT OR IGNORE INTO settings (name, value) VALUES ($1, $2)",
             Backend::Postgres => {

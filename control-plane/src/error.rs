@@ -1,5 +1,6 @@
 //! The one place errors become HTTP responses: `{"error": {"code": "...", "message": "..."}}`
-//! with a stable code. Internal errors are logged and answered with an opaque 500.
+//! with a stable code, or the same error in a dialect's own shape (`error/dialect.rs`).
+//! Internal errors are logged and answered with an opaque 500.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +15,9 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The key lacks a scope (403); dialects name it in their own way.
+    #[error("this API key lacks the {0:?} scope")]
+    MissingScope(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -42,10 +46,17 @@ pub enum ApiError {
         #[source]
         source: Option<BoxError>,
     },
+    /// Asked of Kiln but not something it does (501), e.g. a Google Drive destination.
+    #[error("{0}")]
+    NotImplemented(String),
     /// Never shown to the client; logged with its sources.
     #[error("internal error")]
     Internal(#[source] BoxError),
 }
+
+mod dialect;
+
+pub use dialect::{render, DialectError, ErrorShape};
 
 /// Any error, as a cause.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -56,7 +67,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Forbidden(_) | Self::MissingScope(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Gone(_) => (StatusCode::GONE, "gone"),
@@ -69,6 +80,7 @@ impl ApiError {
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -187,10 +199,11 @@ impl From<axum::extract::multipart::MultipartError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        let message = match &self {
+impl ApiError {
+    /// The message a client sees: the error's own words, or nothing of an internal cause
+    /// (which is logged here, once).
+    pub fn client_message(&self) -> String {
+        match self {
             Self::Internal(source) => {
                 tracing::error!(error = %chain(source.as_ref()), "internal error");
                 "internal server error".to_string()
@@ -203,14 +216,12 @@ impl IntoResponse for ApiError {
                 self.to_string()
             }
             other => other.to_string(),
-        };
-        let body = crate::api::docs::Error {
-            error: crate::api::docs::ErrorBody {
-                code: code.to_string(),
-                message,
-            },
-        };
-        let mut resp = (status, Json(body)).into_response();
+        }
+    }
+
+    /// Headers an answer carries whatever its shape: `Content-Range` on a 416,
+    /// `Retry-After` on a 429, `WWW-Authenticate` on a 401.
+    pub fn decorate(&self, resp: &mut Response) {
         if let Self::RangeNotSatisfiable { size } = self {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 resp.headers_mut().insert(header::CONTENT_RANGE, v);
@@ -218,12 +229,26 @@ impl IntoResponse for ApiError {
         }
         if let Self::RateLimited { retry_after, .. } = self {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
-        if status == StatusCode::UNAUTHORIZED {
+        if resp.status() == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = crate::api::docs::Error {
+            error: crate::api::docs::ErrorBody {
+                code: code.to_string(),
+                message: self.client_message(),
+            },
+        };
+        let mut resp = (status, Json(body)).into_response();
+        self.decorate(&mut resp);
         resp
     }
 }

@@ -15,11 +15,13 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod dialect;
 pub mod error;
 pub mod events;
 pub mod metrics;
 pub mod netguard;
 pub mod ratelimit;
+pub mod sealing;
 pub mod signing;
 pub mod sources;
 pub mod submission;
@@ -52,6 +54,36 @@ pub struct AppState {
     pub webhook_wake: webhooks::Wake,
     /// Signs pre-signed download links.
     pub signing_key: Arc<String>,
+    /// Seals callers' saved S3 credentials.
+    pub sealer: Arc<sealing::Sealer>,
+    /// Where the API listens, once bound (the last resort for absolute links).
+    pub bound: Arc<std::sync::OnceLock<SocketAddr>>,
+}
+
+impl AppState {
+    /// The base URL clients reach Kiln at: `KILN_PUBLIC_URL`, else the request's `Host`
+    /// (with `X-Forwarded-Proto`), else the address the API listens on.
+    pub fn public_base(&self, headers: Option<&axum::http::HeaderMap>) -> String {
+        if let Some(u) = &self.config.public_url {
+            return u.clone();
+        }
+        let header = |h: &axum::http::HeaderMap, name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        if let Some(h) = headers {
+            if let Some(host) = header(h, "host") {
+                let proto = header(h, "x-forwarded-proto").unwrap_or_else(|| "http".into());
+                return format!("{proto}://{host}");
+            }
+        }
+        match self.bound.get() {
+            Some(a) => format!("http://{a}"),
+            None => format!("http://{}", self.config.listen),
+        }
+    }
 }
 
 /// A started control plane.
@@ -136,6 +168,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Some(k) => k.clone(),
         None => db.shared_secret("download_signing_key").await?,
     };
+    let secrets_key = match &config.secrets_key {
+        Some(k) => k.clone(),
+        None => {
+            db.shared_value("secrets_key", sealing::Sealer::generate_key())
+                .await?
+        }
+    };
+    let sealer = sealing::Sealer::new(&secrets_key).context("the secrets key")?;
     let metrics = Metrics::new();
     let state = AppState {
         db,
@@ -149,6 +189,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         url_policy: Arc::new(url_policy),
         webhook_wake: Arc::new(tokio::sync::Notify::new()),
         signing_key: Arc::new(signing_key),
+        sealer: Arc::new(sealer),
+        bound: Arc::new(std::sync::OnceLock::new()),
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -184,7 +226,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let app = api::router(state);
+    let _ = state.bound.set(addr);
+    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let mut stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

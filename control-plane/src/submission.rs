@@ -23,9 +23,11 @@ use crate::db::batches::BatchRow;
 use crate::db::jobs::NewJob;
 use crate::db::submissions::{NewSubmission, RecordError};
 use crate::db::{DbError, JobRow};
+use crate::dialect::Dialect;
 use crate::sources::{S3Location, SourceError};
 use crate::AppState;
 
+pub mod finished;
 pub mod params;
 mod source;
 
@@ -78,13 +80,47 @@ pub struct Webhook {
     pub progress: bool,
 }
 
+/// What is made of a submission's sources.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outputs {
+    /// The same outputs of every source (sources × outputs).
+    Each(Vec<Output>),
+    /// Outputs per source, in source order (Convertly's per-file settings).
+    PerSource(Vec<Vec<Output>>),
+}
+
+impl From<Vec<Output>> for Outputs {
+    fn from(o: Vec<Output>) -> Self {
+        Self::Each(o)
+    }
+}
+
+impl Outputs {
+    /// The outputs of source `i`.
+    fn of(&self, i: usize) -> &[Output] {
+        match self {
+            Self::Each(o) => o,
+            Self::PerSource(per) => per.get(i).map_or(&[], Vec::as_slice),
+        }
+    }
+
+    /// Jobs these make of `sources` sources.
+    fn jobs(&self, sources: usize) -> usize {
+        (0..sources).map(|i| self.of(i).len()).sum()
+    }
+}
+
 /// Everything one submission asks for, validated.
 #[derive(Debug, Clone)]
 pub struct Submission {
     pub account_id: String,
     pub sources: Vec<Source>,
-    /// The outputs made of every source.
-    pub outputs: Vec<Output>,
+    /// What is made of the sources.
+    pub outputs: Outputs,
+    /// The API it came in through; its jobs are listed and notified in that API's shapes.
+    pub dialect: Dialect,
+    /// What the dialect keeps for its client with each job (JSON), if anything.
+    pub dialect_data: Option<String>,
     pub webhook: Webhook,
     /// Copy each output to the caller's bucket.
     pub destination: Option<S3Location>,
@@ -104,6 +140,8 @@ pub struct Accepted {
     pub jobs: Vec<JobRow>,
     /// Credits charged for all of them.
     pub cost: i64,
+    /// Per source, its duration in seconds where it was probed (a video in a local store).
+    pub source_durations: Vec<Option<f64>>,
 }
 
 /// Why a submission was refused.
@@ -161,7 +199,12 @@ struct Planned {
 
 /// Run a submission (see the module documentation).
 pub async fn submit(state: &AppState, sub: Submission) -> Result<Accepted, SubmitError> {
-    let n_jobs = sub.sources.len() * sub.outputs.len();
+    if matches!(&sub.outputs, Outputs::PerSource(per) if per.len() != sub.sources.len()) {
+        return Err(SubmitError::Invalid(
+            "give one set of settings per file".into(),
+        ));
+    }
+    let n_jobs = sub.outputs.jobs(sub.sources.len());
     if n_jobs == 0 {
         return Err(SubmitError::Invalid(
             "nothing to do: give at least one source and one output".into(),
@@ -224,16 +267,17 @@ async fn record_and_enqueue(
     resolved: &[source::Resolved],
 ) -> Result<Accepted, SubmitError> {
     // Refuse what cannot be done before anything is charged or queued.
-    for src in resolved {
-        for o in &sub.outputs {
+    let mut source_durations = vec![None; resolved.len()];
+    for (i, src) in resolved.iter().enumerate() {
+        for o in sub.outputs.of(i) {
             if let Output::Video(p) = o {
-                source::check_media(state, &src.key, p).await?;
+                source_durations[i] = source::check_media(state, &src.key, p).await?;
             }
         }
     }
-    let mut planned = Vec::with_capacity(resolved.len() * sub.outputs.len());
+    let mut planned = Vec::with_capacity(sub.outputs.jobs(resolved.len()));
     for (i, src) in resolved.iter().enumerate() {
-        for o in &sub.outputs {
+        for o in sub.outputs.of(i) {
             let id = match &sub.job_id {
                 Some(id) => id.clone(),
                 None => uuid::Uuid::now_v7().to_string(),
@@ -301,6 +345,8 @@ async fn record_and_enqueue(
                     webhook_progress: sub.webhook.progress,
                     destination: destination.as_deref(),
                     credits: p.credits,
+                    dialect: (sub.dialect != Dialect::Native).then(|| sub.dialect.name()),
+                    dialect_data: sub.dialect_data.as_deref(),
                 }
             })
             .collect(),
@@ -357,6 +403,7 @@ async fn record_and_enqueue(
         batch_id,
         jobs,
         cost,
+        source_durations,
     })
 }
 

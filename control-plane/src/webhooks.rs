@@ -15,13 +15,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use serde_json::json;
 use sha2::Sha256;
 use sqlx::Row;
 
 use crate::db::JobRow;
-use crate::views::JobView;
+use crate::dialect::Dialect;
 use crate::AppState;
+
+pub mod payload;
+
+use payload::Scheme;
 
 /// `t=…,v1=…` for `body` sent at `t` (unix seconds).
 pub fn signature(secret: &str, t: i64, body: &str) -> String {
@@ -30,35 +33,62 @@ pub fn signature(secret: &str, t: i64, body: &str) -> String {
     format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Record an event for `job` if it has a webhook URL. `job.progress` only when opted in.
+/// Record an event for `job`: to its webhook URL (`job.progress` only when opted in), and,
+/// for a Convertrilo job, to each of the account's managed endpoints that takes it.
 pub async fn record(state: &AppState, job: &JobRow, event: &str) -> anyhow::Result<()> {
-    let Some(url) = &job.webhook_url else {
-        return Ok(());
-    };
-    let id = format!("evt_{}", uuid::Uuid::now_v7().simple());
     let now = kiln_protocol::now_ms();
-    let payload = json!({
-        "id": id,
-        "type": event,
-        "created_at": crate::time::rfc3339(now),
-        "data": JobView::new(job, &state.signing_key, now),
-    });
-    sqlx::query(
-        "INSERT INTO webhook_deliveries (id, job_id, account_id, url, event, payload, status,
-                                         attempts, next_attempt_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7)",
-    )
-    .bind(&id)
-    .bind(&job.id)
-    .bind(&job.account_id)
-    .bind(url)
-    .bind(event)
-    .bind(payload.to_string())
-    .bind(now)
-    .execute(&state.db.pool)
-    .await?;
+    let mut targets: Vec<(String, Scheme, Option<String>)> = Vec::new();
+    if Dialect::of_row(job.dialect.as_deref()) == Dialect::Convertrilo {
+        let Some(name) = payload::convertrilo_event(event) else {
+            return Ok(());
+        };
+        for ep in state.db.endpoints(&job.account_id).await? {
+            if ep.active && ep.events.iter().any(|e| e == name) {
+                targets.push((ep.url, Scheme::Convertrilo, Some(ep.id)));
+            }
+        }
+        if let Some(url) = &job.webhook_url {
+            targets.push((url.clone(), Scheme::ConvertriloUnsigned, None));
+        }
+    } else if let Some(url) = &job.webhook_url {
+        targets.push((url.clone(), Scheme::Kiln, None));
+    }
+    for (url, scheme, endpoint) in targets {
+        let id = format!("evt_{}", uuid::Uuid::now_v7().simple());
+        let (body, event) = match scheme {
+            Scheme::Kiln => (payload::kiln(state, job, event, &id, now), event),
+            _ => {
+                let name = payload::convertrilo_event(event).unwrap_or(event);
+                (payload::convertrilo(state, job, name, now), name)
+            }
+        };
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (id, job_id, account_id, url, event, payload, status,
+                                             attempts, next_attempt_at, created_at, scheme,
+                                             endpoint_id)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $8, $9)",
+        )
+        .bind(&id)
+        .bind(&job.id)
+        .bind(&job.account_id)
+        .bind(&url)
+        .bind(event)
+        .bind(body.to_string())
+        .bind(now)
+        .bind(scheme.as_str())
+        .bind(endpoint.as_deref())
+        .execute(&state.db.pool)
+        .await?;
+    }
     state.webhook_wake.notify_one();
     Ok(())
+}
+
+/// `X-Webhook-Signature` of Convertrilo's managed webhooks: hex HMAC-SHA256 of the body.
+pub fn convertrilo_signature(secret: &str, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// One event's delivery to a job's webhook, as the job's document shows it.
@@ -186,7 +216,7 @@ async fn due(state: &AppState) -> anyhow::Result<Vec<String>> {
 /// Send one delivery and record the outcome.
 async fn attempt(state: &AppState, client: &reqwest::Client, id: &str) -> anyhow::Result<()> {
     let row = sqlx::query(
-        "SELECT d.url, d.event, d.payload, d.attempts, a.webhook_secret
+        "SELECT d.url, d.event, d.payload, d.attempts, d.scheme, d.endpoint_id, a.webhook_secret
          FROM webhook_deliveries d JOIN accounts a ON a.id = d.account_id WHERE d.id = $1",
     )
     .bind(id)
@@ -198,22 +228,46 @@ async fn attempt(state: &AppState, client: &reqwest::Client, id: &str) -> anyhow
     let attempts: i64 = row.try_get::<i64, _>("attempts")? + 1;
     let secret: Option<String> = row.try_get("webhook_secret")?;
     let secret = secret.unwrap_or_default();
+    let scheme = Scheme::parse(&row.try_get::<String, _>("scheme")?);
+    let endpoint: Option<String> = row.try_get("endpoint_id")?;
     let t = kiln_protocol::now_ms() / 1000;
 
     let result = match state.url_policy.check(&url) {
         Err(e) => Err((None, e)),
         Ok(u) => {
-            match client
+            let mut req = client
                 .post(u)
                 .header("content-type", "application/json")
-                .header("kiln-event-id", id)
-                .header("kiln-event-type", &event)
-                .header("kiln-delivery-attempt", attempts.to_string())
-                .header("kiln-signature", signature(&secret, t, &payload))
-                .body(payload.clone())
-                .send()
-                .await
-            {
+                .body(payload.clone());
+            req = match scheme {
+                Scheme::Kiln => req
+                    .header("kiln-event-id", id)
+                    .header("kiln-event-type", &event)
+                    .header("kiln-delivery-attempt", attempts.to_string())
+                    .header("kiln-signature", signature(&secret, t, &payload)),
+                Scheme::Convertrilo | Scheme::ConvertriloUnsigned => {
+                    let mut r = req.header("x-webhook-event", &event);
+                    if let Some(ep) = &endpoint {
+                        r = r.header("x-webhook-id", ep);
+                    }
+                    if scheme == Scheme::Convertrilo {
+                        // A deleted endpoint's pending deliveries go unsigned: the receiver
+                        // refuses them, as it should.
+                        let secret = match endpoint.as_deref() {
+                            Some(ep) => state.db.endpoint(ep).await?.map(|e| e.secret),
+                            None => None,
+                        };
+                        if let Some(secret) = secret {
+                            r = r.header(
+                                "x-webhook-signature",
+                                convertrilo_signature(&secret, &payload),
+                            );
+                        }
+                    }
+                    r
+                }
+            };
+            match req.send().await {
                 Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
                 Ok(r) => Err((
                     Some(r.status().as_u16()),
@@ -293,6 +347,15 @@ mod tests {
         assert_eq!(a, signature("whsec_x", 1700000000, "{\"a\":1}"));
         assert_ne!(a, signature("whsec_y", 1700000000, "{\"a\":1}"));
         assert_ne!(a, signature("whsec_x", 1700000001, "{\"a\":1}"));
+    }
+
+    #[test]
+    fn convertrilo_signature_matches_a_reference_hmac() {
+        // hmac.new(b"whsec_test", b'{"event":"job.completed"}', hashlib.sha256).hexdigest()
+        assert_eq!(
+            convertrilo_signature("whsec_test", "{\"event\":\"job.completed\"}"),
+            "85365e50e1ff644279c32d6cb56b252a9f50c8716ded23a964fca930cec42238"
+        );
     }
 
     #[test]

@@ -43,6 +43,8 @@ async fn conformance(db: &Db) {
         webhook_progress: false,
         destination: None,
         credits: 0,
+        dialect: None,
+        dialect_data: None,
     })
     .await
     .unwrap();
@@ -172,6 +174,8 @@ async fn conformance(db: &Db) {
             webhook_progress: false,
             destination: None,
             credits: 2,
+            dialect: None,
+            dialect_data: None,
         })
         .await
         .unwrap();
@@ -258,6 +262,8 @@ fn new_job<'a>(id: &'a str, account: &'a str, batch: Option<&'a str>, credits: i
         webhook_progress: false,
         destination: None,
         credits,
+        dialect: None,
+        dialect_data: None,
     }
 }
 

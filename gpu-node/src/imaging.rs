@@ -126,6 +126,11 @@ impl OutputFormat {
         }
     }
 
+    /// Whether `quality` changes what is written (PNG and TIFF are written losslessly).
+    pub fn lossy(self) -> bool {
+        !matches!(self, Self::Png | Self::Tiff)
+    }
+
     /// The quality used when the request names none (sharp's defaults).
     pub fn default_quality(self) -> u8 {
         match self {
@@ -136,7 +141,7 @@ impl OutputFormat {
 
     /// What an input becomes when no format is asked for: itself, except HEIC/AVIF, which
     /// become JPEG (HEIC is not shown by most browsers; AVIF is kept only when asked).
-    fn keep(input: InputFormat) -> Self {
+    pub fn keep(input: InputFormat) -> Self {
         match input {
             InputFormat::Jpeg | InputFormat::Heif => Self::Jpeg,
             InputFormat::Png => Self::Png,

@@ -73,6 +73,9 @@ pub enum Resolution {
     Height { height: u32 },
     /// This width, height from the source's display aspect.
     Width { width: u32 },
+    /// This height at most: a taller source is scaled down to it (width following the
+    /// aspect), a shorter one keeps its size (Convertrilo's `no-upscale` resolutions).
+    AtMost { height: u32 },
 }
 
 /// Why a resolution string was refused.
@@ -130,6 +133,10 @@ impl Resolution {
             Some(Self::Exact { width, height }) => (even(width as f64), even(height as f64)),
             Some(Self::Height { height }) => (even(w * height as f64 / h), even(height as f64)),
             Some(Self::Width { width }) => (even(width as f64), even(h * width as f64 / w)),
+            Some(Self::AtMost { height }) if h > height as f64 => {
+                (even(w * height as f64 / h), even(height as f64))
+            }
+            Some(Self::AtMost { .. }) => (even(w), even(h)),
         }
     }
 }
@@ -201,6 +208,16 @@ mod tests {
                 Some(Resolution::Height { height: 720 }),
                 (176, 144),
                 (880, 720),
+            ),
+            (
+                Some(Resolution::AtMost { height: 1080 }),
+                (640, 272),
+                (640, 272),
+            ),
+            (
+                Some(Resolution::AtMost { height: 360 }),
+                (1280, 720),
+                (640, 360),
             ),
         ];
         for (res, (sw, sh), want) in cases {

@@ -53,6 +53,9 @@ impl Modify for Security {
         (name = "konvrt", description = "Konvrt-compatible endpoints"),
         (name = "jobs", description = "Kiln's jobs API"),
         (name = "admin", description = "Keys, accounts and nodes (admin scope)"),
+        (name = "convertly", description = "Convertly's API: base URL `<kiln>/convertly`"),
+        (name = "convertrilo", description = "Convertrilo's API: base URL `<kiln>/convertrilo`"),
+        (name = "klipfast", description = "Klipfast's API: base URL `<kiln>/klipfast`"),
     )
 )]
 pub struct ApiDoc;

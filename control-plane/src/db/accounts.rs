@@ -17,7 +17,24 @@ pub struct Account {
     pub credits: Option<i64>,
     /// Jobs allowed per calendar month (UTC); null means no quota.
     pub monthly_job_quota: Option<i64>,
+    /// The plan the operator put the account on (a label shown by usage documents).
+    pub plan: Option<String>,
+    /// Credits ever given to the account (set or added by an admin).
+    pub credits_purchased: i64,
     pub created_at: String,
+}
+
+/// A change to an account (each part optional).
+#[derive(Debug, Clone, Default)]
+pub struct AccountChange {
+    /// Set the balance (`Some(None)`: unmetered).
+    pub credits: Option<Option<i64>>,
+    /// Add to the balance (negative to take away).
+    pub add_credits: Option<i64>,
+    /// Set the monthly job quota (`Some(None)`: none).
+    pub quota: Option<Option<i64>>,
+    /// Set the plan label (`Some(None)`: none).
+    pub plan: Option<Option<String>>,
 }
 
 /// A new webhook signing secret: `whsec_` and 64 hex digits.
@@ -38,8 +55,9 @@ impl Db {
         let now = kiln_protocol::now_ms();
         let id = uuid::Uuid::now_v7().to_string();
         sqlx::query(
-            "INSERT INTO accounts (id, name, created_at, webhook_secret, credits, monthly_job_quota)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO accounts (id, name, created_at, webhook_secret, credits, monthly_job_quota,
+                                   credits_purchased)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&id)
         .bind(name)
@@ -47,6 +65,7 @@ impl Db {
         .bind(generate_webhook_secret())
         .bind(credits)
         .bind(monthly_job_quota)
+        .bind(credits.unwrap_or(0).max(0))
         .execute(&self.pool)
         .await?;
         Ok(self.get_account(&id).await?.expect("just inserted"))
@@ -63,7 +82,9 @@ impl Db {
         .execute(&self.pool)
         .await?;
         let row = sqlx::query(
-            "SELECT id, name, webhook_secret, credits, monthly_job_quota, created_at FROM accounts WHERE id = $1",
+            "SELECT id, name, webhook_secret, credits, monthly_job_quota, plan, credits_purchased,
+                    created_at
+             FROM accounts WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -76,6 +97,8 @@ impl Db {
                 webhook_secret: r.try_get("webhook_secret")?,
                 credits: super::opt_i64(&r, "credits")?,
                 monthly_job_quota: super::opt_i64(&r, "monthly_job_quota")?,
+                plan: r.try_get("plan")?,
+                credits_purchased: r.try_get("credits_purchased")?,
                 created_at: crate::time::rfc3339(r.try_get("created_at")?),
             }),
         })
@@ -91,36 +114,52 @@ impl Db {
         self.get_account(id).await
     }
 
-    /// Change an account's credit balance (set, or add to it) and quota. `clear_*` sets the
-    /// value to null (unmetered, no quota).
+    /// Change an account's balance, quota and plan, in one transaction; every increase of
+    /// the balance counts as purchased credits.
     pub async fn update_account(
         &self,
         id: &str,
-        set_credits: Option<Option<i64>>,
-        add_credits: Option<i64>,
-        quota: Option<Option<i64>>,
+        change: &AccountChange,
     ) -> Result<Option<Account>, DbError> {
-        if let Some(c) = set_credits {
-            sqlx::query("UPDATE accounts SET credits = $1 WHERE id = $2")
-                .bind(c)
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
+        let mut tx = self.pool.begin().await?;
+        if let Some(c) = change.credits {
+            sqlx::query(
+                "UPDATE accounts SET credits_purchased = credits_purchased
+                        + CASE WHEN $1 > COALESCE(credits, 0) THEN $1 - COALESCE(credits, 0) ELSE 0 END,
+                        credits = $1
+                 WHERE id = $2",
+            )
+            .bind(c)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         }
-        if let Some(n) = add_credits {
-            sqlx::query("UPDATE accounts SET credits = COALESCE(credits, 0) + $1 WHERE id = $2")
-                .bind(n)
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
+        if let Some(n) = change.add_credits {
+            sqlx::query(
+                "UPDATE accounts SET credits = COALESCE(credits, 0) + $1,
+                        credits_purchased = credits_purchased + CASE WHEN $1 > 0 THEN $1 ELSE 0 END
+                 WHERE id = $2",
+            )
+            .bind(n)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         }
-        if let Some(q) = quota {
+        if let Some(q) = change.quota {
             sqlx::query("UPDATE accounts SET monthly_job_quota = $1 WHERE id = $2")
                 .bind(q)
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
         }
+        if let Some(p) = &change.plan {
+            sqlx::query("UPDATE accounts SET plan = $1 WHERE id = $2")
+                .bind(p.as_deref())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         self.get_account(id).await
     }
 }

@@ -93,6 +93,10 @@ pub struct JobRow {
     pub swept_at: Option<i64>,
     pub encode_ms: Option<i64>,
     pub gpu: Option<i64>,
+    /// The dialect the job came in through (`None`: the native API).
+    pub dialect: Option<String>,
+    /// What the dialect keeps for its client (JSON).
+    pub dialect_data: Option<String>,
 }
 
 impl JobRow {
@@ -131,6 +135,8 @@ impl JobRow {
             swept_at: opt_i64(r, "swept_at")?,
             encode_ms: opt_i64(r, "encode_ms")?,
             gpu: opt_i64(r, "gpu")?,
+            dialect: r.try_get("dialect")?,
+            dialect_data: r.try_get("dialect_data")?,
         })
     }
 }
@@ -171,6 +177,10 @@ pub struct NewJob<'a> {
     pub destination: Option<&'a str>,
     /// Credits charged for it.
     pub credits: i64,
+    /// The dialect it came in through (`None`: the native API).
+    pub dialect: Option<&'a str>,
+    /// What the dialect keeps for its client (JSON), if anything.
+    pub dialect_data: Option<&'a str>,
 }
 
 /// Statuses from which a job can still move (a finished job never changes again).
@@ -189,8 +199,8 @@ pub(super) async fn insert(
         "INSERT INTO jobs (id, account_id, kind, status, spec, source_key, output_key,
                            input_name, input_size, attempts, created_at, updated_at, codec,
                            batch_id, webhook_url, webhook_progress, destination, credits_charged,
-                           enqueue_after)
-         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, 1, $9, $9, $10, $11, $12, $13, $14, $15, $16)",
+                           enqueue_after, dialect, dialect_data)
+         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, 1, $9, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
     .bind(j.id)
     .bind(j.account_id)
@@ -208,6 +218,8 @@ pub(super) async fn insert(
     .bind(j.destination)
     .bind(j.credits)
     .bind(enqueue_after)
+    .bind(j.dialect)
+    .bind(j.dialect_data)
     .execute(conn)
     .await?;
     Ok(())
@@ -472,35 +484,28 @@ impl Db {
         Ok(row.as_ref().map(JobRow::from_row).transpose()?)
     }
 
-    /// How many jobs an account submitted in `[from, to)` (ms).
-    pub async fn jobs_created_between(
+    /// An account's jobs that came in through `dialect`, newest first: at most `limit`, older
+    /// than the `before` id.
+    pub async fn list_dialect_jobs(
         &self,
         account_id: &str,
-        from: i64,
-        to: i64,
-    ) -> Result<i64, DbError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM jobs WHERE account_id = $1 AND created_at >= $2 AND created_at < $3",
+        dialect: &str,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<JobRow>, DbError> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE account_id = $1 AND dialect = $2 AND id < $3
+             ORDER BY id DESC LIMIT $4",
         )
         .bind(account_id)
-        .bind(from)
-        .bind(to)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get("n")?)
-    }
-
-    /// Jobs by status and codec (for the metrics gauge).
-    pub async fn count_by_status(&self) -> Result<Vec<(String, String, i64)>, DbError> {
-        let rows = sqlx::query(
-            "SELECT status, COALESCE(codec, 'other') AS codec, COUNT(*) AS n
-             FROM jobs GROUP BY status, COALESCE(codec, 'other')",
-        )
+        .bind(dialect)
+        .bind(before.unwrap_or("~"))
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("status")?, r.try_get("codec")?, r.try_get("n")?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        Ok(rows
+            .iter()
+            .map(JobRow::from_row)
+            .collect::<Result<_, _>>()?)
     }
 }

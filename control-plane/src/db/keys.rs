@@ -14,6 +14,9 @@ pub const ALL_SCOPES: &[&str] = &[
     "jobs:read",
     "jobs:cancel",
     "usage:read",
+    // Convertrilo's: saved S3 credentials, and managed webhooks.
+    "credentials:manage",
+    "webhooks:manage",
     "admin",
 ];
 

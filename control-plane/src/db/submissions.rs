@@ -196,4 +196,45 @@ impl Db {
         }
         Ok(out)
     }
+
+    /// Record a job that was done at once (a synchronous conversion kept for download):
+    /// completed, its output downloadable for `ttl_ms`.
+    pub async fn record_finished(&self, j: &NewJob<'_>, done: &Finished) -> Result<(), DbError> {
+        let now = kiln_protocol::now_ms();
+        let mut tx = self.pool.begin().await?;
+        super::jobs::insert(&mut tx, j, None).await?;
+        sqlx::query(
+            "UPDATE jobs SET status = 'completed', progress = 100, output_size = $1,
+                    output_width = $2, output_height = $3, output_duration = 0, report = $4,
+                    started_at = $5, completed_at = $5, updated_at = $5, expires_at = $5 + $6,
+                    encode_ms = $7, gpu = $8
+             WHERE id = $9",
+        )
+        .bind(done.output_size)
+        .bind(done.width)
+        .bind(done.height)
+        .bind(done.report.as_deref())
+        .bind(now)
+        .bind(done.ttl_ms)
+        .bind(done.encode_ms)
+        .bind(done.gpu as i64)
+        .bind(j.id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// What a job done at once produced.
+#[derive(Debug, Clone, Default)]
+pub struct Finished {
+    pub output_size: i64,
+    pub width: i64,
+    pub height: i64,
+    /// How it was made (JSON of the encode report).
+    pub report: Option<String>,
+    pub encode_ms: i64,
+    pub gpu: bool,
+    pub ttl_ms: i64,
 }

@@ -60,4 +60,86 @@ impl Db {
         }
         Ok(u)
     }
+
+    /// Credits charged for an account's jobs that have not finished (what they hold).
+    pub async fn credits_held(&self, account_id: &str) -> Result<i64, DbError> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(credits_charged), 0) AS BIGINT) AS n FROM jobs
+             WHERE account_id = $1 AND status IN ('pending', 'processing')",
+        )
+        .bind(account_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Bytes an account keeps in the store now: outputs not yet expired and live uploads.
+    pub async fn bytes_stored(&self, account_id: &str, now: i64) -> Result<i64, DbError> {
+        let jobs = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(output_size), 0) AS BIGINT) AS n FROM jobs
+             WHERE account_id = $1 AND status = 'completed' AND swept_at IS NULL
+               AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(account_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        let uploads = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS n FROM uploads
+             WHERE account_id = $1 AND swept_at IS NULL AND expires_at > $2",
+        )
+        .bind(account_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(jobs.try_get::<i64, _>("n")? + uploads.try_get::<i64, _>("n")?)
+    }
+
+    /// How fast this server encodes: seconds of output per second of encode over its most
+    /// recent completed video jobs (`None` before it has any).
+    pub async fn realtime_factor(&self) -> Result<Option<f64>, DbError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(output_duration), 0.0) AS secs,
+                    CAST(COALESCE(SUM(encode_ms), 0) AS BIGINT) AS ms
+             FROM (SELECT output_duration, encode_ms FROM jobs
+                   WHERE status = 'completed' AND kind = 'video' AND encode_ms > 0
+                   ORDER BY completed_at DESC LIMIT 50) recent",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let (secs, ms): (f64, i64) = (row.try_get("secs")?, row.try_get("ms")?);
+        Ok((ms > 0 && secs > 0.0).then(|| secs / (ms as f64 / 1000.0)))
+    }
+
+    /// How many jobs an account submitted in `[from, to)` (ms).
+    pub async fn jobs_created_between(
+        &self,
+        account_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<i64, DbError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM jobs WHERE account_id = $1 AND created_at >= $2 AND created_at < $3",
+        )
+        .bind(account_id)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Jobs by status and codec (for the metrics gauge).
+    pub async fn count_by_status(&self) -> Result<Vec<(String, String, i64)>, DbError> {
+        let rows = sqlx::query(
+            "SELECT status, COALESCE(codec, 'other') AS codec, COUNT(*) AS n
+             FROM jobs GROUP BY status, COALESCE(codec, 'other')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("codec")?, r.try_get("n")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
 }

@@ -81,14 +81,15 @@ pub(super) async fn remove(state: &AppState, key: &str) {
 
 /// Refuse what cannot be done before a job is created, so the caller learns at once: what
 /// FFmpeg cannot open, an upscale not allowed, a target size the duration cannot meet.
+/// Returns the source's duration (s) where it was probed.
 pub(super) async fn check_media(
     state: &AppState,
     key: &str,
     params: &VideoParams,
-) -> Result<(), SubmitError> {
+) -> Result<Option<f64>, SubmitError> {
     let Some(path) = state.store.local_path(key) else {
         // Remote stores: the node probes when it runs the job.
-        return Ok(());
+        return Ok(None);
     };
     let probed = tokio::task::spawn_blocking(move || media::probe(&path))
         .await
@@ -118,5 +119,5 @@ pub(super) async fn check_media(
         plan_video_bps(target_mb * BYTES_PER_MB, info.duration_s, audio)
             .map_err(|e| SubmitError::Unprocessable(e.to_string()))?;
     }
-    Ok(())
+    Ok((info.duration_s > 0.0).then_some(info.duration_s))
 }

@@ -372,6 +372,8 @@ mod tests {
             swept_at: None,
             encode_ms: None,
             gpu: None,
+            dialect: None,
+            dialect_data: None,
         }
     }
 

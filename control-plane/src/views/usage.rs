@@ -23,7 +23,23 @@ pub struct UsageView {
     pub credits_remaining: Option<i64>,
     pub monthly_job_quota: Option<i64>,
     pub jobs_this_month: i64,
+    /// The account's plan (Konvrt's field): the operator's label, or `self-hosted`.
+    pub plan: String,
+    /// Konvrt's credit summary.
+    pub credits: Credits,
 }
+
+/// An account's credits, Konvrt's way.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Credits {
+    /// Credits left (null: unmetered).
+    pub balance: Option<i64>,
+    /// Credits ever given to the account.
+    pub total_purchased: i64,
+}
+
+/// The plan label when the operator set none.
+pub const DEFAULT_PLAN: &str = "self-hosted";
 
 /// A `[from, to)` period.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -76,6 +92,11 @@ impl UsageView {
             credits_remaining: account.credits,
             monthly_job_quota: account.monthly_job_quota,
             jobs_this_month,
+            plan: account.plan.clone().unwrap_or_else(|| DEFAULT_PLAN.into()),
+            credits: Credits {
+                balance: account.credits,
+                total_purchased: account.credits_purchased,
+            },
         }
     }
 }

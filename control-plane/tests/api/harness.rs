@@ -24,6 +24,10 @@ pub struct Hook {
 pub struct Receiver {
     pub hooks: Arc<Mutex<Vec<Hook>>>,
     pub secret: Arc<Mutex<String>>,
+    /// Convertrilo's managed webhooks, checked the way its docs do (hex HMAC-SHA256 of the raw
+    /// body in `X-Webhook-Signature`, with the secret `POST /webhooks` returned).
+    pub convertrilo: Arc<Mutex<Vec<Hook>>>,
+    pub convertrilo_secret: Arc<Mutex<String>>,
     /// Answer 500 to this many attempts of each event before 200.
     pub fail_first: u32,
 }
@@ -38,7 +42,45 @@ pub async fn receiver(fail_first: u32) -> (Receiver, String) {
         ..Default::default()
     };
     let state = r.clone();
+    let convertrilo = r.clone();
     let app = axum::Router::new()
+        .route(
+            "/convertrilo-hook",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let st = convertrilo.clone();
+                async move {
+                    let h = |n: &str| {
+                        headers
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    let mut mac = Hmac::<Sha256>::new_from_slice(
+                        st.convertrilo_secret.lock().unwrap().as_bytes(),
+                    )
+                    .unwrap();
+                    mac.update(&body);
+                    let signature_ok = hex::decode(h("x-webhook-signature"))
+                        .map(|v| mac.verify_slice(&v).is_ok())
+                        .unwrap_or(false);
+                    st.convertrilo.lock().unwrap().push(Hook {
+                        event_id: h("x-webhook-id"),
+                        event: h("x-webhook-event"),
+                        attempt: 1,
+                        signature_ok,
+                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                        answered: if signature_ok { 204 } else { 401 },
+                    });
+                    // As Convertrilo's own receiver example: 401 for a bad signature.
+                    if signature_ok {
+                        axum::http::StatusCode::NO_CONTENT
+                    } else {
+                        axum::http::StatusCode::UNAUTHORIZED
+                    }
+                }
+            }),
+        )
         .route(
             "/hook",
             axum::routing::post(move |headers: HeaderMap, body: Bytes| {
@@ -176,7 +218,23 @@ impl Target {
         key: Option<&str>,
         body: Body,
     ) -> Resp {
+        self.call_with(base, method, path, key, body, &[]).await
+    }
+
+    /// A request with extra headers, recorded for the OpenAPI check.
+    pub async fn call_with(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Body,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let mut req = self.http.request(method.clone(), format!("{base}{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if let Some(k) = key {
             req = req.bearer_auth(k);
         }
@@ -264,6 +322,22 @@ impl Target {
             "endpoint": format!("http://127.0.0.1:{}", self.s3.port),
             "region": "us-east-1",
             "credentials": {"access_key_id": S3_ACCESS_KEY, "secret_access_key": S3_SECRET_KEY},
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    }
+
+    /// The test bucket as Convertrilo names a bucket (`outputS3`/`sourceS3`).
+    pub fn convertrilo_s3(&self, extra: Value) -> Value {
+        let mut v = json!({
+            "bucket": self.s3.bucket,
+            "endpoint": format!("http://127.0.0.1:{}", self.s3.port),
+            "region": "us-east-1",
+            "accessKeyId": S3_ACCESS_KEY,
+            "secretAccessKey": S3_SECRET_KEY,
+            "forcePathStyle": true,
         });
         for (k, x) in extra.as_object().unwrap() {
             v[k] = x.clone();

@@ -328,6 +328,8 @@ async fn a_job_recorded_but_never_queued_is_queued_by_the_outbox() {
             webhook_progress: false,
             destination: None,
             credits: 0,
+            dialect: None,
+            dialect_data: None,
         }],
         enqueue_after: now - 1,
     })

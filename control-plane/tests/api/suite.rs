@@ -3,8 +3,10 @@
 
 use crate::prelude::*;
 
+mod convertrilo_klipfast;
 mod deliver;
 mod keys;
+mod konvrt_convertly;
 mod limits;
 mod read;
 mod submit;
@@ -48,5 +50,8 @@ pub async fn run(t: &Target, dir: &Path) {
     };
     deliver::run(t, dir, &s).await;
     read::run(t, &s).await;
+    konvrt_convertly::run(t, dir, &s).await;
+    convertrilo_klipfast::run(t, dir, &s).await;
+    // Last: it checks every exchange of the suite against the OpenAPI document.
     limits::run(t, &s).await;
 }

@@ -9,7 +9,10 @@ use serde::Deserialize;
 
 use crate::api::docs::Error;
 use crate::auth::Auth;
-use crate::db::keys::{generate_key, Account, KeyInfo, RateLimits, ALL_SCOPES};
+use crate::db::accounts::AccountChange;
+use crate::db::keys::{
+    generate_key, validate_imported_key, Account, KeyInfo, RateLimits, ALL_SCOPES,
+};
 use crate::error::ApiError;
 use crate::views::{KeyList, NewKeyView};
 use crate::AppState;
@@ -20,7 +23,8 @@ use crate::AppState;
 pub struct NewKeyRequest {
     /// A label for people.
     pub name: String,
-    /// Any of jobs:create, jobs:read, jobs:cancel, usage:read, admin.
+    /// Any of jobs:create, jobs:read, jobs:cancel, usage:read, credentials:manage,
+    /// webhooks:manage, admin.
     pub scopes: Vec<String>,
     /// The account the key acts for; omitted: a new account named `account_name`.
     #[serde(default)]
@@ -30,6 +34,10 @@ pub struct NewKeyRequest {
     /// Per-minute limits for this key instead of the server's defaults.
     #[serde(default)]
     pub rate_limits: Option<RateLimits>,
+    /// An existing key to import (a client moving from another service keeps its key, e.g.
+    /// `kvrt_` + 32 alphanumerics); omitted, Kiln generates one. Only its hash is stored.
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 /// Check a scope list.
@@ -49,7 +57,8 @@ pub fn validate_scopes(scopes: &[String]) -> Result<(), String> {
 /// `POST /keys`: create a key (shown once), for an existing account or a new one.
 #[utoipa::path(post, path = "/api/v1/keys", tag = "admin", request_body = NewKeyRequest,
     responses((status = 201, body = NewKeyView), (status = 400, body = Error),
-        (status = 401, body = Error), (status = 403, body = Error), (status = 404, body = Error)))]
+        (status = 401, body = Error), (status = 403, body = Error), (status = 404, body = Error),
+        (status = 409, body = Error)))]
 pub async fn create_key(
     State(state): State<AppState>,
     auth: Auth,
@@ -84,7 +93,16 @@ pub async fn create_key(
                 .await?
         }
     };
-    let key = generate_key();
+    let key = match req.key {
+        Some(k) => {
+            validate_imported_key(&k).map_err(ApiError::BadRequest)?;
+            if state.db.authenticate(&k).await?.is_some() {
+                return Err(ApiError::Conflict("this key is already in use".into()));
+            }
+            k
+        }
+        None => generate_key(),
+    };
     let id = state
         .db
         .insert_key(&account.id, req.name.trim(), &key, &req.scopes, &limits)
@@ -165,6 +183,17 @@ pub struct AccountRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<i64>)]
     pub monthly_job_quota: Option<Option<i64>>,
+    /// A plan label shown in usage documents (null: none).
+    #[serde(default, deserialize_with = "present_string")]
+    #[schema(value_type = Option<String>)]
+    pub plan: Option<Option<String>>,
+}
+
+/// A string field that may be absent, null or a value.
+fn present_string<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 /// `POST /accounts`: a new account (its webhook secret is in the answer).
@@ -185,10 +214,21 @@ pub async fn create_account(
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::BadRequest("name is required".into()))?;
     let credits = req.credits.flatten().or(req.add_credits);
-    let account = state
+    let mut account = state
         .db
         .create_account(name, credits, req.monthly_job_quota.flatten())
         .await?;
+    if let Some(plan) = req.plan {
+        let change = AccountChange {
+            plan: Some(plan),
+            ..AccountChange::default()
+        };
+        account = state
+            .db
+            .update_account(&account.id, &change)
+            .await?
+            .ok_or_else(|| ApiError::internal("new account not found"))?;
+    }
     Ok((StatusCode::CREATED, Json(account)).into_response())
 }
 
@@ -207,7 +247,15 @@ pub async fn update_account(
     let Json(req) = body?;
     let account = state
         .db
-        .update_account(&id, req.credits, req.add_credits, req.monthly_job_quota)
+        .update_account(
+            &id,
+            &AccountChange {
+                credits: req.credits,
+                add_credits: req.add_credits,
+                quota: req.monthly_job_quota,
+                plan: req.plan,
+            },
+        )
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no account {id:?}")))?;
     Ok(Json(account))

@@ -12,6 +12,7 @@ use axum::Json;
 use crate::api::docs::Error;
 use crate::api::multipart;
 use crate::auth::Auth;
+use crate::dialect::Dialect;
 use crate::error::ApiError;
 use crate::submission::params::{video_params, webhook_options};
 use crate::submission::{self, Accepted, Output, Source, Submission};
@@ -83,7 +84,9 @@ pub async fn compress(
                     size,
                     name: filename,
                 }],
-                outputs: vec![Output::Video(params)],
+                outputs: vec![Output::Video(params)].into(),
+                dialect: Dialect::Native,
+                dialect_data: None,
                 webhook,
                 destination: None,
                 archive: false,

@@ -78,21 +78,38 @@ pub(crate) fn parse_range(
         (status = 410, body = Error), (status = 416, body = Error)))]
 pub async fn download(
     State(state): State<AppState>,
-    auth: Result<Auth, ApiError>,
+    auth: Result<Auth, Response>,
     Path(id): Path<String>,
     Query(signed): Query<SignedQuery>,
     headers: axum::http::HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Response> {
+    download_with(&state, auth, &id, &signed, &headers)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
+/// The download of `id`, with a key or a pre-signed link (shared with the dialects, whose
+/// links point here).
+pub async fn download_with(
+    state: &AppState,
+    auth: Result<Auth, Response>,
+    id: &str,
+    signed: &SignedQuery,
+    headers: &axum::http::HeaderMap,
+) -> Result<Response, DownloadError> {
+    let state = state.clone();
+    let id = id.to_string();
     let job = match (&signed.signature, auth) {
         (Some(sig), _) => {
-            let expires = signed.expires.ok_or_else(|| {
+            let expires = signed.expires;
+            let expires = expires.ok_or_else(|| {
                 ApiError::BadRequest("a signed link needs `expires` and `signature`".into())
             })?;
             if !signing::verify_download_signature(&state.signing_key, &id, expires, sig) {
-                return Err(ApiError::Forbidden("invalid download signature".into()));
+                return Err(ApiError::Forbidden("invalid download signature".into()).into());
             }
             if expires * 1000 <= kiln_protocol::now_ms() {
-                return Err(ApiError::Gone("this download link has expired".into()));
+                return Err(ApiError::Gone("this download link has expired".into()).into());
             }
             state
                 .db
@@ -101,9 +118,36 @@ pub async fn download(
                 .ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?
         }
         (None, Ok(auth)) => super::jobs::load(&state, &auth, &id, "jobs:read").await?,
-        (None, Err(e)) => return Err(e),
+        (None, Err(missing_key)) => return Err(DownloadError::Response(missing_key)),
     };
-    stream_output(&state, &job, &headers).await
+    Ok(stream_output(&state, &job, headers).await?)
+}
+
+/// A download refused: an error, or the missing-key answer already made.
+pub enum DownloadError {
+    Api(ApiError),
+    Response(Response),
+}
+
+impl From<ApiError> for DownloadError {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+impl From<crate::db::DbError> for DownloadError {
+    fn from(e: crate::db::DbError) -> Self {
+        Self::Api(e.into())
+    }
+}
+
+impl IntoResponse for DownloadError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Api(e) => e.into_response(),
+            Self::Response(r) => r,
+        }
+    }
 }
 
 /// `GET /jobs/{id}/download`: the same as `GET /download/{id}`.

@@ -146,7 +146,7 @@ pub fn encode_cursor(id: &str) -> String {
     hex::encode(format!("k1:{id}"))
 }
 
-fn decode_cursor(c: &str) -> Result<String, ApiError> {
+pub(crate) fn decode_cursor(c: &str) -> Result<String, ApiError> {
     let bad = || ApiError::BadRequest("cursor is not one this API returned".into());
     let raw = hex::decode(c).map_err(|_| bad())?;
     let s = String::from_utf8(raw).map_err(|_| bad())?;
@@ -166,13 +166,20 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let job = load(&state, &auth, &id, "jobs:cancel").await?;
+    let job = cancel_job(&state, &job).await?;
+    Ok(Json(full_view(&state, &job).await?))
+}
+
+/// Cancel a pending or processing job (409 for a finished one): the queue first, so a node
+/// that is about to start it, or is running it, stops; then the row, the refund, the partial
+/// output and the `job.cancelled` webhook. Returns the job as it stands after.
+pub async fn cancel_job(state: &AppState, job: &JobRow) -> Result<JobRow, ApiError> {
     if !job.status.is_live() {
         return Err(ApiError::Conflict(format!(
             "job is {}; only pending or processing jobs can be cancelled",
             job.status.as_str()
         )));
     }
-    // The queue first, so a node that is about to start it, or is running it, stops.
     state.queue.cancel(&job.id).await?;
     if state.db.mark_cancelled(&job.id).await? {
         state.db.refund(&job.id).await?;
@@ -189,11 +196,11 @@ pub async fn cancel(
         .db
         .get_job_any(&job.id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
+        .ok_or_else(|| ApiError::NotFound(format!("no job {:?}", job.id)))?;
     if job.status == JobStatus::Cancelled {
-        if let Err(e) = crate::webhooks::record(&state, &job, "job.cancelled").await {
+        if let Err(e) = crate::webhooks::record(state, &job, "job.cancelled").await {
             tracing::warn!(job = %job.id, error = %e, "could not record the webhook");
         }
     }
-    Ok(Json(full_view(&state, &job).await?))
+    Ok(job)
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::api::docs::Error;
 use crate::auth::Auth;
+use crate::dialect::Dialect;
 use crate::error::ApiError;
 use crate::sources::S3Location;
 use crate::submission::params::{batch_outputs, parse_output, webhook_options};
@@ -152,7 +153,9 @@ pub async fn create_jobs(
         Submission {
             account_id: principal.account_id.clone(),
             sources: vec![req.source.into_source()?],
-            outputs,
+            outputs: outputs.into(),
+            dialect: Dialect::Native,
+            dialect_data: None,
             webhook,
             destination: req.output.map(|d| d.s3),
             archive: req.archive,
@@ -194,7 +197,9 @@ pub async fn create_batch(
         Submission {
             account_id: principal.account_id.clone(),
             sources,
-            outputs,
+            outputs: outputs.into(),
+            dialect: Dialect::Native,
+            dialect_data: None,
             webhook,
             destination: req.output.map(|d| d.s3),
             archive: req.archive,
