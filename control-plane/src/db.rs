@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod batches;
 pub mod credentials;
 pub mod endpoints;
+pub mod idempotency;
 pub mod jobs;
 pub mod keys;
 pub mod submissions;

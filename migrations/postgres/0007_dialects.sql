@@ -34,3 +34,15 @@ CREATE TABLE s3_credentials (
     created_at     BIGINT NOT NULL,
     UNIQUE (account_id, name)
 );
+
+-- Idempotency-Key (Convertrilo's): the first answer to a key is replayed to a retry with the
+-- same body for a day; a retry with another body is refused.
+CREATE TABLE idempotency_keys (
+    account_id    TEXT NOT NULL REFERENCES accounts(id),
+    idem_key      TEXT NOT NULL,
+    request_hash  TEXT NOT NULL,
+    status        BIGINT,
+    response      TEXT,
+    created_at    BIGINT NOT NULL,
+    PRIMARY KEY (account_id, idem_key)
+);

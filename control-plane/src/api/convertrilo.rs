@@ -140,6 +140,104 @@ impl S3 {
     }
 }
 
+/// Run `run` once per `Idempotency-Key` (Convertrilo's header): the first answer is kept
+/// for a day and replayed to a retry with the same body (`Idempotent-Replayed: true`); a
+/// retry with another body is 409 `idempotency_conflict`, one while the first still runs 409
+/// `idempotency_in_progress`. Without the header, `run` just runs.
+pub async fn idempotent<T, Fut>(
+    state: &AppState,
+    account_id: &str,
+    headers: &axum::http::HeaderMap,
+    path: &str,
+    body: &[u8],
+    run: impl FnOnce() -> Fut,
+) -> Result<axum::response::Response, Error>
+where
+    T: Serialize,
+    Fut: std::future::Future<Output = Result<axum::Json<T>, Error>>,
+{
+    use axum::response::IntoResponse;
+    use sha2::{Digest, Sha256};
+
+    use crate::db::idempotency::Held;
+    let Some(key) = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    else {
+        return run().await.map(IntoResponse::into_response);
+    };
+    if key.len() > 255 {
+        return Err(
+            ApiError::BadRequest("Idempotency-Key is at most 255 characters".into()).into(),
+        );
+    }
+    let mut h = Sha256::new();
+    h.update(path.as_bytes());
+    h.update(b"\n");
+    h.update(body);
+    let hash = hex::encode(h.finalize());
+    let json = |status: u16, body: String| {
+        (
+            axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK),
+            [
+                (axum::http::header::CONTENT_TYPE, "application/json"),
+                (
+                    axum::http::HeaderName::from_static("idempotent-replayed"),
+                    "true",
+                ),
+            ],
+            body,
+        )
+            .into_response()
+    };
+    match state.db.claim_idempotency(account_id, key, &hash).await? {
+        Held::Claimed => match run().await {
+            Ok(axum::Json(answer)) => {
+                let text = serde_json::to_string(&answer).map_err(ApiError::internal)?;
+                if let Err(e) = state
+                    .db
+                    .answer_idempotency(account_id, key, 200, &text)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not keep an idempotent answer");
+                }
+                Ok((
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    text,
+                )
+                    .into_response())
+            }
+            Err(e) => {
+                if let Err(r) = state.db.release_idempotency(account_id, key).await {
+                    tracing::warn!(error = %r, "could not release an idempotency key");
+                }
+                Err(e)
+            }
+        },
+        Held::Answered(status, body) => Ok(json(status, body)),
+        Held::OtherRequest => Err(DialectError::coded(
+            ApiError::Conflict("this Idempotency-Key was used with another request".into()),
+            "idempotency_conflict",
+        )),
+        Held::InProgress => Err(DialectError::coded(
+            ApiError::Conflict("a request with this Idempotency-Key is still running".into()),
+            "idempotency_in_progress",
+        )),
+    }
+}
+
+/// A JSON body, as Convertrilo sends it (read as bytes for its Idempotency-Key).
+pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| {
+        DialectError::coded(
+            ApiError::BadRequest(format!("malformed JSON body: {e}")),
+            "invalid_body",
+        )
+    })
+}
+
 /// Google Drive is not something Kiln reaches.
 pub fn google_drive_refused() -> Error {
     DialectError::coded(

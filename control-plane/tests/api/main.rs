@@ -17,6 +17,7 @@ use kiln_protocol::testing::{RedisServer, S3Server};
 
 #[path = "../common/mod.rs"]
 mod common;
+mod doc_examples;
 mod harness;
 mod more;
 mod openapi;

@@ -342,3 +342,38 @@ async fn a_job_recorded_but_never_queued_is_queued_by_the_outbox() {
     assert_eq!(&r.bytes[8..12], b"WEBP");
     running.shutdown().await;
 }
+
+/// Each dialect's prefix can be turned off: its routes are gone from the server and from the
+/// OpenAPI document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialects_can_be_turned_off() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(Config {
+        dialects: "klipfast".parse().unwrap(),
+        ..base_config(&dir.path().join("cp"))
+    })
+    .await
+    .unwrap();
+    let base = format!("http://{}", running.addr);
+    let http = reqwest::Client::new();
+    let get = |p: &str| http.get(format!("{base}{p}")).bearer_auth(ADMIN).send();
+    assert_eq!(get("/convertly/api/jobs/x").await.unwrap().status(), 404);
+    assert_eq!(
+        get("/convertrilo/tokens/balance").await.unwrap().status(),
+        404
+    );
+    assert_eq!(get("/klipfast/api/v1/usage").await.unwrap().status(), 200);
+    let spec: Value = get("/api/v1/openapi.json")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths: Vec<&String> = spec["paths"].as_object().unwrap().keys().collect();
+    assert!(paths.iter().any(|p| p.starts_with("/klipfast/")));
+    assert!(!paths
+        .iter()
+        .any(|p| p.starts_with("/convertly/") || p.starts_with("/convertrilo/")));
+    running.shutdown().await;
+}

@@ -274,17 +274,35 @@ pub fn kept(external_id: Option<&str>, metadata: Option<&Value>, warnings: &[War
 #[utoipa::path(post, path = "/convertrilo/ondemand/encode", tag = "convertrilo", request_body = EncodeRequest,
     responses((status = 200, body = Encoded),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 402, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 501, body = ErrorBody)))]
 pub async fn encode(
     State(state): State<AppState>,
     auth: Auth,
     headers: HeaderMap,
-    body: Result<Json<EncodeRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Encoded>, Error> {
+    body: axum::body::Bytes,
+) -> Result<axum::response::Response, Error> {
     let principal = auth.require("jobs:create")?.clone();
-    let Json(req) = body?;
+    let req: EncodeRequest = super::json_body(&body)?;
+    super::idempotent(
+        &state,
+        &principal.account_id,
+        &headers,
+        "/ondemand/encode",
+        &body,
+        || encode_now(&state, &principal.account_id, &headers, req),
+    )
+    .await
+}
+
+async fn encode_now(
+    state: &AppState,
+    account_id: &str,
+    headers: &HeaderMap,
+    req: EncodeRequest,
+) -> Result<Json<Encoded>, Error> {
     if req.output_google_drive.is_some() {
         return Err(google_drive_refused());
     }
@@ -302,15 +320,15 @@ pub async fn encode(
             if s3.key.is_none() && s3.prefix.is_none() {
                 return Err(ApiError::BadRequest("outputS3 needs key (or prefix)".into()).into());
             }
-            Some(s3.location(&state, &principal.account_id).await?)
+            Some(s3.location(state, account_id).await?)
         }
         None => None,
     };
     let webhook = webhook_options(&state.url_policy, req.webhook.as_deref(), &[])?;
     let accepted = submission::submit(
-        &state,
+        state,
         Submission {
-            account_id: principal.account_id.clone(),
+            account_id: account_id.to_string(),
             sources: vec![Source::Url(req.source_url.clone())],
             outputs: vec![Output::Video(params)].into(),
             dialect: Dialect::Convertrilo,
@@ -352,7 +370,7 @@ pub async fn encode(
         },
         status_url: format!(
             "{}/convertrilo/ondemand/status/{}",
-            state.public_base(Some(&headers)),
+            state.public_base(Some(headers)),
             job.id
         ),
         webhook: req.webhook,

@@ -92,15 +92,34 @@ pub struct IngestAnswer {
 #[utoipa::path(post, path = "/convertrilo/ondemand/ingest/folder", tag = "convertrilo", request_body = IngestRequest,
     responses((status = 200, body = IngestAnswer),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 402, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 501, body = ErrorBody)))]
 pub async fn folder(
     State(state): State<AppState>,
     auth: Auth,
-    body: Result<Json<IngestRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<IngestAnswer>, Error> {
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<axum::response::Response, Error> {
     let principal = auth.require("jobs:create")?.clone();
-    let Json(mut req) = body?;
+    let req: IngestRequest = super::json_body(&body)?;
+    super::idempotent(
+        &state,
+        &principal.account_id,
+        &headers,
+        "/ondemand/ingest/folder",
+        &body,
+        || ingest(&state, &principal, req),
+    )
+    .await
+}
+
+async fn ingest(
+    state: &AppState,
+    principal: &crate::auth::Principal,
+    mut req: IngestRequest,
+) -> Result<Json<IngestAnswer>, Error> {
+    let state = state.clone();
     for drive in [
         "sourceGoogleDrive",
         "sourceGoogleDriveFiles",
