@@ -4,7 +4,8 @@
 //! The middleware authenticates a presented key (401 if it is wrong), counts the request
 //! against the key's window for its class — writes (`POST`, `PUT`, `PATCH`, `DELETE`) are
 //! limited more strictly than reads; Convertrilo's dialect has its own documented windows;
-//! requests without a valid key count per client address — answers 429 with `Retry-After`
+//! requests without a valid key count per client address (pre-signed links excepted) —
+//! answers 429 with `Retry-After`
 //! past the limit, and puts `X-RateLimit-Limit/Remaining/Reset` on every response. Handlers
 //! then take [`Auth`], which answers 401 when no key was presented at all (pre-signed
 //! downloads take no key). Errors take the shape of the API the path belongs to.
@@ -167,8 +168,13 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             Err(e) => return render(dialect, e.into(), None),
         },
     };
+    // A pre-signed download is a capability link a browser or a CDN fetches without a key,
+    // often many from one address: it is not counted.
+    let signed_link =
+        refusal.is_none() && req.uri().query().is_some_and(|q| q.contains("signature="));
     let windows = match &principal {
         Some(p) => buckets(&state, p, dialect, &method, &path),
+        None if signed_link => Vec::new(),
         None => vec![anonymous_bucket(&state, &req)],
     };
     // Every window counts the request; the first one past its limit answers, and the headers

@@ -173,6 +173,38 @@ async fn keys_cli_creates_lists_and_revokes() {
     assert_eq!(r.status(), 403, "no jobs:create scope");
     assert!(cli(&["revoke", &id]).0);
     assert!(!cli(&["revoke", "nope"]).0);
+    // A key brought from another service is imported as it is (only its hash stored).
+    let kvrt = "kvrt_ABCDEFGHIJabcdefghij0123456789";
+    let (ok, out, err) = cli(&[
+        "create",
+        "--name",
+        "migrated",
+        "--scopes",
+        "usage:read",
+        "--key",
+        kvrt,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains(kvrt));
+    let r = http
+        .get(format!("{base}/api/v1/usage"))
+        .bearer_auth(kvrt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the imported key works");
+    assert!(
+        !cli(&[
+            "create",
+            "--name",
+            "bad",
+            "--scopes",
+            "usage:read",
+            "--key",
+            "short"
+        ])
+        .0
+    );
     let r = http
         .get(format!("{base}/api/v1/usage"))
         .bearer_auth(&key)
