@@ -42,13 +42,18 @@ impl Scheme {
     }
 }
 
-/// An absolute link that downloads `job`'s output without a key until it expires.
-pub fn absolute_download(state: &AppState, job: &JobRow) -> Option<String> {
+/// An absolute link that downloads `job`'s output without a key until it expires, on the
+/// host the request came to (`headers`), or the configured one.
+pub fn absolute_download(
+    state: &AppState,
+    job: &JobRow,
+    headers: Option<&axum::http::HeaderMap>,
+) -> Option<String> {
     let expires = job.expires_at?;
     (job.status == JobStatus::Completed && !job.is_expired(kiln_protocol::now_ms())).then(|| {
         format!(
             "{}{}",
-            state.public_base(None),
+            state.public_base(headers),
             signed_download_path(&state.signing_key, &job.id, expires)
         )
     })
@@ -67,7 +72,7 @@ pub fn kiln(state: &AppState, job: &JobRow, event: &str, id: &str, now: i64) -> 
         "job_id": job.id,
         "status": job.status.as_str(),
         "output": completed.then(|| json!({
-            "download_url": absolute_download(state, job),
+            "download_url": absolute_download(state, job, None),
             "size_bytes": job.output_size,
             "expires_at": job.expires_at.map(rfc3339),
         })),
@@ -121,7 +126,7 @@ pub fn convertrilo(state: &AppState, job: &JobRow, event: &str, now: i64) -> Val
             "status": convertrilo_status(job.status),
             "encoder": report["encoder"],
             "durationSec": job.output_duration,
-            "downloadUrl": absolute_download(state, job),
+            "downloadUrl": absolute_download(state, job, None),
             "error": failed.then(|| job.error_message.clone()).flatten(),
             "failureCode": failed.then(|| job.error_code.clone()).flatten(),
         },

@@ -202,7 +202,7 @@ async fn load(state: &AppState, auth: &Auth, id: &str, scope: &str) -> Result<Ve
     Ok(state.db.batch_jobs(&principal.account_id, id).await?)
 }
 
-fn file_result(state: &AppState, job: &JobRow) -> FileResult {
+fn file_result(state: &AppState, job: &JobRow, headers: &HeaderMap) -> FileResult {
     let (ext, mime) = job.output_format();
     let done = job.status == JobStatus::Completed;
     FileResult {
@@ -219,7 +219,7 @@ fn file_result(state: &AppState, job: &JobRow) -> FileResult {
             .filter(|_| done && job.input_size > 0)
             .map(|o| ((1.0 - o as f64 / job.input_size as f64) * 100.0).round() as i64),
         mime_type: mime.into(),
-        download_url: crate::webhooks::payload::absolute_download(state, job),
+        download_url: crate::webhooks::payload::absolute_download(state, job, Some(headers)),
         error: matches!(job.status, JobStatus::Failed | JobStatus::Cancelled)
             .then(|| job.error_message.clone())
             .flatten(),
@@ -276,7 +276,10 @@ pub async fn get(
         failed_files: failed,
         progress,
         error_message: error,
-        results: jobs.iter().map(|j| file_result(&state, j)).collect(),
+        results: jobs
+            .iter()
+            .map(|j| file_result(&state, j, &headers))
+            .collect(),
         archive_url: (batch.archive && finished && completed > 0).then(|| {
             format!(
                 "{}/api/v1/batches/{id}/archive",

@@ -121,6 +121,7 @@ struct Done {
 /// Answer for the converted files, keeping them when asked.
 async fn answer(
     state: &AppState,
+    headers: &axum::http::HeaderMap,
     account_id: &str,
     done: Vec<Done>,
     keep: bool,
@@ -162,7 +163,8 @@ async fn answer(
             )
             .await?;
             (
-                crate::webhooks::payload::absolute_download(state, &job).unwrap_or_default(),
+                crate::webhooks::payload::absolute_download(state, &job, Some(headers))
+                    .unwrap_or_default(),
                 Some(job.id),
             )
         } else {
@@ -210,6 +212,7 @@ async fn answer(
 pub async fn convert(
     State(state): State<AppState>,
     auth: Auth,
+    headers: axum::http::HeaderMap,
     multipart: Multipart,
 ) -> Result<Json<Files>, Error> {
     let principal = auth.require("jobs:create")?.clone();
@@ -240,7 +243,7 @@ pub async fn convert(
         });
     }
     Ok(Json(
-        answer(&state, &principal.account_id, done, keep).await?,
+        answer(&state, &headers, &principal.account_id, done, keep).await?,
     ))
 }
 
@@ -253,6 +256,7 @@ pub async fn convert(
 pub async fn compress(
     State(state): State<AppState>,
     auth: Auth,
+    headers: axum::http::HeaderMap,
     multipart: Multipart,
 ) -> Result<Json<Files>, Error> {
     let principal = auth.require("jobs:create")?.clone();
@@ -327,7 +331,7 @@ pub async fn compress(
         });
     }
     Ok(Json(
-        answer(&state, &principal.account_id, done, keep).await?,
+        answer(&state, &headers, &principal.account_id, done, keep).await?,
     ))
 }
 

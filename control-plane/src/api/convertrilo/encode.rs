@@ -390,7 +390,7 @@ async fn load(state: &AppState, auth: &Auth, id: &str, scope: &str) -> Result<Jo
 }
 
 /// A Convertrilo status document of `job`.
-pub fn status_of(state: &AppState, job: &JobRow) -> Status {
+pub fn status_of(state: &AppState, job: &JobRow, headers: &HeaderMap) -> Status {
     let kept: Value = job
         .dialect_data
         .as_deref()
@@ -418,7 +418,7 @@ pub fn status_of(state: &AppState, job: &JobRow) -> Status {
         status: convertrilo_status(job.status).into(),
         progress: (job.progress * 10.0).round() / 10.0,
         encoder: report["encoder"].as_str().map(str::to_string),
-        download_url: absolute_download(state, job),
+        download_url: absolute_download(state, job, Some(headers)),
         expires_in: job
             .expires_at
             .filter(|_| done)
@@ -450,10 +450,11 @@ pub fn status_of(state: &AppState, job: &JobRow) -> Status {
 pub async fn status(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     Path(job_id): Path<String>,
 ) -> Result<Json<Status>, Error> {
     let job = load(&state, &auth, &job_id, "jobs:read").await?;
-    Ok(Json(status_of(&state, &job)))
+    Ok(Json(status_of(&state, &job, &headers)))
 }
 
 /// `DELETE /ondemand/{jobId}`: cancel an encode; a finished one is a no-op with a note.

@@ -6,7 +6,7 @@
 //! 1× before it has any.
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -210,7 +210,7 @@ pub async fn process(
         .into_response())
 }
 
-fn job_view(state: &AppState, job: &JobRow) -> Job {
+fn job_view(state: &AppState, job: &JobRow, headers: &HeaderMap) -> Job {
     let kept: Value = job
         .dialect_data
         .as_deref()
@@ -225,7 +225,7 @@ fn job_view(state: &AppState, job: &JobRow) -> Job {
         quality: kept["quality"].as_str().map(str::to_string),
         created_at: rfc3339(job.created_at),
         completed_at: job.completed_at.map(rfc3339),
-        download_url: absolute_download(state, job),
+        download_url: absolute_download(state, job, Some(headers)),
         output: done.then(|| {
             serde_json::json!({
                 "size_bytes": job.output_size,
@@ -253,10 +253,11 @@ fn job_view(state: &AppState, job: &JobRow) -> Job {
 pub async fn get(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     Path(job_id): Path<String>,
 ) -> Result<Json<Job>, Error> {
     let job = crate::api::native::jobs::load(&state, &auth, kiln_id(&job_id), "jobs:read").await?;
-    Ok(Json(job_view(&state, &job)))
+    Ok(Json(job_view(&state, &job, &headers)))
 }
 
 /// Query of `GET /jobs`.

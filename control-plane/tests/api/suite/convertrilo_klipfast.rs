@@ -396,6 +396,29 @@ pub async fn run(t: &Target, dir: &Path, s: &super::State) {
             .status(),
         200
     );
+    // Behind a proxy (and without KILN_PUBLIC_URL), links follow the
+    // address the caller used, not the listen address.
+    let proxied = t
+        .call_with(
+            &t.base,
+            Method::GET,
+            &format!("/klipfast/api/v1/jobs/{kid}"),
+            Some(&key),
+            Body::None,
+            &[
+                ("host", "media.example.test"),
+                ("x-forwarded-proto", "https"),
+            ],
+        )
+        .await
+        .json();
+    assert!(
+        proxied["download_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://media.example.test/"),
+        "{proxied}"
+    );
     let r = t
         .post(
             "/klipfast/api/v1/process",
