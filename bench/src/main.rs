@@ -21,6 +21,7 @@
 
 mod bdrate;
 mod image;
+mod ladder;
 mod sched;
 mod tune;
 mod video;
@@ -51,6 +52,8 @@ enum Bench {
     Video(video::Args),
     /// The wgpu resize kernel vs fast_image_resize; whole requests vs `vipsthumbnail`.
     Image(image::Args),
+    /// A 4-rung ladder from one decode vs 4 `ffmpeg` runs and one `ffmpeg` split graph.
+    Ladder(ladder::Args),
     /// Scheduling overhead through the API vs `redis-benchmark`.
     Sched(sched::Args),
     /// The codec-tuning harness: sweeps and target-quality searches.
@@ -60,6 +63,12 @@ enum Bench {
     /// The child process a Kiln transcode runs in (see `video`).
     #[command(name = video::CHILD, hide = true)]
     TranscodeChild {
+        #[arg(allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The child process a Kiln ladder runs in (see `ladder`).
+    #[command(name = ladder::CHILD, hide = true)]
+    LadderChild {
         #[arg(allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -79,6 +88,8 @@ fn main() -> ExitCode {
     match cli.command {
         Bench::Video(a) => video::main(a),
         Bench::Image(a) => image::main(a),
+        Bench::Ladder(a) => ladder::main(a),
+        Bench::LadderChild { args } => ladder::child(&args),
         Bench::Sched(a) => sched::main(a),
         Bench::Tune(a) => tune::main(a),
         Bench::Vmaf(a) => vmaf::main(a),

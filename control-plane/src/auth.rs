@@ -170,8 +170,11 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     };
     // A pre-signed download is a capability link a browser or a CDN fetches without a key,
     // often many from one address: it is not counted.
-    let signed_link =
-        refusal.is_none() && req.uri().query().is_some_and(|q| q.contains("signature="));
+    // A signed streaming path (`/api/v1/stream/…`) is the same kind of link, fetched once per
+    // segment by a player.
+    let signed_link = refusal.is_none()
+        && (req.uri().query().is_some_and(|q| q.contains("signature="))
+            || path.starts_with("/api/v1/stream/"));
     let windows = match &principal {
         Some(p) => buckets(&state, p, dialect, &method, &path),
         None if signed_link => Vec::new(),

@@ -267,6 +267,43 @@ pub fn destination_key(loc: &S3Location, job_id: &str, ext: &str) -> String {
     }
 }
 
+/// Where a ladder's tree goes in the caller's bucket: the folder `key` names, or
+/// `<prefix><job id>`; each file keeps its name under it.
+pub fn destination_folder(loc: &S3Location, job_id: &str) -> String {
+    match &loc.key {
+        Some(k) if !k.trim_matches('/').is_empty() => k.trim_end_matches('/').to_string(),
+        _ => format!("{}{job_id}", loc.prefix.as_deref().unwrap_or_default()),
+    }
+}
+
+/// Copy every file of a ladder's tree (the folder `tree` in Kiln's store) under `folder` in
+/// the caller's bucket, the entry manifest `entry_key` last so a reader who sees it finds
+/// every segment; returns the bytes copied.
+pub async fn deliver_tree(
+    state: &AppState,
+    loc: &S3Location,
+    tree: &str,
+    entry_key: &str,
+    folder: &str,
+) -> Result<u64, String> {
+    let mut keys = state
+        .store
+        .list_tree(tree)
+        .await
+        .map_err(|e| e.to_string())?;
+    keys.retain(|k| k != entry_key);
+    keys.push(entry_key.to_string());
+    let mut total = 0;
+    for key in keys {
+        let rel = key
+            .strip_prefix(tree)
+            .unwrap_or(&key)
+            .trim_start_matches('/');
+        total += deliver(state, loc, &key, &format!("{folder}/{rel}")).await?;
+    }
+    Ok(total)
+}
+
 /// Copy a finished output from Kiln's store to the caller's bucket, streaming.
 pub async fn deliver(
     state: &AppState,

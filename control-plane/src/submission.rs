@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use kiln_protocol::{ImageParams, JobSpec, QueueError, Task, VideoParams};
+use kiln_protocol::{ImageParams, JobSpec, LadderParams, QueueError, Task, VideoParams};
 
 use crate::db::batches::BatchRow;
 use crate::db::jobs::NewJob;
@@ -28,6 +28,7 @@ use crate::sources::{S3Location, SourceError};
 use crate::AppState;
 
 pub mod finished;
+pub mod ladder;
 pub mod params;
 mod source;
 
@@ -42,13 +43,15 @@ pub const OUTBOX_GRACE_MS: i64 = 60_000;
 pub enum Output {
     Video(VideoParams),
     Image(ImageParams),
+    /// An adaptive-streaming ladder (metered as video).
+    Ladder(LadderParams),
 }
 
 impl Output {
     /// `video` or `image`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Video(_) => "video",
+            Self::Video(_) | Self::Ladder(_) => "video",
             Self::Image(_) => "image",
         }
     }
@@ -270,8 +273,16 @@ async fn record_and_enqueue(
     let mut source_durations = vec![None; resolved.len()];
     for (i, src) in resolved.iter().enumerate() {
         for o in sub.outputs.of(i) {
-            if let Output::Video(p) = o {
-                source_durations[i] = source::check_media(state, &src.key, p).await?;
+            match o {
+                Output::Video(p) => {
+                    source_durations[i] = source::check_media(state, &src.key, p).await?
+                }
+                Output::Ladder(_) => {
+                    source_durations[i] = source::check_video_source(state, &src.key)
+                        .await?
+                        .and_then(|info| (info.duration_s > 0.0).then_some(info.duration_s))
+                }
+                Output::Image(_) => {}
             }
         }
     }
@@ -282,19 +293,29 @@ async fn record_and_enqueue(
                 Some(id) => id.clone(),
                 None => uuid::Uuid::now_v7().to_string(),
             };
-            let (task, ext, codec) = match o {
+            let (task, output_key, codec) = match o {
                 Output::Video(p) => (
                     Task::Video(p.clone()),
-                    p.container.extension(),
+                    format!("outputs/{id}.{}", p.container.extension()),
                     Some(p.codec.as_str()),
                 ),
-                Output::Image(p) => (Task::Image(p.clone()), image_extension(&p.fields), None),
+                Output::Image(p) => (
+                    Task::Image(p.clone()),
+                    format!("outputs/{id}.{}", image_extension(&p.fields)),
+                    None,
+                ),
+                // A tree: the entry manifest, with every segment beside it.
+                Output::Ladder(p) => (
+                    Task::Ladder(p.clone()),
+                    format!("outputs/{id}/{}", p.entry_file()),
+                    Some(p.codec.as_str()),
+                ),
             };
             let spec = JobSpec {
                 id: id.clone(),
                 attempt: 1,
                 source_key: src.key.clone(),
-                output_key: format!("outputs/{id}.{ext}"),
+                output_key,
                 task,
             };
             let json = serde_json::to_string(&spec).map_err(|e| SubmitError::Internal(e.into()))?;
@@ -304,7 +325,7 @@ async fn record_and_enqueue(
                 kind: o.kind(),
                 codec,
                 source: i,
-                credits: job_cost(matches!(o, Output::Video(_)), src.size),
+                credits: job_cost(!matches!(o, Output::Image(_)), src.size),
             });
         }
     }

@@ -7,12 +7,14 @@ pub mod error;
 mod filter;
 pub mod geometry;
 mod hw;
+pub mod ladder;
 pub(crate) mod pipeline;
 pub mod probe;
 pub mod transcode;
 
 pub use capabilities::{capabilities, MediaCapabilities};
 pub use error::MediaError;
+pub use ladder::{encode_ladder, LadderOutcome};
 pub use probe::{probe, MediaInfo};
 pub use transcode::{transcode, Progress, TranscodeOutcome};
 

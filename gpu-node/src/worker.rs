@@ -236,6 +236,7 @@ fn codec_label(job: &JobSpec) -> &'static str {
     match &job.task {
         Task::Video(p) => p.codec.as_str(),
         Task::Image(_) => "image",
+        Task::Ladder(p) => p.codec.as_str(),
     }
 }
 

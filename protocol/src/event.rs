@@ -93,6 +93,37 @@ pub struct EncodeReport {
     /// For `target_vmaf` jobs: the CRF chosen and the score achieved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vmaf: Option<VmafReport>,
+    /// For ladders: every rendition, largest first, with its measured bandwidth.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renditions: Vec<RenditionReport>,
+    /// For ladders: rungs dropped or merged (no upscaling, no duplicates).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ladder_notes: Vec<String>,
+    /// For ladders: frames from one keyframe to the next, the same in every rendition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyframe_interval: Option<u32>,
+}
+
+/// One rendition of a ladder, as its playlists describe it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RenditionReport {
+    pub width: u32,
+    pub height: u32,
+    /// The RFC 6381 codec string (`avc1.64001f`, `hvc1.1.6.L93.B0`, `av01.0.05M.08`).
+    pub codecs: String,
+    /// Peak bitrate of any one segment, audio included (HLS `BANDWIDTH`), bits/s.
+    pub bandwidth: u64,
+    /// Mean bitrate over the whole rendition, audio included (`AVERAGE-BANDWIDTH`), bits/s.
+    pub average_bandwidth: u64,
+    /// The bitrate asked for, when the rung was a bitrate rung.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_kbps: Option<u32>,
+    /// The quality asked for, when the rung was a quality rung.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<u8>,
+    /// The rendition's HLS media playlist, relative to the master.
+    pub playlist: String,
 }
 
 /// What a `target_vmaf` encode chose and achieved.

@@ -27,6 +27,7 @@ impl JobSpec {
         match &self.task {
             Task::Video(p) => video_class(p.codec, p.hardware),
             Task::Image(_) => IMAGE_CLASS.to_string(),
+            Task::Ladder(p) => video_class(p.codec, p.hardware),
         }
     }
 }
@@ -53,6 +54,9 @@ pub enum Task {
     Video(VideoParams),
     /// Convert or resize an image.
     Image(ImageParams),
+    /// Encode an adaptive-streaming ladder (HLS/DASH over CMAF segments) from one decode; the
+    /// output key names the entry manifest and the tree lies beside it.
+    Ladder(crate::ladder::LadderParams),
 }
 
 /// Settings of an image conversion: the same fields, with the same meaning and validation,

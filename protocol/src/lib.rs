@@ -6,6 +6,7 @@ pub mod cli;
 pub mod error;
 pub mod event;
 pub mod job;
+pub mod ladder;
 pub mod node;
 pub mod queue;
 pub mod storage;
@@ -16,6 +17,7 @@ pub mod video;
 pub use error::JobErrorCode;
 pub use event::{EncodeReport, NodeEvent, NodeEventKind, VmafReport};
 pub use job::{ImageParams, JobSpec, Resolution, Task};
+pub use ladder::{LadderParams, Packaging, Rung, RungRate};
 pub use node::{NodeCapabilities, NodeStatus};
 pub use queue::{
     Broker, EventStream, JobQueue, Lease, MemoryQueue, NodeRegistry, QueueError, RedisQueue,

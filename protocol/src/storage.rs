@@ -63,6 +63,16 @@ pub trait Store: Send + Sync + 'static {
     async fn fetch_to_path(&self, key: &str, dest: &Path) -> Result<u64, StoreError>;
     /// Remove `key`; removing a missing key is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// The keys of every object under the folder `prefix` (a ladder's output tree), sorted;
+    /// empty for a missing folder.
+    async fn list_tree(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Remove every object under the folder `prefix`; a missing folder is not an error.
+    async fn delete_tree(&self, prefix: &str) -> Result<(), StoreError> {
+        for key in self.list_tree(prefix).await? {
+            self.delete(&key).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Copy `body` into `out`, refusing it past `limit` bytes; returns the bytes copied. One byte

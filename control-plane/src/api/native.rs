@@ -14,6 +14,7 @@ pub mod convert;
 pub mod download;
 pub mod jobs;
 pub mod nodes;
+pub mod stream;
 pub mod submit;
 pub mod uploads;
 pub mod usage;
@@ -39,6 +40,8 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(submit::create_jobs, jobs::list))
         .routes(routes!(jobs::get_job, jobs::cancel))
         .routes(routes!(download::job_download))
+        .routes(routes!(stream::job_stream))
+        .routes(routes!(stream::signed_stream))
         .routes(routes!(submit::create_batch))
         .routes(routes!(batches::get_batch))
         .routes(routes!(batches::archive))

@@ -55,11 +55,18 @@ pub async fn deliver_due(state: AppState) {
                 return;
             };
             let outcome = match serde_json::from_str::<crate::sources::S3Location>(&dest) {
-                Ok(loc) => {
-                    let (ext, _) = job.output_format();
-                    let key = crate::sources::destination_key(&loc, &job.id, ext);
-                    crate::sources::deliver(&state, &loc, &job.output_key, &key).await
-                }
+                Ok(loc) => match job.output_tree() {
+                    Some(tree) => {
+                        let folder = crate::sources::destination_folder(&loc, &job.id);
+                        crate::sources::deliver_tree(&state, &loc, &tree, &job.output_key, &folder)
+                            .await
+                    }
+                    None => {
+                        let (ext, _) = job.output_format();
+                        let key = crate::sources::destination_key(&loc, &job.id, ext);
+                        crate::sources::deliver(&state, &loc, &job.output_key, &key).await
+                    }
+                },
                 Err(e) => Err(format!("unreadable destination: {e}")),
             };
             let (status, error) = match &outcome {

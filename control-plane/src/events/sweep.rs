@@ -22,7 +22,15 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<usize> {
         let id: String = r.try_get("id")?;
         let output: String = r.try_get("output_key")?;
         let source: String = r.try_get("source_key")?;
-        match state.store.delete(&output).await {
+        let tree = match state.db.get_job_any(&id).await? {
+            Some(job) => job.output_tree(),
+            None => None,
+        };
+        let deleted = match &tree {
+            Some(t) => state.store.delete_tree(t).await,
+            None => state.store.delete(&output).await,
+        };
+        match deleted {
             Ok(()) | Err(kiln_protocol::StoreError::NotFound(_)) => {}
             Err(e) => {
                 tracing::warn!(job = %id, error = %e, "could not delete an expired output");

@@ -173,6 +173,9 @@ fn scalar(v: &Value) -> Option<String> {
 
 /// Validate one output object.
 pub fn parse_output(i: usize, o: &serde_json::Map<String, Value>) -> Result<Output, SubmitError> {
+    if o.get("type").and_then(Value::as_str) == Some("ladder") {
+        return super::ladder::ladder_output(i, o).map(Output::Ladder);
+    }
     let mut fields = HashMap::new();
     for (k, v) in o {
         match scalar(v) {
@@ -193,7 +196,7 @@ pub fn parse_output(i: usize, o: &serde_json::Map<String, Value>) -> Result<Outp
         Some("video") => false,
         Some(t) => {
             return Err(SubmitError::Invalid(format!(
-                "outputs[{i}].type must be video or image, got {t:?}"
+                "outputs[{i}].type must be video, image or ladder, got {t:?}"
             )))
         }
         None => {

@@ -82,13 +82,13 @@ pub(super) async fn remove(state: &AppState, key: &str) {
 /// Refuse what cannot be done before a job is created, so the caller learns at once: what
 /// FFmpeg cannot open, an upscale not allowed, a target size the duration cannot meet.
 /// Returns the source's duration (s) where it was probed.
-pub(super) async fn check_media(
+/// Probe a stored source as video: `None` on remote stores (the node probes when it runs the
+/// job); refusals for files that are not video.
+pub(super) async fn check_video_source(
     state: &AppState,
     key: &str,
-    params: &VideoParams,
-) -> Result<Option<f64>, SubmitError> {
+) -> Result<Option<media::MediaInfo>, SubmitError> {
     let Some(path) = state.store.local_path(key) else {
-        // Remote stores: the node probes when it runs the job.
         return Ok(None);
     };
     let probed = tokio::task::spawn_blocking(move || media::probe(&path))
@@ -101,6 +101,17 @@ pub(super) async fn check_media(
             return Err(SubmitError::Unprocessable(e.to_string()))
         }
         Err(e) => return Err(SubmitError::Internal(Box::new(e))),
+    };
+    Ok(Some(info))
+}
+
+pub(super) async fn check_media(
+    state: &AppState,
+    key: &str,
+    params: &VideoParams,
+) -> Result<Option<f64>, SubmitError> {
+    let Some(info) = check_video_source(state, key).await? else {
+        return Ok(None);
     };
     media::geometry::plan(&info, params.resolution, params.allow_upscale)
         .map_err(SubmitError::Unprocessable)?;

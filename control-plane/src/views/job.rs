@@ -74,6 +74,19 @@ pub struct JobView {
     /// Jobs with a webhook, on a single job's document: the URL and every delivery.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookView>,
+    /// Ladder jobs, once completed: where players fetch the manifests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streaming: Option<StreamingView>,
+}
+
+/// A completed ladder's manifests: with a key, and signed (no key; every segment a manifest
+/// names resolves under the same signed path, so a browser player can use it as is).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StreamingView {
+    pub hls_url: Option<String>,
+    pub dash_url: Option<String>,
+    pub signed_hls_url: Option<String>,
+    pub signed_dash_url: Option<String>,
 }
 
 /// The source as received.
@@ -136,6 +149,15 @@ impl JobRow {
         output_format(self.job_spec().as_ref())
     }
 
+    /// For a ladder: the folder its output tree lies in (`outputs/<id>`); `None` for a job
+    /// whose output is one object.
+    pub fn output_tree(&self) -> Option<String> {
+        match self.job_spec()?.task {
+            Task::Ladder(_) => self.output_key.rsplit_once('/').map(|(p, _)| p.to_string()),
+            _ => None,
+        }
+    }
+
     /// The source's file name without its extension, if the job has one.
     pub fn input_stem(&self) -> Option<String> {
         self.input_name
@@ -168,6 +190,10 @@ impl JobRow {
 fn output_format(spec: Option<&JobSpec>) -> (&'static str, &'static str) {
     match spec.map(|s| &s.task) {
         Some(Task::Video(p)) => (p.container.extension(), p.container.mime()),
+        Some(Task::Ladder(p)) if p.entry_file().ends_with(".m3u8") => {
+            ("m3u8", "application/vnd.apple.mpegurl")
+        }
+        Some(Task::Ladder(_)) => ("mpd", "application/dash+xml"),
         Some(Task::Image(p)) => {
             let f = p
                 .fields
@@ -321,8 +347,40 @@ impl JobView {
             completed_at: job.completed_at.map(rfc3339),
             waiting_reason: None,
             webhook: None,
+            streaming: streaming(job, spec.as_ref(), signing_key, live),
         }
     }
+}
+
+fn streaming(
+    job: &JobRow,
+    spec: Option<&JobSpec>,
+    signing_key: &str,
+    live: bool,
+) -> Option<StreamingView> {
+    let Some(Task::Ladder(p)) = spec.map(|s| &s.task) else {
+        return None;
+    };
+    if !live {
+        return None;
+    }
+    let has = |pk| p.packaging.contains(&pk);
+    let keyed = |file: &str| format!("/api/v1/jobs/{}/stream/{file}", job.id);
+    let signed = |file: &str| {
+        job.expires_at
+            .map(|e| crate::signing::signed_stream_path(signing_key, &job.id, e, file))
+    };
+    let (hls, dash) = (
+        has(kiln_protocol::Packaging::Hls),
+        has(kiln_protocol::Packaging::Dash),
+    );
+    use kiln_protocol::ladder::{DASH_MANIFEST, MASTER_PLAYLIST};
+    Some(StreamingView {
+        hls_url: hls.then(|| keyed(MASTER_PLAYLIST)),
+        dash_url: dash.then(|| keyed(DASH_MANIFEST)),
+        signed_hls_url: signed(MASTER_PLAYLIST).filter(|_| hls),
+        signed_dash_url: signed(DASH_MANIFEST).filter(|_| dash),
+    })
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod keys;
 mod konvrt_convertly;
 mod limits;
 mod read;
+mod stream;
 mod submit;
 
 /// The keys the first part creates.
@@ -50,6 +51,7 @@ pub async fn run(t: &Target, dir: &Path) {
     };
     deliver::run(t, dir, &s).await;
     read::run(t, &s).await;
+    stream::run(t, dir, &s).await;
     konvrt_convertly::run(t, dir, &s).await;
     convertrilo_klipfast::run(t, dir, &s).await;
     // Last: it checks every exchange of the suite against the OpenAPI document.

@@ -110,6 +110,9 @@ pub struct EncoderSettings {
     pub bit_rate: i64,
     pub max_rate: i64,
     pub buffer_size: i64,
+    /// Frames from one keyframe to the next when fixed (a ladder's segment cadence); 0 leaves
+    /// the encoder's own GOP.
+    pub gop_size: i32,
 }
 
 impl EncoderSettings {

@@ -1,6 +1,7 @@
-//! A libavfilter graph with one source and one sink: the video chain (scale, rotate, pixel
-//! format; `scale_cuda` when frames are on the GPU) and the audio chain (resample, channel
-//! layout, fixed-size frames for the encoder). Raw FFmpeg calls in one small owner, because
+//! A libavfilter graph with one source and one sink or several: the video chain (scale,
+//! rotate, pixel format; `scale_cuda` when frames are on the GPU), a ladder's `split` into
+//! every rendition's chain, and the audio chain (resample, channel layout, fixed-size frames
+//! for the encoder). Raw FFmpeg calls in one small owner, because
 //! rsmpeg's graph API ties filter contexts to borrow lifetimes a pipeline cannot hold.
 
 use std::ffi::CString;
@@ -14,7 +15,8 @@ use super::av_error_text;
 pub(crate) struct FilterGraph {
     graph: *mut ffi::AVFilterGraph,
     src: *mut ffi::AVFilterContext,
-    sink: *mut ffi::AVFilterContext,
+    /// The sinks, in the order of the chain's `out0`, `out1`, … pads (one: `out`).
+    sinks: Vec<*mut ffi::AVFilterContext>,
 }
 
 // SAFETY: the graph is owned by one pipeline and used from one thread at a time.
@@ -51,7 +53,7 @@ impl FilterGraph {
         Ok(Self {
             graph,
             src: ptr::null_mut(),
-            sink: ptr::null_mut(),
+            sinks: Vec::new(),
         })
     }
 
@@ -62,6 +64,19 @@ impl FilterGraph {
         time_base: ffi::AVRational,
         frame_rate: Option<ffi::AVRational>,
         chain: &str,
+    ) -> Result<Self, String> {
+        Self::video_to(first, time_base, frame_rate, chain, 1)
+    }
+
+    /// A video graph like [`FilterGraph::video`] whose `chain` ends in `sinks` open outputs
+    /// labelled `[out0]`, `[out1]`, … (a ladder: `[in]split=3[a][b][c];[a]scale…[out0];…`);
+    /// [`FilterGraph::pull_from`] takes each one's frames.
+    pub fn video_to(
+        first: &AVFrame,
+        time_base: ffi::AVRational,
+        frame_rate: Option<ffi::AVRational>,
+        chain: &str,
+        sinks: usize,
     ) -> Result<Self, String> {
         let mut g = Self::alloc()?;
         // SAFETY: `g.graph` is a live graph from `alloc`; each pointer FFmpeg returns is checked
@@ -99,7 +114,7 @@ impl FilterGraph {
                 "buffer source init",
             )?;
         }
-        g.finish("buffersink", chain)?;
+        g.finish("buffersink", chain, sinks)?;
         Ok(g)
     }
 
@@ -124,36 +139,56 @@ impl FilterGraph {
                 "audio buffer source",
             )?;
         }
-        g.finish("abuffersink", chain)?;
+        g.finish("abuffersink", chain, 1)?;
         if let Some(n) = frame_size.filter(|n| *n > 0) {
-            // SAFETY: `g.sink` is the abuffersink `finish` just created in this graph.
-            unsafe { ffi::av_buffersink_set_frame_size(g.sink, n) };
+            // SAFETY: `g.sinks[0]` is the abuffersink `finish` just created in this graph.
+            unsafe { ffi::av_buffersink_set_frame_size(g.sinks[0], n) };
         }
         Ok(g)
     }
 
-    fn finish(&mut self, sink_name: &str, chain: &str) -> Result<(), String> {
+    fn finish(&mut self, sink_name: &str, chain: &str, sinks: usize) -> Result<(), String> {
         // SAFETY: `self.graph` and `self.src` are live (from `alloc` and the source set-up); the
         // in/out pads are checked for NULL, handed to avfilter_graph_parse_ptr, and freed by it or
         // here; every string passed is NUL-terminated and outlives its call.
         unsafe {
-            let sink = ffi::avfilter_get_by_name(cstr(sink_name).as_ptr());
-            check(
-                ffi::avfilter_graph_create_filter(
-                    &mut self.sink,
-                    sink,
-                    c"out".as_ptr(),
+            let filter = ffi::avfilter_get_by_name(cstr(sink_name).as_ptr());
+            let mut inputs: *mut ffi::AVFilterInOut = ptr::null_mut();
+            // Built back to front, so the list runs out0, out1, … .
+            for i in (0..sinks.max(1)).rev() {
+                let name = if sinks <= 1 {
+                    "out".to_string()
+                } else {
+                    format!("out{i}")
+                };
+                let mut sink = ptr::null_mut();
+                let rc = ffi::avfilter_graph_create_filter(
+                    &mut sink,
+                    filter,
+                    cstr(&name).as_ptr(),
                     ptr::null(),
                     ptr::null_mut(),
                     self.graph,
-                ),
-                "buffer sink",
-            )?;
-            // The chain's open input connects to our source, its open output to our sink.
+                );
+                if rc < 0 {
+                    ffi::avfilter_inout_free(&mut inputs);
+                    check(rc, "buffer sink")?;
+                }
+                self.sinks.insert(0, sink);
+                let pad = ffi::avfilter_inout_alloc();
+                if pad.is_null() {
+                    ffi::avfilter_inout_free(&mut inputs);
+                    return Err("cannot allocate filter pads".into());
+                }
+                (*pad).name = ffi::av_strdup(cstr(&name).as_ptr());
+                (*pad).filter_ctx = sink;
+                (*pad).pad_idx = 0;
+                (*pad).next = inputs;
+                inputs = pad;
+            }
+            // The chain's open input connects to our source, its open outputs to our sinks.
             let mut outputs = ffi::avfilter_inout_alloc();
-            let mut inputs = ffi::avfilter_inout_alloc();
-            if outputs.is_null() || inputs.is_null() {
-                ffi::avfilter_inout_free(&mut outputs);
+            if outputs.is_null() {
                 ffi::avfilter_inout_free(&mut inputs);
                 return Err("cannot allocate filter pads".into());
             }
@@ -161,10 +196,6 @@ impl FilterGraph {
             (*outputs).filter_ctx = self.src;
             (*outputs).pad_idx = 0;
             (*outputs).next = ptr::null_mut();
-            (*inputs).name = ffi::av_strdup(c"out".as_ptr());
-            (*inputs).filter_ctx = self.sink;
-            (*inputs).pad_idx = 0;
-            (*inputs).next = ptr::null_mut();
             let spec = cstr(chain);
             let rc = ffi::avfilter_graph_parse_ptr(
                 self.graph,
@@ -198,10 +229,15 @@ impl FilterGraph {
 
     /// Take the next filtered frame.
     pub fn pull(&mut self) -> Result<Pulled, String> {
+        self.pull_from(0)
+    }
+
+    /// Take the next filtered frame of sink `i`.
+    pub fn pull_from(&mut self, i: usize) -> Result<Pulled, String> {
         let mut out = AVFrame::new();
-        // SAFETY: `self.sink` is this graph's buffer sink and `out` a freshly allocated frame it
-        // may fill.
-        let rc = unsafe { ffi::av_buffersink_get_frame(self.sink, out.as_mut_ptr()) };
+        // SAFETY: `self.sinks[i]` is one of this graph's buffer sinks and `out` a freshly
+        // allocated frame it may fill.
+        let rc = unsafe { ffi::av_buffersink_get_frame(self.sinks[i], out.as_mut_ptr()) };
         if rc == ffi::AVERROR(ffi::EAGAIN) {
             Ok(Pulled::Again)
         } else if rc == ffi::AVERROR_EOF {
@@ -214,8 +250,8 @@ impl FilterGraph {
 
     /// The time base of the frames the sink hands out.
     pub fn sink_time_base(&self) -> ffi::AVRational {
-        // SAFETY: `self.sink` is this configured graph's buffer sink.
-        unsafe { ffi::av_buffersink_get_time_base(self.sink) }
+        // SAFETY: `self.sinks[0]` is this configured graph's first buffer sink.
+        unsafe { ffi::av_buffersink_get_time_base(self.sinks[0]) }
     }
 }
 

@@ -20,11 +20,11 @@ use super::error::describe;
 use super::geometry::Geometry;
 use super::{container_duration_s, path_cstring, MediaError};
 
-mod chain;
-mod decode;
+pub(crate) mod chain;
+pub(crate) mod decode;
 mod sink;
 
-pub(crate) use sink::{encode_and_mux, mux_packet};
+pub(crate) use sink::{encode_and_mux, mux_packet, open_encoder};
 
 /// What one pass is asked to do.
 pub(crate) struct PassSpec<'a> {
@@ -64,7 +64,7 @@ pub(crate) struct PassResult {
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// Colour range, primaries, transfer and matrix of the source, carried to the output.
-type Color = (
+pub(crate) type Color = (
     ffi::AVColorRange,
     ffi::AVColorPrimaries,
     ffi::AVColorTransferCharacteristic,

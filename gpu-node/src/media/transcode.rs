@@ -82,7 +82,11 @@ pub fn transcode(
 
 /// The pixel format an encoder gets: 8-bit 4:2:0 for H.264 (what every player decodes),
 /// 10-bit kept for HEVC and AV1 when the source has it.
-fn target_pix_fmt(codec: VideoCodec, encoder: &str, source_depth: u32) -> ffi::AVPixelFormat {
+pub(crate) fn target_pix_fmt(
+    codec: VideoCodec,
+    encoder: &str,
+    source_depth: u32,
+) -> ffi::AVPixelFormat {
     let ten = source_depth > 8 && matches!(codec, VideoCodec::H265 | VideoCodec::Av1);
     match (ten, encoder.ends_with("_nvenc")) {
         (false, _) => ffi::AVPixelFormat_AV_PIX_FMT_YUV420P,

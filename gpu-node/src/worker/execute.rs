@@ -20,21 +20,21 @@ pub(super) async fn execute(
     job: &JobSpec,
     cancel: &Arc<AtomicBool>,
 ) -> Result<NodeEventKind, JobFailure> {
-    let params = match &job.task {
-        Task::Video(p) => p,
+    let (params, ladder) = match &job.task {
+        Task::Video(p) => (Some(p), None),
+        Task::Ladder(p) => (None, Some(p)),
         Task::Image(p) => return execute_image(store, job, p).await,
     };
     let storage_err = |e: kiln_protocol::StoreError| (JobErrorCode::StorageFailed, e.to_string());
 
-    let scratch_in = config
-        .scratch_dir
-        .join(format!("{}-{}.src", job.id, job.attempt));
-    let scratch_out = config.scratch_dir.join(format!(
-        "{}-{}.{}",
-        job.id,
-        job.attempt,
-        params.container.extension()
-    ));
+    let stem = format!("{}-{}", job.id, job.attempt);
+    let scratch_in = config.scratch_dir.join(format!("{stem}.src"));
+    let scratch_out = match (params, ladder) {
+        (Some(p), _) => config
+            .scratch_dir
+            .join(format!("{stem}.{}", p.container.extension())),
+        _ => config.scratch_dir.join(format!("{stem}.ladder")),
+    };
     let _cleanup = Cleanup(vec![scratch_in.clone(), scratch_out.clone()]);
 
     let input = match store.local_path(&job.source_key) {
@@ -75,13 +75,21 @@ pub(super) async fn execute(
     };
 
     let result = {
-        let params = params.clone();
+        let (params, ladder) = (params.cloned(), ladder.cloned());
         let out = scratch_out.clone();
         let cancel = cancel.clone();
         tokio::task::spawn_blocking(move || {
-            media::transcode(&input, &out, &params, &cancel, &mut |p| {
+            let mut progress = |p| {
                 let _ = tx.send(p);
-            })
+            };
+            match (params, ladder) {
+                (Some(p), _) => {
+                    media::transcode(&input, &out, &p, &cancel, &mut progress).map(Encoded::File)
+                }
+                (_, Some(l)) => media::encode_ladder(&input, &out, &l, &cancel, &mut progress)
+                    .map(Encoded::Tree),
+                _ => unreachable!("a video or ladder task"),
+            }
         })
         .await
     };
@@ -100,19 +108,57 @@ pub(super) async fn execute(
         }
     };
 
-    let output_size = store
-        .put_file(&job.output_key, &scratch_out)
-        .await
-        .map_err(storage_err)?;
-    tracing::info!(job = %job.id, output_size, frames = outcome.frames, "job completed");
+    let (output_size, width, height, frames, duration_s, report) = match outcome {
+        Encoded::File(o) => {
+            let size = store
+                .put_file(&job.output_key, &scratch_out)
+                .await
+                .map_err(storage_err)?;
+            (size, o.width, o.height, o.frames, o.duration_s, o.report)
+        }
+        Encoded::Tree(o) => {
+            let size = upload_tree(store.as_ref(), &job.output_key, &scratch_out, &o.files)
+                .await
+                .map_err(storage_err)?;
+            (size, o.width, o.height, o.frames, o.duration_s, o.report)
+        }
+    };
+    tracing::info!(job = %job.id, output_size, frames, "job completed");
     Ok(NodeEventKind::Completed {
         output_key: job.output_key.clone(),
         output_size,
-        width: outcome.width,
-        height: outcome.height,
-        duration_s: outcome.duration_s,
-        report: outcome.report,
+        width,
+        height,
+        duration_s,
+        report,
     })
+}
+
+/// A video job's result: one file, or a ladder's tree.
+enum Encoded {
+    File(media::TranscodeOutcome),
+    Tree(media::LadderOutcome),
+}
+
+/// Upload a ladder's folder beside `entry_key` (its entry manifest, written last, so a reader
+/// who finds it finds every segment). What an earlier attempt left there goes first.
+async fn upload_tree(
+    store: &dyn Store,
+    entry_key: &str,
+    dir: &std::path::Path,
+    files: &[PathBuf],
+) -> Result<u64, kiln_protocol::StoreError> {
+    let prefix = entry_key
+        .rsplit_once('/')
+        .map(|(p, _)| p)
+        .ok_or_else(|| kiln_protocol::StoreError::InvalidKey(entry_key.to_string()))?;
+    store.delete_tree(prefix).await?;
+    let mut total = 0;
+    for f in files {
+        let key = format!("{prefix}/{}", f.to_string_lossy());
+        total += store.put_file(&key, &dir.join(f)).await?;
+    }
+    Ok(total)
 }
 
 /// Largest image source a node reads into memory.
@@ -199,7 +245,11 @@ struct Cleanup(Vec<PathBuf>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for p in &self.0 {
-            let _ = std::fs::remove_file(p);
+            if p.is_dir() {
+                let _ = std::fs::remove_dir_all(p);
+            } else {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
 }

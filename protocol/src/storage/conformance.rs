@@ -98,4 +98,31 @@ pub async fn run_all(store: &dyn Store) {
             Err(StoreError::NotFound(_))
         ));
     }
+
+    // A tree (a ladder's output folder) is removed whole, and only it.
+    let tmp = std::env::temp_dir().join(format!("kiln-tree-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&tmp, b"segment").unwrap();
+    for key in [
+        "outputs/t1/master.m3u8",
+        "outputs/t1/v/seg-1.m4s",
+        "outputs/t10/keep.m4s",
+    ] {
+        store.put_file(key, &tmp).await.unwrap();
+    }
+    let _ = std::fs::remove_file(&tmp);
+    assert_eq!(
+        store.list_tree("outputs/t1").await.unwrap(),
+        ["outputs/t1/master.m3u8", "outputs/t1/v/seg-1.m4s"]
+    );
+    assert!(store.list_tree("outputs/none").await.unwrap().is_empty());
+    store.delete_tree("outputs/t1").await.unwrap();
+    store.delete_tree("outputs/t1").await.unwrap();
+    for key in ["outputs/t1/master.m3u8", "outputs/t1/v/seg-1.m4s"] {
+        assert!(
+            matches!(store.size(key).await, Err(StoreError::NotFound(_))),
+            "{key}"
+        );
+    }
+    assert_eq!(store.size("outputs/t10/keep.m4s").await.unwrap(), 7);
+    store.delete_tree("outputs/t10").await.unwrap();
 }

@@ -119,6 +119,42 @@ impl Store for LocalStore {
             _ => Ok(()),
         }
     }
+
+    async fn list_tree(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let root = self.path(prefix)?;
+        let mut keys = Vec::new();
+        let mut dirs = vec![(root, prefix.trim_end_matches('/').to_string())];
+        while let Some((dir, key)) = dirs.pop() {
+            let mut entries = match tokio::fs::read_dir(&dir).await {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => continue,
+                Err(e) => return Err(e.into()),
+            };
+            while let Some(e) = entries.next_entry().await? {
+                let name = e.file_name().to_string_lossy().into_owned();
+                // Half-written temporaries are not objects yet.
+                if name.contains(".part-") {
+                    continue;
+                }
+                let child = format!("{key}/{name}");
+                if e.file_type().await?.is_dir() {
+                    dirs.push((e.path(), child));
+                } else {
+                    keys.push(child);
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn delete_tree(&self, prefix: &str) -> Result<(), StoreError> {
+        match tokio::fs::remove_dir_all(self.path(prefix)?).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -221,6 +221,27 @@ impl Store for S3Store {
             Err(e) => Err(backend(e)),
         }
     }
+
+    async fn list_tree(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let folder = self.path(prefix)?;
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let mut keys: Vec<String> = self
+            .inner
+            .list(Some(&folder))
+            .map_ok(|m| {
+                let full = m.location.to_string();
+                full.strip_prefix(&strip).unwrap_or(&full).to_string()
+            })
+            .try_collect()
+            .await
+            .map_err(backend)?;
+        keys.sort();
+        Ok(keys)
+    }
 }
 
 #[cfg(test)]

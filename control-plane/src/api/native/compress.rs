@@ -60,7 +60,16 @@ pub async fn compress(
         if size == 0 {
             return Err(ApiError::BadRequest("the uploaded file is empty".into()));
         }
-        let params = video_params(&fields)?;
+        // `format=hls|dash|cmaf` asks for a ladder; anything else is one progressive file.
+        let output = match fields
+            .get("format")
+            .and_then(|f| crate::submission::ladder::packaging_for_format(f))
+        {
+            Some(packaging) => Output::Ladder(crate::submission::ladder::ladder_from_fields(
+                &fields, packaging,
+            )?),
+            None => Output::Video(video_params(&fields)?),
+        };
         let events: Vec<String> = fields
             .get("webhook_events")
             .map(|e| {
@@ -84,7 +93,7 @@ pub async fn compress(
                     size,
                     name: filename,
                 }],
-                outputs: vec![Output::Video(params)].into(),
+                outputs: vec![output].into(),
                 dialect: Dialect::Native,
                 dialect_data: None,
                 webhook,

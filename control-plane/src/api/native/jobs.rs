@@ -188,7 +188,11 @@ pub async fn cancel_job(state: &AppState, job: &JobRow) -> Result<JobRow, ApiErr
             .jobs_finished
             .with_label_values(&["cancelled"])
             .inc();
-        if let Err(e) = state.store.delete(&job.output_key).await {
+        let removed = match job.output_tree() {
+            Some(tree) => state.store.delete_tree(&tree).await,
+            None => state.store.delete(&job.output_key).await,
+        };
+        if let Err(e) = removed {
             tracing::warn!(job = %job.id, error = %e, "could not remove a cancelled job's output");
         }
     }

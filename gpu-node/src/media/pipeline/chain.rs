@@ -5,7 +5,7 @@ use rsmpeg::ffi;
 
 use crate::media::geometry::Geometry;
 
-fn pix_fmt_name(f: i32) -> String {
+pub(crate) fn pix_fmt_name(f: i32) -> String {
     // SAFETY: av_get_pix_fmt_name takes any value and returns NULL or a static string.
     let p = unsafe { ffi::av_get_pix_fmt_name(f) };
     if p.is_null() {

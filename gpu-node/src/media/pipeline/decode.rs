@@ -18,7 +18,7 @@ use crate::media::geometry::Geometry;
 use crate::media::{hw, MediaError};
 
 /// An opened video decoder, and whether NVDEC was asked of it (or why not).
-pub(super) struct Decoding {
+pub(crate) struct Decoding {
     pub dec: AVCodecContext,
     pub hw_requested: bool,
     pub hw_note: Option<String>,
@@ -26,7 +26,7 @@ pub(super) struct Decoding {
 
 /// Open the decoder of stream `v_index`: NVDEC when asked and the codec has a CUDA path, the
 /// CPU otherwise (with the reason).
-pub(super) fn open(
+pub(crate) fn open(
     ictx: &AVFormatContextInput,
     v_index: usize,
     decoder: &AVCodec,

@@ -20,7 +20,7 @@ use crate::media::MediaError;
 
 /// Open the encoder before the first frame (its size and format are planned) and add its
 /// stream to `octx`; returns the encoder and the stream's index.
-pub(super) fn open_encoder(
+pub(crate) fn open_encoder(
     spec: &PassSpec<'_>,
     in_tb: ffi::AVRational,
     frame_rate: Option<ffi::AVRational>,
@@ -48,6 +48,10 @@ pub(super) fn open_encoder(
         raw.bit_rate = spec.settings.bit_rate;
         raw.rc_max_rate = spec.settings.max_rate;
         raw.rc_buffer_size = spec.settings.buffer_size as i32;
+        if spec.settings.gop_size > 0 {
+            raw.gop_size = spec.settings.gop_size;
+            raw.keyint_min = spec.settings.gop_size;
+        }
         raw.color_range = color.0;
         raw.color_primaries = color.1;
         raw.color_trc = color.2;

@@ -1,0 +1,332 @@
+//! Adaptive-streaming ladders on real clips, checked by FFmpeg's own `ffprobe` reading the
+//! HLS master playlist, each media playlist and the MPD: every rendition decodes, lasts as
+//! long as the source (within a frame), has its keyframes at the same timestamps as every
+//! other rendition, and keeps to its bitrate.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+
+use common::media;
+use kiln_gpu_node::media::{encode_ladder, LadderOutcome};
+use kiln_protocol::ladder::Packaging;
+use kiln_protocol::{HardwarePolicy, LadderParams, Preset, Resolution, Rung, RungRate, VideoCodec};
+
+fn probe(args: &[&str], target: &Path) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error"])
+        .args(args)
+        .arg(target)
+        .output()
+        .expect("ffprobe runs");
+    assert!(
+        out.status.success(),
+        "ffprobe {args:?} {}: {}",
+        target.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// (keyframe timestamps, frames decoded, duration) of a playlist's video.
+fn video_of(playlist: &Path) -> (Vec<f64>, u64, f64) {
+    let packets = probe(
+        &[
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts_time,flags",
+            "-of",
+            "csv=p=0",
+        ],
+        playlist,
+    );
+    let keys: Vec<f64> = packets
+        .lines()
+        .filter(|l| l.split(',').nth(1).is_some_and(|f| f.starts_with('K')))
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    let frames: u64 = probe(
+        &[
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ],
+        playlist,
+    )
+    .lines()
+    .next()
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    let duration: f64 = probe(
+        &["-show_entries", "format=duration", "-of", "csv=p=0"],
+        playlist,
+    )
+    .lines()
+    .next()
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    (keys, frames, duration)
+}
+
+fn source_video(path: &Path) -> (u64, f64, f64) {
+    let out = probe(
+        &[
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-show_entries",
+            "stream=nb_read_frames,r_frame_rate,duration",
+            "-of",
+            "csv=p=0:nk=0",
+        ],
+        path,
+    );
+    let mut frames = 0;
+    let mut fps = 0.0;
+    let mut duration = 0.0;
+    for kv in out.lines().next().unwrap().trim().split(',') {
+        match kv.split_once('=') {
+            Some(("nb_read_frames", v)) => frames = v.parse().unwrap(),
+            Some(("duration", v)) => duration = v.parse().unwrap(),
+            Some(("r_frame_rate", v)) => {
+                let (n, d) = v.split_once('/').unwrap();
+                fps = n.parse::<f64>().unwrap() / d.parse::<f64>().unwrap();
+            }
+            _ => {}
+        }
+    }
+    (frames, fps, duration)
+}
+
+fn rung(h: u32, rate: RungRate) -> Rung {
+    Rung {
+        resolution: Resolution::Height { height: h },
+        rate,
+    }
+}
+
+fn run(src: &Path, dir: &Path, params: &LadderParams) -> LadderOutcome {
+    let cancel = AtomicBool::new(false);
+    let mut last = 0.0f32;
+    let out = encode_ladder(src, dir, params, &cancel, &mut |p| {
+        assert!(p.percent >= last, "progress went back");
+        last = p.percent;
+    })
+    .expect("the ladder encodes");
+    out
+}
+
+/// The checks every ladder must pass; returns each rendition's keyframe timestamps.
+fn check_ladder(src: &Path, dir: &Path, out: &LadderOutcome, sizes: &[(u32, u32)], audio: bool) {
+    let (src_frames, fps, src_duration) = source_video(src);
+    let frame = 1.0 / fps;
+    let master = std::fs::read_to_string(dir.join("master.m3u8")).unwrap();
+    let variants: Vec<&str> = master
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-STREAM-INF:"))
+        .collect();
+    assert_eq!(variants.len(), sizes.len(), "{master}");
+    for (v, (w, h)) in variants.iter().zip(sizes) {
+        for attr in ["BANDWIDTH=", "AVERAGE-BANDWIDTH=", "CODECS=", "FRAME-RATE="] {
+            assert!(v.contains(attr), "{attr} missing: {v}");
+        }
+        assert!(v.contains(&format!("RESOLUTION={w}x{h}")), "{v}");
+    }
+    assert_eq!(out.report.renditions.len(), sizes.len());
+    assert_eq!(out.files.last().unwrap(), Path::new("master.m3u8"));
+
+    // ffprobe reads the master playlist: every variant's streams are there.
+    let streams = probe(
+        &[
+            "-show_entries",
+            "stream=codec_type,width,height",
+            "-of",
+            "csv=p=0",
+        ],
+        &dir.join("master.m3u8"),
+    );
+    for (w, h) in sizes {
+        assert!(
+            streams
+                .lines()
+                .any(|l| l.starts_with(&format!("video,{w},{h}"))),
+            "{streams}"
+        );
+    }
+    if audio {
+        assert!(streams.lines().any(|l| l.starts_with("audio")), "{streams}");
+    }
+    // …and the MPD: one video stream per rendition (and the audio).
+    let dash = probe(
+        &[
+            "-show_entries",
+            "stream=codec_type,width,height",
+            "-of",
+            "csv=p=0",
+        ],
+        &dir.join("manifest.mpd"),
+    );
+    // (ffprobe lists each stream again under its program: count distinct ones.)
+    let dash_video = dash
+        .lines()
+        .filter(|l| l.starts_with("video"))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    assert_eq!(dash_video, sizes.len(), "{dash}");
+    assert_eq!(
+        dash.lines().any(|l| l.starts_with("audio")),
+        audio,
+        "{dash}"
+    );
+
+    let mut first_keys: Option<Vec<f64>> = None;
+    for (i, r) in out.report.renditions.iter().enumerate() {
+        let (keys, frames, duration) = video_of(&dir.join(&r.playlist));
+        assert_eq!(frames, src_frames, "rendition {i}: every frame decodes");
+        assert!(
+            (duration - src_duration).abs() <= frame + 1e-3,
+            "rendition {i}: {duration} s vs the source's {src_duration} s"
+        );
+        // Keyframes on the segment cadence, the same in every rendition.
+        let gop = out.report.keyframe_interval.unwrap() as f64 / fps;
+        for pair in keys.windows(2) {
+            assert!(
+                (pair[1] - pair[0] - gop).abs() < frame / 2.0,
+                "rendition {i}: {keys:?}"
+            );
+        }
+        match &first_keys {
+            None => first_keys = Some(keys),
+            Some(k0) => assert_eq!(&keys, k0, "rendition {i} keyframes differ from rendition 0"),
+        }
+        // Bitrate rungs keep to their target: the video's own mean from its segments.
+        if let Some(kbps) = r.target_kbps {
+            let seg_bytes: u64 = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap())
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("chunk-stream{i}-"))
+                })
+                .map(|e| e.metadata().unwrap().len())
+                .sum();
+            let measured = seg_bytes as f64 * 8.0 / src_duration / 1000.0;
+            assert!(
+                measured <= kbps as f64 * 1.15 && measured >= kbps as f64 * 0.4,
+                "rendition {i}: {measured:.0} kbps for a {kbps} kbps target"
+            );
+            assert!(r.bandwidth >= r.average_bandwidth, "{r:?}");
+        }
+    }
+}
+
+#[test]
+fn h264_ladder_of_three_with_audio_once() {
+    let src = media("video/bigbuckbunny.mp4");
+    let dir = tempfile::tempdir().unwrap();
+    let params = LadderParams {
+        codec: VideoCodec::H264,
+        renditions: Some(vec![
+            rung(720, RungRate::Bitrate { kbps: 1500 }),
+            rung(360, RungRate::Bitrate { kbps: 600 }),
+            rung(240, RungRate::Quality { quality: 28 }),
+        ]),
+        segment_secs: 2,
+        packaging: Packaging::both(),
+        preset: Some(Preset::Veryfast),
+        hardware: HardwarePolicy::Cpu,
+    };
+    let out = run(&src, dir.path(), &params);
+    check_ladder(
+        &src,
+        dir.path(),
+        &out,
+        &[(1280, 720), (640, 360), (426, 240)],
+        true,
+    );
+    // The AAC track is copied once, as its own rendition.
+    assert_eq!(out.report.audio, "copied");
+    let master = std::fs::read_to_string(dir.path().join("master.m3u8")).unwrap();
+    assert_eq!(master.matches("TYPE=AUDIO").count(), 1, "{master}");
+    assert!(
+        out.report.renditions[0].codecs.starts_with("avc1."),
+        "{:?}",
+        out.report.renditions[0]
+    );
+}
+
+#[test]
+fn av1_ladder_keyframes_line_up() {
+    let src = media("video/bikes.mp4");
+    let dir = tempfile::tempdir().unwrap();
+    let params = LadderParams {
+        codec: VideoCodec::Av1,
+        renditions: Some(vec![
+            rung(272, RungRate::Quality { quality: 30 }),
+            rung(136, RungRate::Bitrate { kbps: 150 }),
+        ]),
+        segment_secs: 2,
+        packaging: Packaging::both(),
+        preset: Some(Preset::Svt(12)),
+        hardware: HardwarePolicy::Cpu,
+    };
+    let out = run(&src, dir.path(), &params);
+    check_ladder(&src, dir.path(), &out, &[(640, 272), (320, 136)], false);
+    assert!(
+        out.report.renditions[0].codecs.starts_with("av01."),
+        "{:?}",
+        out.report.renditions[0]
+    );
+}
+
+#[test]
+fn dash_only_ladders_keep_no_playlists_and_a_failed_one_leaves_nothing() {
+    let src = media("video/bikes.mp4");
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let params = LadderParams {
+        codec: VideoCodec::H264,
+        renditions: None,
+        segment_secs: 4,
+        packaging: vec![Packaging::Dash],
+        preset: Some(Preset::Ultrafast),
+        hardware: HardwarePolicy::Cpu,
+    };
+    let out = run(&src, &tree, &params);
+    assert_eq!(out.files.last().unwrap(), Path::new("manifest.mpd"));
+    assert!(
+        out.files
+            .iter()
+            .all(|f| f.extension().is_none_or(|e| e != "m3u8")),
+        "{:?}",
+        out.files
+    );
+    // 640x272: the default ladder's one rung that fits, 240p.
+    assert_eq!((out.width, out.height), (564, 240));
+
+    let junk = dir.path().join("junk.mp4");
+    std::fs::write(&junk, b"not a video at all").unwrap();
+    let failed = dir.path().join("failed");
+    let err = encode_ladder(
+        &junk,
+        &failed,
+        &params,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert_eq!(err.code().as_str(), "invalid_media", "{err}");
+    assert!(!failed.exists());
+}
