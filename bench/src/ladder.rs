@@ -130,24 +130,27 @@ fn ffmpeg() -> Command {
     c
 }
 
-fn fps_of(clip: &Path) -> Result<f64, String> {
+/// (frame rate, width, height) of the clip's video.
+fn probe(clip: &Path) -> Result<(f64, u64, u64), String> {
     let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
         .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
             "-show_entries",
-            "stream=r_frame_rate",
+            "stream=r_frame_rate,width,height",
+            "-of",
+            "csv=p=0",
         ])
-        .args(["-of", "csv=p=0"])
         .arg(clip)
         .output()
         .map_err(|e| format!("ffprobe: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let (n, d) = text.trim().split_once('/').ok_or("no frame rate")?;
-    let (n, d): (f64, f64) = (n.parse().map_err(|_| "fps")?, d.parse().map_err(|_| "fps")?);
-    Ok(n / d)
+    let f: Vec<&str> = text.trim().split(',').collect();
+    let [w, h, rate] = f[..] else {
+        return Err(format!("cannot probe {}", clip.display()));
+    };
+    let (n, d) = rate.split_once('/').ok_or("no frame rate")?;
+    let num = |v: &str| v.parse::<f64>().map_err(|_| format!("bad number {v:?}"));
+    Ok((num(n)? / num(d)?, num(w)? as u64, num(h)? as u64))
 }
 
 fn run(clips: &[PathBuf], runs: usize, preset: &str) -> Result<(), String> {
@@ -180,7 +183,7 @@ fn run(clips: &[PathBuf], runs: usize, preset: &str) -> Result<(), String> {
         "clip", "kiln s", "4×cli s", "split s", "wall 4×", "wall spl", "cpu 4×", "cpu spl"
     );
     for clip in clips {
-        let fps = fps_of(clip)?;
+        let (fps, src_w, src_h) = probe(clip)?;
         let gop = ((SEGMENT_SECS as f64 * fps).round() as u32).max(1);
         let name = clip
             .file_name()
@@ -227,6 +230,10 @@ fn run(clips: &[PathBuf], runs: usize, preset: &str) -> Result<(), String> {
             for (i, (_, kbps)) in RUNGS.iter().enumerate() {
                 c.args(["-map", &format!("[o{i}]")]);
                 c.args(x264_args(preset, *kbps, gop, Some(i)));
+                // One display aspect for every rendition, as the `dash` muxer requires of an
+                // adaptation set (Kiln does the same in the container; 16:9 at 240 lines is
+                // 426.67 wide).
+                c.args([format!("-aspect:v:{i}"), format!("{src_w}:{src_h}")]);
             }
             c.args(["-map", "0:a?", "-c:a", "copy"]);
             c.args(["-adaptation_sets", "id=0,streams=v id=1,streams=a"]);

@@ -110,6 +110,7 @@ mod tests {
         for args in [
             &["kiln-bench", "video", "--runs", "abc"][..],
             &["kiln-bench", "video", "--runs", "0"],
+            &["kiln-bench", "ladder", "--runs", "0"],
             &["kiln-bench", "image", "--images", "-2"],
             &["kiln-bench", "sched", "--clients", "many"],
             &["kiln-bench", "vmaf", "--runs"],
