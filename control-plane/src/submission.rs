@@ -31,6 +31,7 @@ pub mod finished;
 pub mod ladder;
 pub mod params;
 mod source;
+pub mod stills;
 
 /// Most jobs one submission may create.
 pub const MAX_BATCH_JOBS: usize = 100;
@@ -45,13 +46,17 @@ pub enum Output {
     Image(ImageParams),
     /// An adaptive-streaming ladder (metered as video).
     Ladder(LadderParams),
+    /// Thumbnails of a video.
+    Thumbnails(kiln_protocol::stills::ThumbnailParams),
+    /// A storyboard of a video.
+    Storyboard(kiln_protocol::stills::StoryboardParams),
 }
 
 impl Output {
     /// `video` or `image`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Video(_) | Self::Ladder(_) => "video",
+            Self::Video(_) | Self::Ladder(_) | Self::Thumbnails(_) | Self::Storyboard(_) => "video",
             Self::Image(_) => "image",
         }
     }
@@ -277,7 +282,7 @@ async fn record_and_enqueue(
                 Output::Video(p) => {
                     source_durations[i] = source::check_media(state, &src.key, p).await?
                 }
-                Output::Ladder(_) => {
+                Output::Ladder(_) | Output::Thumbnails(_) | Output::Storyboard(_) => {
                     source_durations[i] = source::check_video_source(state, &src.key)
                         .await?
                         .and_then(|info| (info.duration_s > 0.0).then_some(info.duration_s))
@@ -309,6 +314,16 @@ async fn record_and_enqueue(
                     Task::Ladder(p.clone()),
                     format!("outputs/{id}/{}", p.entry_file()),
                     Some(p.codec.as_str()),
+                ),
+                Output::Thumbnails(p) => (
+                    Task::Thumbnails(p.clone()),
+                    format!("outputs/{id}/{}", kiln_protocol::stills::THUMBNAILS_INDEX),
+                    None,
+                ),
+                Output::Storyboard(p) => (
+                    Task::Storyboard(p.clone()),
+                    format!("outputs/{id}/{}", kiln_protocol::stills::STORYBOARD_VTT),
+                    None,
                 ),
             };
             let spec = JobSpec {

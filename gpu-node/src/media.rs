@@ -10,6 +10,7 @@ mod hw;
 pub mod ladder;
 pub(crate) mod pipeline;
 pub mod probe;
+pub mod stills;
 pub mod transcode;
 
 pub use capabilities::{capabilities, MediaCapabilities};

@@ -237,6 +237,7 @@ fn codec_label(job: &JobSpec) -> &'static str {
         Task::Video(p) => p.codec.as_str(),
         Task::Image(_) => "image",
         Task::Ladder(p) => p.codec.as_str(),
+        Task::Thumbnails(_) | Task::Storyboard(_) => "stills",
     }
 }
 

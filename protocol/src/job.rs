@@ -28,6 +28,8 @@ impl JobSpec {
             Task::Video(p) => video_class(p.codec, p.hardware),
             Task::Image(_) => IMAGE_CLASS.to_string(),
             Task::Ladder(p) => video_class(p.codec, p.hardware),
+            // Stills decode and write images: every node can (like image jobs).
+            Task::Thumbnails(_) | Task::Storyboard(_) => IMAGE_CLASS.to_string(),
         }
     }
 }
@@ -57,6 +59,10 @@ pub enum Task {
     /// Encode an adaptive-streaming ladder (HLS/DASH over CMAF segments) from one decode; the
     /// output key names the entry manifest and the tree lies beside it.
     Ladder(crate::ladder::LadderParams),
+    /// Thumbnails of a video (a tree: the images and `thumbnails.json`).
+    Thumbnails(crate::stills::ThumbnailParams),
+    /// A storyboard of a video (a tree: sprite sheets and `storyboard.vtt`).
+    Storyboard(crate::stills::StoryboardParams),
 }
 
 /// Settings of an image conversion: the same fields, with the same meaning and validation,

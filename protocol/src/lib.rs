@@ -9,6 +9,7 @@ pub mod job;
 pub mod ladder;
 pub mod node;
 pub mod queue;
+pub mod stills;
 pub mod storage;
 #[doc(hidden)]
 pub mod testing;

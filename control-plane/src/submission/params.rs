@@ -173,8 +173,11 @@ fn scalar(v: &Value) -> Option<String> {
 
 /// Validate one output object.
 pub fn parse_output(i: usize, o: &serde_json::Map<String, Value>) -> Result<Output, SubmitError> {
-    if o.get("type").and_then(Value::as_str) == Some("ladder") {
-        return super::ladder::ladder_output(i, o).map(Output::Ladder);
+    match o.get("type").and_then(Value::as_str) {
+        Some("ladder") => return super::ladder::ladder_output(i, o).map(Output::Ladder),
+        Some("thumbnails") => return super::stills::thumbnails(i, o).map(Output::Thumbnails),
+        Some("storyboard") => return super::stills::storyboard(i, o).map(Output::Storyboard),
+        _ => {}
     }
     let mut fields = HashMap::new();
     for (k, v) in o {
@@ -194,11 +197,9 @@ pub fn parse_output(i: usize, o: &serde_json::Map<String, Value>) -> Result<Outp
     let is_image = match ty.as_deref() {
         Some("image") => true,
         Some("video") => false,
-        Some(t) => {
-            return Err(SubmitError::Invalid(format!(
-                "outputs[{i}].type must be video, image or ladder, got {t:?}"
-            )))
-        }
+        Some(t) => return Err(SubmitError::Invalid(format!(
+            "outputs[{i}].type must be video, image, ladder, thumbnails or storyboard, got {t:?}"
+        ))),
         None => {
             !fields.contains_key("codec")
                 && fields

@@ -77,6 +77,20 @@ pub struct JobView {
     /// Ladder jobs, once completed: where players fetch the manifests.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub streaming: Option<StreamingView>,
+    /// Jobs whose output is a folder (ladders, thumbnails, storyboards), once completed: the
+    /// entry file (manifest, `thumbnails.json`, `storyboard.vtt`) and the folder, keyed and
+    /// signed; every file the entry names lies in the folder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilesView>,
+}
+
+/// Where an output folder's files are fetched.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FilesView {
+    pub entry_url: String,
+    pub signed_entry_url: Option<String>,
+    /// The signed folder, ending in `/`: append a file name.
+    pub signed_base_url: Option<String>,
 }
 
 /// A completed ladder's manifests: with a key, and signed (no key; every segment a manifest
@@ -153,7 +167,9 @@ impl JobRow {
     /// whose output is one object.
     pub fn output_tree(&self) -> Option<String> {
         match self.job_spec()?.task {
-            Task::Ladder(_) => self.output_key.rsplit_once('/').map(|(p, _)| p.to_string()),
+            Task::Ladder(_) | Task::Thumbnails(_) | Task::Storyboard(_) => {
+                self.output_key.rsplit_once('/').map(|(p, _)| p.to_string())
+            }
             _ => None,
         }
     }
@@ -194,6 +210,8 @@ fn output_format(spec: Option<&JobSpec>) -> (&'static str, &'static str) {
             ("m3u8", "application/vnd.apple.mpegurl")
         }
         Some(Task::Ladder(_)) => ("mpd", "application/dash+xml"),
+        Some(Task::Thumbnails(_)) => ("json", "application/json"),
+        Some(Task::Storyboard(_)) => ("vtt", "text/vtt"),
         Some(Task::Image(p)) => {
             let f = p
                 .fields
@@ -348,8 +366,24 @@ impl JobView {
             waiting_reason: None,
             webhook: None,
             streaming: streaming(job, spec.as_ref(), signing_key, live),
+            files: files(job, signing_key, live),
         }
     }
+}
+
+fn files(job: &JobRow, signing_key: &str, live: bool) -> Option<FilesView> {
+    job.output_tree().filter(|_| live)?;
+    let entry = job.output_key.rsplit('/').next()?.to_string();
+    let signed = job
+        .expires_at
+        .map(|e| crate::signing::signed_stream_path(signing_key, &job.id, e, &entry));
+    Some(FilesView {
+        entry_url: format!("/api/v1/jobs/{}/stream/{entry}", job.id),
+        signed_base_url: signed
+            .as_ref()
+            .map(|s| s.trim_end_matches(entry.as_str()).to_string()),
+        signed_entry_url: signed,
+    })
 }
 
 fn streaming(

@@ -24,6 +24,9 @@ pub(super) async fn execute(
         Task::Video(p) => (Some(p), None),
         Task::Ladder(p) => (None, Some(p)),
         Task::Image(p) => return execute_image(store, job, p).await,
+        Task::Thumbnails(_) | Task::Storyboard(_) => {
+            return execute_stills(store, config, job, cancel).await
+        }
     };
     let storage_err = |e: kiln_protocol::StoreError| (JobErrorCode::StorageFailed, e.to_string());
 
@@ -159,6 +162,61 @@ async fn upload_tree(
         total += store.put_file(&key, &dir.join(f)).await?;
     }
     Ok(total)
+}
+
+/// Thumbnails or a storyboard: fetch, decode once, write the tree, upload it.
+async fn execute_stills(
+    store: &Arc<dyn Store>,
+    config: &WorkerConfig,
+    job: &JobSpec,
+    cancel: &Arc<AtomicBool>,
+) -> Result<NodeEventKind, JobFailure> {
+    let storage_err = |e: kiln_protocol::StoreError| (JobErrorCode::StorageFailed, e.to_string());
+    let stem = format!("{}-{}", job.id, job.attempt);
+    let scratch_in = config.scratch_dir.join(format!("{stem}.src"));
+    let scratch_out = config.scratch_dir.join(format!("{stem}.stills"));
+    let _cleanup = Cleanup(vec![scratch_in.clone(), scratch_out.clone()]);
+    let input = match store.local_path(&job.source_key) {
+        Some(p) if tokio::fs::try_exists(&p).await.unwrap_or(false) => p,
+        _ => {
+            store
+                .fetch_to_path(&job.source_key, &scratch_in)
+                .await
+                .map_err(storage_err)?;
+            scratch_in.clone()
+        }
+    };
+    let (task, out, cancel2) = (job.task.clone(), scratch_out.clone(), cancel.clone());
+    let made = tokio::task::spawn_blocking(move || match &task {
+        Task::Thumbnails(p) => media::stills::thumbnails(&input, &out, p, &cancel2),
+        Task::Storyboard(p) => media::stills::storyboard(&input, &out, p, &cancel2),
+        _ => unreachable!("a stills task"),
+    })
+    .await
+    .map_err(|_| {
+        (
+            JobErrorCode::Internal,
+            "the stills job panicked".to_string(),
+        )
+    })?
+    .map_err(media_failure)?;
+    let output_size = upload_tree(store.as_ref(), &job.output_key, &scratch_out, &made.files)
+        .await
+        .map_err(storage_err)?;
+    Ok(NodeEventKind::Completed {
+        output_key: job.output_key.clone(),
+        output_size,
+        width: made.width,
+        height: made.height,
+        duration_s: made.duration_s,
+        report: kiln_protocol::EncodeReport {
+            encoder: "stills".into(),
+            decoder: "cpu".into(),
+            passes: 1,
+            audio: "none".into(),
+            ..Default::default()
+        },
+    })
 }
 
 /// Largest image source a node reads into memory.

@@ -263,7 +263,7 @@ fn output(
 pub fn image_fields(o: &Output) -> Option<BTreeMap<String, String>> {
     match o {
         Output::Image(p) => Some(p.fields.clone()),
-        Output::Video(_) | Output::Ladder(_) => None,
+        _ => None,
     }
 }
 

@@ -28,6 +28,8 @@ pub fn content_type(file: &str) -> &'static str {
         Some("m4s") | Some("mp4") => "video/mp4",
         Some("vtt") => "text/vtt",
         Some("jpg") => "image/jpeg",
+        Some("webp") => "image/webp",
+        Some("json") => "application/json",
         _ => "application/octet-stream",
     }
 }
@@ -92,7 +94,7 @@ async fn serve(
 ) -> Result<Response, ApiError> {
     let Some(tree) = job.output_tree() else {
         return Err(ApiError::NotFound(
-            "this job's output is one file, not a stream: use its download_url".into(),
+            "this job's output is one file, not a folder: use its download_url".into(),
         ));
     };
     if job.status != JobStatus::Completed {

@@ -240,4 +240,72 @@ pub async fn run(t: &Target, _dir: &Path, s: &super::State) {
         );
     }
     assert!(delivered.len() >= segments + 4, "{delivered:?}");
+
+    // Thumbnails and a storyboard: folders too, read through their signed links.
+    let r = t
+        .post(
+            "/api/v1/jobs",
+            &key,
+            json!({"source": {"upload_id": upload},
+                   "outputs": [{"type": "thumbnails", "at": [0, 2.5], "width": 160},
+                               {"type": "storyboard", "every": 1, "width": 96, "columns": 3, "format": "webp"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    let ids: Vec<String> = r.json()["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect();
+    let thumbs = t.wait_job(&key, &ids[0]).await;
+    assert_eq!(thumbs["status"], "completed", "{thumbs}");
+    let index = t
+        .call(
+            Method::GET,
+            thumbs["files"]["signed_entry_url"].as_str().unwrap(),
+            None,
+            Body::None,
+        )
+        .await;
+    assert_eq!(index.status, 200);
+    let base = thumbs["files"]["signed_base_url"].as_str().unwrap();
+    for e in index.json().as_array().unwrap() {
+        let img = t
+            .call(
+                Method::GET,
+                &format!("{base}{}", e["file"].as_str().unwrap()),
+                None,
+                Body::None,
+            )
+            .await;
+        assert_eq!(img.header("content-type").as_deref(), Some("image/jpeg"));
+        assert_eq!(image::load_from_memory(&img.bytes).unwrap().width(), 160);
+    }
+    let board = t.wait_job(&key, &ids[1]).await;
+    assert_eq!(board["status"], "completed", "{board}");
+    let vtt = t
+        .call(
+            Method::GET,
+            board["files"]["signed_entry_url"].as_str().unwrap(),
+            None,
+            Body::None,
+        )
+        .await;
+    assert_eq!(vtt.header("content-type").as_deref(), Some("text/vtt"));
+    let vtt = String::from_utf8(vtt.bytes).unwrap();
+    let base = board["files"]["signed_base_url"].as_str().unwrap();
+    let sheets: BTreeSet<&str> = vtt
+        .lines()
+        .filter_map(|l| l.split_once("#xywh="))
+        .map(|(f, _)| f)
+        .collect();
+    assert!(!sheets.is_empty(), "{vtt}");
+    for sheet in sheets {
+        let img = t
+            .call(Method::GET, &format!("{base}{sheet}"), None, Body::None)
+            .await;
+        assert_eq!(img.header("content-type").as_deref(), Some("image/webp"));
+        assert!(image::load_from_memory(&img.bytes).unwrap().width() >= 96);
+    }
 }
