@@ -197,9 +197,11 @@ pub fn parse_output(i: usize, o: &serde_json::Map<String, Value>) -> Result<Outp
     let is_image = match ty.as_deref() {
         Some("image") => true,
         Some("video") => false,
-        Some(t) => return Err(SubmitError::Invalid(format!(
+        Some(t) => {
+            return Err(SubmitError::Invalid(format!(
             "outputs[{i}].type must be video, image, ladder, thumbnails or storyboard, got {t:?}"
-        ))),
+        )))
+        }
         None => {
             !fields.contains_key("codec")
                 && fields
