@@ -14,7 +14,9 @@ SUDO=""
 
 packages=(ffmpeg libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev libswscale-dev
           libswresample-dev libavutil-dev pkg-config clang libclang-dev mesa-vulkan-drivers
-          libheif-dev libturbojpeg0-dev liblcms2-dev curl meson ninja-build nasm xxd)
+          libheif-dev libturbojpeg0-dev liblcms2-dev curl meson ninja-build nasm xxd
+          fonts-dejavu-core)
+# fonts-dejavu-core: the font libass finds through fontconfig for burned-in subtitles.
 # libvips-tools is the image benchmark's peer (kiln-bench image), not a dependency of Kiln.
 [ "${KILN_BENCH:-0}" = 1 ] && packages+=(libvips-tools)
 [ "$want_test" = 1 ] && packages+=(postgresql postgresql-client redis-server redis-tools)

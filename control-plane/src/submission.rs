@@ -27,6 +27,7 @@ use crate::dialect::Dialect;
 use crate::sources::{S3Location, SourceError};
 use crate::AppState;
 
+mod edit;
 pub mod finished;
 pub mod ladder;
 pub mod params;
@@ -206,7 +207,7 @@ struct Planned {
 }
 
 /// Run a submission (see the module documentation).
-pub async fn submit(state: &AppState, sub: Submission) -> Result<Accepted, SubmitError> {
+pub async fn submit(state: &AppState, mut sub: Submission) -> Result<Accepted, SubmitError> {
     if matches!(&sub.outputs, Outputs::PerSource(per) if per.len() != sub.sources.len()) {
         return Err(SubmitError::Invalid(
             "give one set of settings per file".into(),
@@ -237,6 +238,8 @@ pub async fn submit(state: &AppState, sub: Submission) -> Result<Accepted, Submi
         // Checks the endpoint (and that it is one Kiln may reach) before any work.
         d.connect(state).await?;
     }
+    // The files edits read (a watermark, subtitles) are uploads of the caller's.
+    edit::resolve_assets(state, &sub.account_id, &mut sub.outputs).await?;
     let batch_id = sub.batch.then(|| uuid::Uuid::now_v7().to_string());
     let fetch_prefix = batch_id
         .clone()
@@ -282,7 +285,10 @@ async fn record_and_enqueue(
                 Output::Video(p) => {
                     source_durations[i] = source::check_media(state, &src.key, p).await?
                 }
-                Output::Ladder(_) | Output::Thumbnails(_) | Output::Storyboard(_) => {
+                Output::Ladder(p) => {
+                    source_durations[i] = source::check_ladder(state, &src.key, p).await?
+                }
+                Output::Thumbnails(_) | Output::Storyboard(_) => {
                     source_durations[i] = source::check_video_source(state, &src.key)
                         .await?
                         .and_then(|info| (info.duration_s > 0.0).then_some(info.duration_s))

@@ -2,6 +2,7 @@
 
 mod audio;
 pub mod capabilities;
+pub mod edit;
 pub mod encoder;
 pub mod error;
 mod filter;
@@ -14,10 +15,11 @@ pub mod stills;
 pub mod transcode;
 
 pub use capabilities::{capabilities, MediaCapabilities};
+pub use edit::{edited_info, EditFiles};
 pub use error::MediaError;
-pub use ladder::{encode_ladder, LadderOutcome};
+pub use ladder::{encode_ladder, encode_ladder_edited, LadderOutcome};
 pub use probe::{probe, MediaInfo};
-pub use transcode::{transcode, Progress, TranscodeOutcome};
+pub use transcode::{transcode, transcode_edited, Progress, TranscodeOutcome};
 
 use std::ffi::CString;
 use std::path::Path;

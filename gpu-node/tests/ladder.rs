@@ -247,6 +247,7 @@ fn h264_ladder_of_three_with_audio_once() {
         packaging: Packaging::both(),
         preset: Some(Preset::Veryfast),
         hardware: HardwarePolicy::Cpu,
+        edit: Default::default(),
     };
     let out = run(&src, dir.path(), &params);
     check_ladder(
@@ -281,6 +282,7 @@ fn av1_ladder_keyframes_line_up() {
         packaging: Packaging::both(),
         preset: Some(Preset::Svt(12)),
         hardware: HardwarePolicy::Cpu,
+        edit: Default::default(),
     };
     let out = run(&src, dir.path(), &params);
     check_ladder(&src, dir.path(), &out, &[(640, 272), (320, 136)], false);
@@ -303,6 +305,7 @@ fn dash_only_ladders_keep_no_playlists_and_a_failed_one_leaves_nothing() {
         packaging: vec![Packaging::Dash],
         preset: Some(Preset::Ultrafast),
         hardware: HardwarePolicy::Cpu,
+        edit: Default::default(),
     };
     let out = run(&src, &tree, &params);
     assert_eq!(out.files.last().unwrap(), Path::new("manifest.mpd"));
@@ -329,4 +332,105 @@ fn dash_only_ladders_keep_no_playlists_and_a_failed_one_leaves_nothing() {
     .unwrap_err();
     assert_eq!(err.code().as_str(), "invalid_media", "{err}");
     assert!(!failed.exists());
+}
+
+#[test]
+fn an_edited_ladder_is_trimmed_cropped_and_marked_once_for_every_rendition() {
+    use kiln_gpu_node::media::{encode_ladder_edited, EditFiles};
+    use kiln_protocol::edit::{Asset, Crop, Edit, Gravity, Watermark};
+    let src = media("video/bigbuckbunny.mp4");
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let mark = dir.path().join("mark.png");
+    let made = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=white:s=64x32",
+        ])
+        .args(["-frames:v", "1"])
+        .arg(&mark)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut w = Watermark::new(Asset::Key("k".into()));
+    w.width_fraction = Some(0.25);
+    let params = LadderParams {
+        codec: VideoCodec::H264,
+        renditions: Some(vec![
+            rung(480, RungRate::Bitrate { kbps: 900 }),
+            rung(240, RungRate::Quality { quality: 28 }),
+        ]),
+        segment_secs: 1,
+        packaging: Packaging::both(),
+        preset: Some(Preset::Veryfast),
+        hardware: HardwarePolicy::Cpu,
+        edit: Edit {
+            start_s: Some(1.0),
+            end_s: Some(3.5),
+            crop: Some(Crop::parse("1:1", Gravity::Center).unwrap()),
+            watermark: Some(w),
+            ..Edit::default()
+        },
+    };
+    let files = EditFiles {
+        watermark: Some(mark),
+        subtitles: None,
+    };
+    let out = encode_ladder_edited(
+        &src,
+        &tree,
+        &params,
+        &files,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .expect("the edited ladder encodes");
+    assert!((out.duration_s - 2.5).abs() < 1e-6, "{}", out.duration_s);
+    assert_eq!((out.width, out.height), (480, 480));
+    let master = std::fs::read_to_string(tree.join("master.m3u8")).unwrap();
+    assert!(master.contains("RESOLUTION=480x480"), "{master}");
+    assert!(master.contains("RESOLUTION=240x240"), "{master}");
+    let mut keys0: Option<Vec<f64>> = None;
+    for (i, r) in out.report.renditions.iter().enumerate() {
+        let playlist = tree.join(&r.playlist);
+        let (keys, frames, duration) = video_of(&playlist);
+        // 25 fps, [1.0, 3.5): frames 25 … 87.
+        assert_eq!(frames, 63, "rendition {i}");
+        assert!(
+            (duration - 2.5).abs() <= 0.04 + 1e-3,
+            "rendition {i}: {duration}"
+        );
+        match &keys0 {
+            None => keys0 = Some(keys),
+            Some(k) => assert_eq!(&keys, k, "rendition {i}"),
+        }
+        // The watermark, laid once at the top size, is in every rendition, bottom right.
+        let side = r.height as usize;
+        let gray = Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(&playlist)
+            .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"])
+            .output()
+            .unwrap()
+            .stdout;
+        assert_eq!(gray.len(), side * side);
+        // At 480: 120x60 at 16 px from the corner; at 240 half that.
+        let s = side as f64 / 480.0;
+        let (x0, x1) = ((480.0 - 16.0 - 116.0) * s, (480.0 - 20.0) * s);
+        let (y0, y1) = ((480.0 - 16.0 - 56.0) * s, (480.0 - 20.0) * s);
+        let mut sum = 0.0;
+        let mut n = 0.0;
+        for y in y0 as usize..y1 as usize {
+            for x in x0 as usize..x1 as usize {
+                sum += gray[y * side + x] as f64;
+                n += 1.0;
+            }
+        }
+        assert!(sum / n > 200.0, "rendition {i}: {:.0}", sum / n);
+    }
 }

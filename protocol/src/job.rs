@@ -255,6 +255,7 @@ mod tests {
                 hardware: HardwarePolicy::Cpu,
                 allow_upscale: false,
                 allow_larger: true,
+                edit: Default::default(),
             }),
         };
         let json = serde_json::to_string(&spec).unwrap();

@@ -26,6 +26,9 @@ pub struct LadderParams {
     /// Whether to use NVDEC/NVENC.
     #[serde(default)]
     pub hardware: HardwarePolicy,
+    /// Trim, crop, watermark and subtitles, applied once before the renditions are scaled.
+    #[serde(default, skip_serializing_if = "crate::edit::Edit::is_empty")]
+    pub edit: crate::edit::Edit,
 }
 
 fn default_segment_secs() -> u32 {
@@ -232,6 +235,7 @@ mod tests {
             packaging: Packaging::both(),
             preset: None,
             hardware: HardwarePolicy::Auto,
+            edit: Default::default(),
         };
         assert!(p.validate().is_ok());
         assert_eq!(p.entry_file(), MASTER_PLAYLIST);

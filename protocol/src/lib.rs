@@ -3,6 +3,7 @@
 //! stable error codes that jobs and the API report.
 
 pub mod cli;
+pub mod edit;
 pub mod error;
 pub mod event;
 pub mod job;

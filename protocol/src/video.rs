@@ -35,6 +35,9 @@ pub struct VideoParams {
     /// Whether a `crf` output may end up larger than its input.
     #[serde(default)]
     pub allow_larger: bool,
+    /// Trim, crop, watermark and subtitles, applied before encoding.
+    #[serde(default, skip_serializing_if = "crate::edit::Edit::is_empty")]
+    pub edit: crate::edit::Edit,
 }
 
 impl VideoParams {
@@ -49,6 +52,7 @@ impl VideoParams {
             hardware: HardwarePolicy::Auto,
             allow_upscale: false,
             allow_larger: false,
+            edit: crate::edit::Edit::default(),
         }
     }
 }

@@ -195,6 +195,7 @@ impl Spec {
                                     hardware,
                                     allow_upscale: false,
                                     allow_larger: true,
+                                    edit: Default::default(),
                                 },
                             });
                         }

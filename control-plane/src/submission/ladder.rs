@@ -87,6 +87,8 @@ pub fn ladder_output(
         SubmitError::Invalid(m) => SubmitError::Invalid(format!("outputs[{i}]: {m}")),
         other => other,
     };
+    // Edits (start, end, crop, watermark, subtitles) as on video outputs.
+    let o = &super::edit::flatten(o).map_err(at)?;
     let text = |k: &str| -> Result<Option<String>, SubmitError> {
         match o.get(k) {
             None | Some(Value::Null) => Ok(None),
@@ -104,12 +106,28 @@ pub fn ladder_output(
         "preset",
         "hardware",
     ];
-    if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
+    if let Some(k) = o
+        .keys()
+        .find(|k| !known.contains(&k.as_str()) && !super::edit::FIELDS.contains(&k.as_str()))
+    {
         return Err(at(bad(format!(
-            "ladder outputs take {}; {k:?} is not one of them",
+            "ladder outputs take {} and the edits start, end, crop, watermark, subtitles; {k:?} is not one of them",
             known.join(", ")
         ))));
     }
+    let mut edit_fields = std::collections::HashMap::new();
+    for k in super::edit::FIELDS {
+        if let Some(v) = text(k).map_err(at)? {
+            edit_fields.insert(k, v);
+        }
+    }
+    let edit = super::edit::from_fields(&|k: &str| {
+        edit_fields
+            .get(k)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    })
+    .map_err(at)?;
     let codec = codec(text("codec").map_err(at)?.as_deref()).map_err(at)?;
     let renditions = match o.get("renditions") {
         None | Some(Value::Null) => None,
@@ -150,6 +168,7 @@ pub fn ladder_output(
         packaging,
         preset: preset(codec, text("preset").map_err(at)?.as_deref()).map_err(at)?,
         hardware: hardware(text("hardware").map_err(at)?.as_deref()).map_err(at)?,
+        edit,
     })
     .map_err(at)
 }
@@ -253,6 +272,7 @@ pub fn ladder_from_fields(
         packaging,
         preset: preset(codec, get("preset"))?,
         hardware: hardware(get("hardware"))?,
+        edit: super::edit::from_fields(&get)?,
     })
 }
 

@@ -158,6 +158,7 @@ pub fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, Sub
         hardware,
         allow_upscale: flag("allow_upscale")?,
         allow_larger: flag("allow_larger")?,
+        edit: super::edit::from_fields(&get)?,
     })
 }
 
@@ -179,6 +180,11 @@ pub fn parse_output(i: usize, o: &serde_json::Map<String, Value>) -> Result<Outp
         Some("storyboard") => return super::stills::storyboard(i, o).map(Output::Storyboard),
         _ => {}
     }
+    let at = |e: SubmitError| match e {
+        SubmitError::Invalid(m) => SubmitError::Invalid(format!("outputs[{i}]: {m}")),
+        other => other,
+    };
+    let o = &super::edit::flatten(o).map_err(at)?;
     let mut fields = HashMap::new();
     for (k, v) in o {
         match scalar(v) {
@@ -209,11 +215,16 @@ pub fn parse_output(i: usize, o: &serde_json::Map<String, Value>) -> Result<Outp
                     .is_some_and(|f| OutputFormat::parse(f).is_some())
         }
     };
-    let at = |e: SubmitError| match e {
-        SubmitError::Invalid(m) => SubmitError::Invalid(format!("outputs[{i}]: {m}")),
-        other => other,
-    };
     if is_image {
+        // (An image's own `crop` is its gravity.)
+        if let Some(k) = super::edit::FIELDS
+            .iter()
+            .find(|k| **k != "crop" && fields.contains_key(**k))
+        {
+            return Err(SubmitError::Invalid(format!(
+                "outputs[{i}].{k} edits video outputs only"
+            )));
+        }
         let format = fields.get("format").cloned().unwrap_or_default();
         if OutputFormat::parse(&format).is_none() {
             return Err(SubmitError::Invalid(format!(

@@ -4,7 +4,7 @@
 
 use kiln_gpu_node::media::{self, MediaError};
 use kiln_protocol::video::{plan_video_bps, BYTES_PER_MB};
-use kiln_protocol::{RateControl, VideoParams};
+use kiln_protocol::{LadderParams, RateControl, VideoParams};
 
 use super::{Source, SubmitError};
 use crate::sources;
@@ -110,11 +110,18 @@ pub(super) async fn check_media(
     key: &str,
     params: &VideoParams,
 ) -> Result<Option<f64>, SubmitError> {
-    let Some(info) = check_video_source(state, key).await? else {
+    super::edit::check_assets(state, &params.edit).await?;
+    let Some(source) = check_video_source(state, key).await? else {
         return Ok(None);
     };
+    let info = media::edited_info(&source, &params.edit).map_err(SubmitError::Unprocessable)?;
     media::geometry::plan(&info, params.resolution, params.allow_upscale)
         .map_err(SubmitError::Unprocessable)?;
+    if matches!(params.rate, RateControl::Vmaf { .. }) && !params.edit.is_empty() {
+        return Err(SubmitError::Unprocessable(
+            "target_vmaf does not yet apply to trimmed, cropped, watermarked or subtitled outputs; use quality".into(),
+        ));
+    }
     if matches!(params.rate, RateControl::Vmaf { .. }) && info.rotation != 0 {
         return Err(SubmitError::Unprocessable(format!(
             "target_vmaf does not yet measure sources with a {}° display rotation; use quality",
@@ -130,5 +137,20 @@ pub(super) async fn check_media(
         plan_video_bps(target_mb * BYTES_PER_MB, info.duration_s, audio)
             .map_err(|e| SubmitError::Unprocessable(e.to_string()))?;
     }
-    Ok((info.duration_s > 0.0).then_some(info.duration_s))
+    Ok((source.duration_s > 0.0).then_some(source.duration_s))
+}
+
+/// A ladder's edits against its source (where the store is local): the span and crop fit,
+/// the files are what they say. Returns the source's duration where it was probed.
+pub(super) async fn check_ladder(
+    state: &AppState,
+    key: &str,
+    params: &LadderParams,
+) -> Result<Option<f64>, SubmitError> {
+    super::edit::check_assets(state, &params.edit).await?;
+    let Some(source) = check_video_source(state, key).await? else {
+        return Ok(None);
+    };
+    media::edited_info(&source, &params.edit).map_err(SubmitError::Unprocessable)?;
+    Ok((source.duration_s > 0.0).then_some(source.duration_s))
 }

@@ -82,6 +82,66 @@ pub struct JobView {
     /// signed; every file the entry names lies in the folder.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<FilesView>,
+    /// Video jobs with edits: the trim, crop, watermark and subtitles asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edit: Option<EditView>,
+}
+
+/// A video job's edits, as asked (the crop before it is fitted to even pixels).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EditView {
+    /// Seconds into the source where the output starts and ends.
+    pub start: Option<f64>,
+    pub end: Option<f64>,
+    /// `x,y,width,height` or an aspect such as `9:16`.
+    pub crop: Option<String>,
+    pub crop_gravity: Option<String>,
+    pub watermark: Option<WatermarkView>,
+    /// Whether subtitles are burned in.
+    pub subtitles: bool,
+}
+
+/// Where and how a watermark is laid.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WatermarkView {
+    pub position: String,
+    pub margin: u32,
+    pub opacity: f32,
+    /// Fraction of the output width; absent keeps the image's size.
+    pub width: Option<f32>,
+}
+
+fn edit_view(e: &kiln_protocol::edit::Edit) -> Option<EditView> {
+    use kiln_protocol::edit::Crop;
+    if e.is_empty() {
+        return None;
+    }
+    let (crop, crop_gravity) = match e.crop {
+        Some(Crop::Rect {
+            x,
+            y,
+            width,
+            height,
+        }) => (Some(format!("{x},{y},{width},{height}")), None),
+        Some(Crop::Aspect { num, den, gravity }) => (
+            Some(format!("{num}:{den}")),
+            Some(gravity.as_str().to_string()),
+        ),
+        None => (None, None),
+    };
+    Some(EditView {
+        start: e.start_s,
+        end: e.end_s,
+        crop,
+        crop_gravity,
+        watermark: e.watermark.as_ref().map(|w| WatermarkView {
+            position: w.position.as_str().to_string(),
+            margin: w.margin_px,
+            opacity: w.opacity,
+            width: w.width_fraction,
+        }),
+        subtitles: e.subtitles.is_some(),
+    })
 }
 
 /// Where an output folder's files are fetched.
@@ -367,6 +427,10 @@ impl JobView {
             webhook: None,
             streaming: streaming(job, spec.as_ref(), signing_key, live),
             files: files(job, signing_key, live),
+            edit: match spec.as_ref().map(|s| &s.task) {
+                Some(Task::Video(p)) => edit_view(&p.edit),
+                _ => None,
+            },
         }
     }
 }

@@ -5,6 +5,7 @@ use crate::prelude::*;
 
 mod convertrilo_klipfast;
 mod deliver;
+mod edit;
 mod keys;
 mod konvrt_convertly;
 mod limits;
@@ -52,6 +53,7 @@ pub async fn run(t: &Target, dir: &Path) {
     deliver::run(t, dir, &s).await;
     read::run(t, &s).await;
     stream::run(t, dir, &s).await;
+    edit::run(t, dir, &s).await;
     konvrt_convertly::run(t, dir, &s).await;
     convertrilo_klipfast::run(t, dir, &s).await;
     // Last: it checks every exchange of the suite against the OpenAPI document.

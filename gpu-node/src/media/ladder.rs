@@ -12,6 +12,7 @@ use kiln_protocol::event::RenditionReport;
 use kiln_protocol::ladder::{default_ladder, DASH_MANIFEST};
 use kiln_protocol::{EncodeReport, HardwarePolicy, LadderParams, Preset, RungRate};
 
+use super::edit::{edited_info, EditFiles, EditPlan};
 use super::encoder::{self, EncoderSettings, Pass, RateSpec};
 use super::geometry::{self, Geometry};
 use super::probe::MediaInfo;
@@ -51,9 +52,31 @@ pub fn encode_ladder(
     cancel: &AtomicBool,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<LadderOutcome, MediaError> {
+    encode_ladder_edited(
+        input,
+        out_dir,
+        params,
+        &EditFiles::default(),
+        cancel,
+        on_progress,
+    )
+}
+
+/// [`encode_ladder`] with the files `params.edit` reads fetched to `files`.
+pub fn encode_ladder_edited(
+    input: &Path,
+    out_dir: &Path,
+    params: &LadderParams,
+    files: &EditFiles,
+    cancel: &AtomicBool,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<LadderOutcome, MediaError> {
     init_ffmpeg_logging();
     params.validate().map_err(MediaError::InvalidSettings)?;
-    let info = super::probe(input)?;
+    let source = super::probe(input)?;
+    let edit = EditPlan::new(&source, &params.edit, files)?;
+    // Rungs are planned on the picture the edit leaves (cropped, upright).
+    let info = edited_info(&source, &params.edit).map_err(MediaError::InvalidSettings)?;
     let (rungs, notes) = plan_rungs(&info, params)?;
     let caps = capabilities();
     let choice = encoder::choose_encoder(params.codec, params.hardware, caps);
@@ -84,6 +107,7 @@ pub fn encode_ladder(
         pix_fmt,
         segment_secs: params.segment_secs,
         hw_decode: params.hardware != HardwarePolicy::Cpu && caps.cuda.available,
+        edit: &edit,
     };
     let ran = run::run(&spec, cancel, &mut |fraction, frames| {
         let elapsed = started.elapsed().as_secs_f32();
@@ -291,6 +315,7 @@ mod tests {
             packaging: Packaging::both(),
             preset: None,
             hardware: HardwarePolicy::Cpu,
+            edit: Default::default(),
         }
     }
 

@@ -15,6 +15,7 @@ use rsmpeg::avutil::{AVDictionary, AVFrame};
 use rsmpeg::ffi;
 
 use super::audio;
+use super::edit::EditPlan;
 use super::encoder::EncoderSettings;
 use super::error::describe;
 use super::geometry::Geometry;
@@ -39,6 +40,8 @@ pub(crate) struct PassSpec<'a> {
     pub with_audio: bool,
     /// Whether to try NVDEC.
     pub hw_decode: bool,
+    /// Trim, crop, watermark, subtitles.
+    pub edit: &'a EditPlan,
 }
 
 /// What one pass produced.
@@ -136,6 +139,15 @@ pub(crate) fn run_pass(
         )
     };
 
+    let trim = spec.edit.span.map(|(start, end)| {
+        let audio_tb = super::probe::first_audio_stream(&ictx)
+            .and_then(|ai| ictx.streams().get(ai).map(|s| s.time_base));
+        Trim::new(start, end, v_start, in_tb, audio_tb)
+    });
+    if let Some(t) = &trim {
+        t.seek(&mut ictx, v_index)?;
+    }
+
     let decoding = decode::open(&ictx, v_index, &decoder, in_tb, frame_rate, spec.hw_decode)?;
     let (dec, hw_requested) = (decoding.dec, decoding.hw_requested);
     let mut hw_note = decoding.hw_note;
@@ -191,6 +203,9 @@ pub(crate) fn run_pass(
         frames: 0,
         hw_requested,
         hw_seen: None,
+        picture: spec.edit.picture.clone(),
+        trim: trim.clone(),
+        past_end: false,
         tx,
     };
     let driven = drive(
@@ -198,6 +213,7 @@ pub(crate) fn run_pass(
         &mut ictx,
         audio_index,
         (duration_s, v_start),
+        trim.as_ref(),
         cancel,
         on_progress,
     );
@@ -260,15 +276,17 @@ pub(crate) fn run_pass(
     let file_bytes = std::fs::metadata(spec.output)
         .map(|m| m.len())
         .map_err(|e| MediaError::Io(format!("stat output: {e}")))?;
+    let duration_s = match &trim {
+        Some(t) if t.end_s.is_finite() => t.end_s - t.start_s,
+        Some(t) => (last_pts_s - t.start_s).max(0.0),
+        None if duration_s > 0.0 => duration_s,
+        None => last_pts_s,
+    };
     Ok(PassResult {
         frames: video.frames,
         video_bytes,
         file_bytes,
-        duration_s: if duration_s > 0.0 {
-            duration_s
-        } else {
-            last_pts_s
-        },
+        duration_s,
         audio: audio_kind,
         hwaccel,
         hw_note,
@@ -283,13 +301,25 @@ fn drive(
     ictx: &mut AVFormatContextInput,
     audio_index: Option<usize>,
     (duration_s, v_start): (f64, i64),
+    trim: Option<&Trim>,
     cancel: &AtomicBool,
     on_progress: &mut dyn FnMut(f64, u64),
 ) -> Result<f64, DriveError> {
     let in_tb = video.in_tb;
     let mut last_report = Instant::now() - PROGRESS_EVERY;
     let mut last_pts_s = 0.0f64;
+    // Progress runs over the span kept.
+    let (from_s, span_s) = match trim {
+        Some(t) if t.end_s.is_finite() => (t.start_s, t.end_s - t.start_s),
+        Some(t) => (t.start_s, duration_s - t.start_s),
+        None => (0.0, duration_s),
+    };
+    let mut audio_done = audio_index.is_none();
     loop {
+        if video.past_end && audio_done {
+            // A trim's end: nothing more of the source is wanted.
+            break;
+        }
         if cancel.load(Ordering::Relaxed) {
             return Err(DriveError::Media(MediaError::Cancelled));
         }
@@ -305,12 +335,25 @@ fn drive(
             }
             video.decode(Some(&packet))?;
         } else if Some(si) == audio_index {
-            video.send(Msg::Audio(packet))?;
+            let packet = match trim {
+                None => Some(packet),
+                Some(t) => match t.audio(packet) {
+                    AudioCut::Keep(p) => Some(p),
+                    AudioCut::Before => None,
+                    AudioCut::After => {
+                        audio_done = true;
+                        None
+                    }
+                },
+            };
+            if let Some(p) = packet {
+                video.send(Msg::Audio(p))?;
+            }
         }
         if last_report.elapsed() >= PROGRESS_EVERY {
             last_report = Instant::now();
-            let fraction = if duration_s > 0.0 {
-                (last_pts_s / duration_s).clamp(0.0, 0.999)
+            let fraction = if span_s > 0.0 {
+                ((last_pts_s - from_s) / span_s).clamp(0.0, 0.999)
             } else {
                 0.0
             };
@@ -332,4 +375,121 @@ pub(crate) fn q2d(r: ffi::AVRational) -> f64 {
     } else {
         r.num as f64 / r.den as f64
     }
+}
+
+/// A trim in the source's own timestamps: where the pass seeks, which frames and audio
+/// packets it keeps, and how far their timestamps move so the output starts at zero.
+#[derive(Debug, Clone)]
+pub(crate) struct Trim {
+    pub start_s: f64,
+    /// Infinite when the source's duration is unknown and no end was asked.
+    pub end_s: f64,
+    /// `[start, end)` in the video stream's time base (absolute, first timestamp included).
+    pub video: (i64, i64),
+    /// The same in the audio stream's time base, when there is audio.
+    audio: Option<(i64, i64, ffi::AVRational)>,
+}
+
+/// What a trim does with an audio packet.
+pub(crate) enum AudioCut {
+    Keep(AVPacket),
+    Before,
+    After,
+}
+
+impl Trim {
+    pub(crate) fn new(
+        start_s: f64,
+        end_s: f64,
+        v_start: i64,
+        vtb: ffi::AVRational,
+        atb: Option<ffi::AVRational>,
+    ) -> Self {
+        // Absolute times in microseconds: the video's first timestamp plus the offsets.
+        let origin = rescale(v_start, vtb, AV_TIME_BASE_Q);
+        let to = |s: f64| {
+            if s.is_finite() {
+                origin + (s * 1e6).round() as i64
+            } else {
+                i64::MAX / 4
+            }
+        };
+        let (a, b) = (to(start_s), to(end_s));
+        let at = |tb: ffi::AVRational| {
+            (
+                rescale(a, AV_TIME_BASE_Q, tb),
+                rescale(b, AV_TIME_BASE_Q, tb),
+            )
+        };
+        let video = at(vtb);
+        Self {
+            start_s,
+            end_s,
+            video,
+            audio: atb.map(|tb| {
+                let (s, e) = at(tb);
+                (s, e, tb)
+            }),
+        }
+    }
+
+    /// Seek to the keyframe at or before the start; frames before it are decoded and dropped.
+    pub(crate) fn seek(
+        &self,
+        ictx: &mut AVFormatContextInput,
+        v_index: usize,
+    ) -> Result<(), MediaError> {
+        if self.start_s <= 0.0 {
+            return Ok(());
+        }
+        let ts = self.video.0;
+        // SAFETY: `ictx` is an open input; avformat_seek_file only repositions its reading.
+        let rc = unsafe {
+            ffi::avformat_seek_file(ictx.as_mut_ptr(), v_index as i32, i64::MIN, ts, ts, 0)
+        };
+        if rc < 0 {
+            // Unseekable input: read from the start and drop frames instead.
+            tracing::debug!(rc, "seek for a trim failed; decoding from the start");
+        }
+        Ok(())
+    }
+
+    /// Keep an audio packet that starts inside the span (timestamps moved to the output's
+    /// zero): audio is cut at packet edges, each ~21 ms of AAC, while A/V sync stays exact.
+    pub(crate) fn audio(&self, mut p: AVPacket) -> AudioCut {
+        let Some((start, end, _)) = self.audio else {
+            return AudioCut::Keep(p);
+        };
+        let pts = if p.pts != ffi::AV_NOPTS_VALUE {
+            p.pts
+        } else {
+            p.dts
+        };
+        if pts == ffi::AV_NOPTS_VALUE {
+            return AudioCut::Before;
+        }
+        if pts < start {
+            return AudioCut::Before;
+        }
+        if pts >= end {
+            return AudioCut::After;
+        }
+        if p.pts != ffi::AV_NOPTS_VALUE {
+            p.set_pts(p.pts - start);
+        }
+        if p.dts != ffi::AV_NOPTS_VALUE {
+            p.set_dts(p.dts - start);
+        }
+        AudioCut::Keep(p)
+    }
+}
+
+const AV_TIME_BASE_Q: ffi::AVRational = ffi::AVRational {
+    num: 1,
+    den: ffi::AV_TIME_BASE as i32,
+};
+
+fn rescale(v: i64, from: ffi::AVRational, to: ffi::AVRational) -> i64 {
+    // SAFETY: av_rescale_q is pure arithmetic on its arguments.
+    unsafe { ffi::av_rescale_q(v, from, to) }
 }

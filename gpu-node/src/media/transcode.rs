@@ -13,6 +13,7 @@ use kiln_protocol::video::{correct_video_bps, plan_video_bps, BYTES_PER_MB};
 use kiln_protocol::{EncodeReport, HardwarePolicy, Preset, RateControl, VideoCodec, VideoParams};
 use rsmpeg::ffi;
 
+use super::edit::{edited_info, EditFiles, EditPlan};
 use super::encoder::{self, EncoderChoice, Pass, RateSpec};
 use super::geometry::{self, Geometry};
 use super::pipeline::{run_pass, PassResult, PassSpec};
@@ -52,7 +53,8 @@ const GUARD_FRACTION: f64 = 0.95;
 /// Audio bitrate assumed when the container does not say.
 const ASSUMED_AUDIO_BPS: f64 = 128_000.0;
 
-/// Transcode `input` to `output` as `params` say.
+/// Transcode `input` to `output` as `params` say (an edit that reads files: see
+/// [`transcode_edited`]).
 pub fn transcode(
     input: &Path,
     output: &Path,
@@ -60,8 +62,32 @@ pub fn transcode(
     cancel: &AtomicBool,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<TranscodeOutcome, MediaError> {
+    transcode_edited(
+        input,
+        output,
+        params,
+        &EditFiles::default(),
+        cancel,
+        on_progress,
+    )
+}
+
+/// [`transcode`] with the files `params.edit` reads (watermark, subtitles) fetched to `files`.
+pub fn transcode_edited(
+    input: &Path,
+    output: &Path,
+    params: &VideoParams,
+    files: &EditFiles,
+    cancel: &AtomicBool,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<TranscodeOutcome, MediaError> {
     init_ffmpeg_logging();
     if let RateControl::Vmaf { .. } = params.rate {
+        if !params.edit.is_empty() {
+            return Err(MediaError::InvalidSettings(
+                "target_vmaf does not yet apply to trimmed, cropped, watermarked or subtitled outputs; use quality".into(),
+            ));
+        }
         return crate::quality::target::transcode_to_vmaf(
             input,
             output,
@@ -70,7 +96,7 @@ pub fn transcode(
             on_progress,
         );
     }
-    let mut job = Job::plan(input, output, params)?;
+    let mut job = Job::plan(input, output, params, files)?;
     let result = job.run(cancel, on_progress);
     job.cleanup_scratch();
     if result.is_err() {
@@ -99,7 +125,11 @@ struct Job<'a> {
     input: &'a Path,
     output: &'a Path,
     params: &'a VideoParams,
+    /// The source as the edit leaves it (the span's duration, the cropped size).
     info: MediaInfo,
+    /// The source's own display rotation.
+    rotation: i32,
+    edit: EditPlan,
     input_size: u64,
     geometry: Geometry,
     encoder: EncoderChoice,
@@ -121,8 +151,11 @@ impl<'a> Job<'a> {
         input: &'a Path,
         output: &'a Path,
         params: &'a VideoParams,
+        files: &EditFiles,
     ) -> Result<Self, MediaError> {
-        let info = super::probe(input)?;
+        let source = super::probe(input)?;
+        let edit = EditPlan::new(&source, &params.edit, files)?;
+        let info = edited_info(&source, &params.edit).map_err(MediaError::InvalidSettings)?;
         let input_size = std::fs::metadata(input)
             .map(|m| m.len())
             .map_err(|e| MediaError::Io(format!("stat input: {e}")))?;
@@ -159,6 +192,8 @@ impl<'a> Job<'a> {
             output,
             params,
             info,
+            rotation: source.rotation,
+            edit,
             input_size,
             geometry,
             hw_fallback: encoder.fallback.clone(),
@@ -181,7 +216,7 @@ impl<'a> Job<'a> {
         on_progress: &mut dyn FnMut(Progress),
     ) -> Result<TranscodeOutcome, MediaError> {
         let mut report = EncodeReport {
-            rotation: self.geometry.rotation,
+            rotation: self.rotation,
             ..EncodeReport::default()
         };
         let last = match self.params.rate.clone() {
@@ -395,6 +430,7 @@ impl<'a> Job<'a> {
                 pix_fmt: target_pix_fmt(self.params.codec, self.encoder.name, self.info.bit_depth),
                 with_audio,
                 hw_decode: self.hw_decode,
+                edit: &self.edit,
             };
             let pass_started = Instant::now();
             let (planned, done) = (self.planned.max(self.done + 1), self.done);

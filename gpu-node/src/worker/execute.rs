@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use kiln_protocol::edit::Asset;
 use kiln_protocol::{EventStream, JobErrorCode, JobSpec, NodeEventKind, Store, Task};
 use tokio::sync::mpsc;
 
@@ -38,7 +39,7 @@ pub(super) async fn execute(
             .join(format!("{stem}.{}", p.container.extension())),
         _ => config.scratch_dir.join(format!("{stem}.ladder")),
     };
-    let _cleanup = Cleanup(vec![scratch_in.clone(), scratch_out.clone()]);
+    let mut cleanup = Cleanup(vec![scratch_in.clone(), scratch_out.clone()]);
 
     let input = match store.local_path(&job.source_key) {
         Some(p) if tokio::fs::try_exists(&p).await.unwrap_or(false) => p,
@@ -50,6 +51,44 @@ pub(super) async fn execute(
             scratch_in.clone()
         }
     };
+
+    // The files an edit reads (a watermark image, subtitles) come to the scratch folder too.
+    let mut files = media::EditFiles::default();
+    let edit = params.map(|p| &p.edit).or(ladder.map(|l| &l.edit));
+    if let Some(edit) = edit {
+        let fetch = |what: &str, asset: &Asset| {
+            let path = config.scratch_dir.join(format!("{stem}.{what}"));
+            (path, asset.clone())
+        };
+        let wanted = [
+            edit.watermark
+                .as_ref()
+                .map(|w| fetch("watermark", &w.image)),
+            edit.subtitles.as_ref().map(|s| fetch("subtitles", &s.file)),
+        ];
+        for (i, (path, asset)) in wanted
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, w)| Some((i, w?)))
+        {
+            let Asset::Key(key) = asset else {
+                return Err((
+                    JobErrorCode::InvalidSettings,
+                    "an edit names an upload the control plane did not resolve".into(),
+                ));
+            };
+            cleanup.0.push(path.clone());
+            store
+                .fetch_to_path(&key, &path)
+                .await
+                .map_err(storage_err)?;
+            if i == 0 {
+                files.watermark = Some(path);
+            } else {
+                files.subtitles = Some(path);
+            }
+        }
+    }
 
     // Progress flows from the blocking encode thread through a channel to the queue.
     let (tx, mut rx) = mpsc::unbounded_channel::<media::Progress>();
@@ -87,10 +126,13 @@ pub(super) async fn execute(
             };
             match (params, ladder) {
                 (Some(p), _) => {
-                    media::transcode(&input, &out, &p, &cancel, &mut progress).map(Encoded::File)
+                    media::transcode_edited(&input, &out, &p, &files, &cancel, &mut progress)
+                        .map(Encoded::File)
                 }
-                (_, Some(l)) => media::encode_ladder(&input, &out, &l, &cancel, &mut progress)
-                    .map(Encoded::Tree),
+                (_, Some(l)) => {
+                    media::encode_ladder_edited(&input, &out, &l, &files, &cancel, &mut progress)
+                        .map(Encoded::Tree)
+                }
                 _ => unreachable!("a video or ladder task"),
             }
         })

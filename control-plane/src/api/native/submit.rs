@@ -52,7 +52,11 @@ pub struct JobsRequest {
     /// `quality`, `method`, `bitrate`, `target_size_mb`, `target_vmaf`, `resolution`, `preset`, `format`,
     /// `hardware`, …); image outputs those of `POST /convert` (`format` required, `width`,
     /// `height`, `quality`, `fit`, …). `type` (`video` or `image`) may be omitted when the
-    /// fields say which.
+    /// fields say which. Video outputs also take edits: `start`/`end` (seconds or
+    /// `HH:MM:SS.mmm`, frame-accurate), `crop` (`{x, y, width, height}`, or `{aspect: "9:16",
+    /// gravity}`), `watermark` (`{upload, position, margin, opacity, width}`: an uploaded
+    /// image, `width` a fraction of the output's) and `subtitles` (`{upload}`: SRT or WebVTT,
+    /// timed against the source). `type` `ladder`, `thumbnails` and `storyboard` make folders.
     #[schema(value_type = Vec<Object>)]
     pub outputs: Vec<serde_json::Map<String, Value>>,
     /// POSTed signed events when a job finishes (and on progress, if asked).

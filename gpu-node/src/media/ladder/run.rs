@@ -5,10 +5,10 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kiln_protocol::Container;
 use rsmpeg::avcodec::{AVCodecContext, AVPacket};
@@ -18,12 +18,12 @@ use rsmpeg::error::RsmpegError;
 use rsmpeg::ffi;
 
 use crate::media::audio::{self, AudioTrack};
+use crate::media::edit::EditPlan;
 use crate::media::encoder::EncoderSettings;
 use crate::media::error::describe;
-use crate::media::filter::{FilterGraph, Pulled};
 use crate::media::geometry::Geometry;
-use crate::media::pipeline::{chain, decode, mux_packet, open_encoder, q2d, PassSpec};
-use crate::media::{container_duration_s, hw, path_cstring, MediaError};
+use crate::media::pipeline::{decode, mux_packet, open_encoder, q2d, PassSpec, Trim};
+use crate::media::{container_duration_s, path_cstring, MediaError};
 
 /// What the ladder's threads are asked to do.
 pub(super) struct RunSpec<'a> {
@@ -36,7 +36,13 @@ pub(super) struct RunSpec<'a> {
     pub pix_fmt: ffi::AVPixelFormat,
     pub segment_secs: u32,
     pub hw_decode: bool,
+    /// Trim, crop, watermark, subtitles.
+    pub edit: &'a EditPlan,
 }
+
+mod decode_side;
+
+use decode_side::DecodeSide;
 
 /// What the threads produced.
 pub(super) struct Ran {
@@ -107,10 +113,20 @@ pub(super) fn run(
     let fps = frame_rate.map(q2d).unwrap_or(ASSUMED_FPS);
     let gop = ((spec.segment_secs as f64 * fps).round() as u32).max(1);
 
+    let trim = spec.edit.span.map(|(start, end)| {
+        let audio_tb = crate::media::probe::first_audio_stream(&ictx)
+            .and_then(|ai| ictx.streams().get(ai).map(|s| s.time_base));
+        Trim::new(start, end, v_start, in_tb, audio_tb)
+    });
+    if let Some(t) = &trim {
+        t.seek(&mut ictx, v_index)?;
+    }
     let decoding = decode::open(&ictx, v_index, &decoder, in_tb, frame_rate, spec.hw_decode)?;
     let mut octx = AVFormatContextOutput::create(&path_cstring(spec.manifest)?, None)
         .map_err(|e| MediaError::Io(describe("create the dash muxer", &e)))?;
     let mut encoders = Vec::new();
+    // The edit is applied before the split, once; the rungs' chains only scale.
+    let no_edit = EditPlan::default();
     for (geometry, settings) in &spec.rungs {
         let pass = PassSpec {
             input: spec.input,
@@ -122,6 +138,7 @@ pub(super) fn run(
             pix_fmt: spec.pix_fmt,
             with_audio: false,
             hw_decode: spec.hw_decode,
+            edit: &no_edit,
         };
         let (enc, index) = open_encoder(&pass, in_tb, frame_rate, color, &mut octx)?;
         set_stream_sar(&mut octx, index, same_aspect(spec.rungs[0].0, *geometry));
@@ -170,6 +187,9 @@ pub(super) fn run(
         last_pts: i64::MIN,
         frames: 0,
         hw_seen: None,
+        picture: spec.edit.picture.clone(),
+        trim: trim.clone(),
+        past_end: false,
         frame_txs,
         mux_tx,
     };
@@ -204,6 +224,11 @@ pub(super) fn run(
         return Err(MediaError::Decode("no video frame could be decoded".into()));
     }
     let hwaccel = hw_seen == Some(true);
+    let duration_s = match &trim {
+        Some(t) if t.end_s.is_finite() => t.end_s - t.start_s,
+        Some(t) => (duration_s - t.start_s).max(0.0),
+        None => duration_s,
+    };
     Ok(Ran {
         frames,
         duration_s,
@@ -399,204 +424,4 @@ fn mux(
     octx.write_trailer()
         .map_err(|e| Some(MediaError::Encode(describe("write the dash trailer", &e))))?;
     Ok(0)
-}
-
-/// The decode side, on the job's thread.
-struct DecodeSide<'c> {
-    cancel: &'c AtomicBool,
-    abandon: &'c AtomicBool,
-    dec: AVCodecContext,
-    graph: Option<FilterGraph>,
-    graph_for: (i32, i32, i32),
-    in_tb: ffi::AVRational,
-    frame_rate: Option<ffi::AVRational>,
-    rungs: Vec<Geometry>,
-    pix_fmt: ffi::AVPixelFormat,
-    last_pts: i64,
-    frames: u64,
-    hw_seen: Option<bool>,
-    frame_txs: Vec<SyncSender<Option<AVFrame>>>,
-    mux_tx: SyncSender<MuxMsg>,
-}
-
-/// `Err(None)`: a downstream thread went away (its error is the one to report).
-type Step = Result<(), Option<MediaError>>;
-
-impl DecodeSide<'_> {
-    fn drive(
-        &mut self,
-        ictx: &mut AVFormatContextInput,
-        v_index: usize,
-        audio_index: Option<usize>,
-        (duration_s, v_start): (f64, i64),
-        on_progress: &mut dyn FnMut(f64, u64),
-    ) -> Step {
-        let mut last_report = Instant::now() - PROGRESS_EVERY;
-        let mut last_pts_s = 0.0f64;
-        loop {
-            if self.cancel.load(Ordering::Relaxed) {
-                return Err(Some(MediaError::Cancelled));
-            }
-            let packet = match ictx.read_packet() {
-                Ok(Some(p)) => p,
-                Ok(None) => break,
-                Err(e) => return Err(Some(MediaError::Decode(describe("read packet", &e)))),
-            };
-            let si = packet.stream_index as usize;
-            if si == v_index {
-                if packet.pts != ffi::AV_NOPTS_VALUE {
-                    last_pts_s = (packet.pts - v_start) as f64 * q2d(self.in_tb);
-                }
-                self.decode(Some(&packet))?;
-            } else if Some(si) == audio_index {
-                let tx = self.mux_tx.clone();
-                self.send(&tx, MuxMsg::Audio(packet))?;
-            }
-            if last_report.elapsed() >= PROGRESS_EVERY {
-                last_report = Instant::now();
-                let fraction = if duration_s > 0.0 {
-                    (last_pts_s / duration_s).clamp(0.0, 0.999)
-                } else {
-                    0.0
-                };
-                on_progress(fraction, self.frames);
-            }
-        }
-        self.decode(None)?;
-        if let Some(g) = self.graph.as_mut() {
-            g.push(None).map_err(|e| Some(MediaError::Encode(e)))?;
-        }
-        self.drain()?;
-        for i in 0..self.frame_txs.len() {
-            let tx = self.frame_txs[i].clone();
-            self.send(&tx, None)?;
-        }
-        let tx = self.mux_tx.clone();
-        self.send(&tx, MuxMsg::AudioDone)
-    }
-
-    /// Send without blocking past a cancel or an abandoned ladder.
-    fn send<T>(&self, tx: &SyncSender<T>, mut msg: T) -> Step {
-        loop {
-            match tx.try_send(msg) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Disconnected(_)) => return Err(None),
-                Err(TrySendError::Full(m)) => {
-                    if self.cancel.load(Ordering::Relaxed) {
-                        return Err(Some(MediaError::Cancelled));
-                    }
-                    if self.abandon.load(Ordering::Relaxed) {
-                        return Err(None);
-                    }
-                    msg = m;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        }
-    }
-
-    fn decode(&mut self, packet: Option<&AVPacket>) -> Step {
-        let err = |e: RsmpegError| Some(MediaError::Decode(describe("decode", &e)));
-        match self.dec.send_packet(packet) {
-            Ok(()) | Err(RsmpegError::DecoderFlushedError) => {}
-            Err(e) => return Err(err(e)),
-        }
-        loop {
-            let mut frame = match self.dec.receive_frame() {
-                Ok(f) => f,
-                Err(RsmpegError::DecoderDrainError) | Err(RsmpegError::DecoderFlushedError) => {
-                    return Ok(())
-                }
-                Err(e) => return Err(err(e)),
-            };
-            if self.hw_seen.is_none() {
-                self.hw_seen = Some(frame.format == ffi::AVPixelFormat_AV_PIX_FMT_CUDA);
-            }
-            // Timestamps strictly increase into the encoders, as the muxer requires.
-            let mut pts = frame.best_effort_timestamp;
-            if pts == ffi::AV_NOPTS_VALUE {
-                pts = if self.last_pts == i64::MIN {
-                    0
-                } else {
-                    self.last_pts + 1
-                };
-            }
-            if pts <= self.last_pts {
-                pts = self.last_pts + 1;
-            }
-            self.last_pts = pts;
-            frame.set_pts(pts);
-            let key = (frame.width, frame.height, frame.format);
-            if self.graph.is_none() || self.graph_for != key {
-                if let Some(old) = self.graph.as_mut() {
-                    old.push(None).map_err(|e| Some(MediaError::Encode(e)))?;
-                    self.drain()?;
-                }
-                let graph = self
-                    .split_graph(&frame)
-                    .map_err(|e| Some(MediaError::Encode(e)))?;
-                self.graph = Some(graph);
-                self.graph_for = key;
-            }
-            self.graph
-                .as_mut()
-                .expect("built above")
-                .push(Some(&mut frame))
-                .map_err(|e| Some(MediaError::Encode(e)))?;
-            self.drain()?;
-        }
-    }
-
-    /// `[in]split=N[s0]…;[s0]<rendition 0's chain>[out0];…`: one graph from the decoded
-    /// frames to every rendition (scaled on the GPU when the frames are there).
-    fn split_graph(&self, frame: &AVFrame) -> Result<FilterGraph, String> {
-        let n = self.rungs.len();
-        let sw = hw::hw_sw_format(frame);
-        let labels: String = (0..n).map(|i| format!("[s{i}]")).collect();
-        let mut spec = format!("[in]split={n}{labels}");
-        for (i, g) in self.rungs.iter().enumerate() {
-            let chain = chain::video_chain(
-                frame.width,
-                frame.height,
-                frame.sample_aspect_ratio,
-                frame.format,
-                sw,
-                g,
-                self.pix_fmt,
-            );
-            let out = if n == 1 {
-                "out".to_string()
-            } else {
-                format!("out{i}")
-            };
-            spec.push_str(&format!(";[s{i}]{chain}[{out}]"));
-        }
-        tracing::debug!(%spec, "ladder filter graph");
-        FilterGraph::video_to(frame, self.in_tb, self.frame_rate, &spec, n)
-    }
-
-    fn drain(&mut self) -> Step {
-        for i in 0..self.rungs.len() {
-            loop {
-                let Some(graph) = self.graph.as_mut() else {
-                    return Ok(());
-                };
-                match graph
-                    .pull_from(i)
-                    .map_err(|e| Some(MediaError::Encode(e)))?
-                {
-                    Pulled::Frame(mut f) => {
-                        f.set_pict_type(ffi::AVPictureType_AV_PICTURE_TYPE_NONE);
-                        let tx = self.frame_txs[i].clone();
-                        self.send(&tx, Some(f))?;
-                        if i == 0 {
-                            self.frames += 1;
-                        }
-                    }
-                    Pulled::Again | Pulled::End => break,
-                }
-            }
-        }
-        Ok(())
-    }
 }

@@ -11,7 +11,8 @@ use rsmpeg::error::RsmpegError;
 use rsmpeg::ffi;
 use rsmpeg::UnsafeDerefMut;
 
-use super::{DriveError, Msg};
+use super::{DriveError, Msg, Trim};
+use crate::media::edit::{picture_chain, PicturePlan};
 use crate::media::error::describe;
 use crate::media::filter::{FilterGraph, Pulled};
 use crate::media::geometry::Geometry;
@@ -93,6 +94,12 @@ pub(super) struct Video<'c> {
     pub(super) frames: u64,
     pub(super) hw_requested: bool,
     pub(super) hw_seen: Option<bool>,
+    /// Crop, watermark, subtitles: the graph is [`picture_chain`]'s.
+    pub(super) picture: Option<PicturePlan>,
+    /// The span kept: frames before it are dropped, timestamps moved to start at zero.
+    pub(super) trim: Option<Trim>,
+    /// Whether a frame at or past the trim's end was decoded.
+    pub(super) past_end: bool,
     /// Frames and audio packets on their way to the encoder thread.
     pub(super) tx: SyncSender<Msg>,
 }
@@ -147,6 +154,15 @@ impl Video<'_> {
                 pts = self.last_pts + 1;
             }
             self.last_pts = pts;
+            if let Some(t) = &self.trim {
+                if pts < t.video.0 {
+                    continue;
+                }
+                if pts >= t.video.1 {
+                    self.past_end = true;
+                    continue;
+                }
+            }
             frame.set_pts(pts);
             let key = (frame.width, frame.height, frame.format);
             if self.graph.is_none() || self.graph_for != key {
@@ -156,15 +172,26 @@ impl Video<'_> {
                     self.drain_graph()?;
                 }
                 let sw = hw::hw_sw_format(&frame);
-                let chain = super::chain::video_chain(
-                    frame.width,
-                    frame.height,
-                    frame.sample_aspect_ratio,
-                    frame.format,
-                    sw,
-                    &self.geometry,
-                    self.pix_fmt,
-                );
+                let chain = match &self.picture {
+                    Some(plan) => picture_chain(
+                        (frame.width, frame.height),
+                        frame.sample_aspect_ratio,
+                        (frame.format, sw),
+                        plan,
+                        (self.geometry.width, self.geometry.height),
+                        self.pix_fmt,
+                        "out",
+                    ),
+                    None => super::chain::video_chain(
+                        frame.width,
+                        frame.height,
+                        frame.sample_aspect_ratio,
+                        frame.format,
+                        sw,
+                        &self.geometry,
+                        self.pix_fmt,
+                    ),
+                };
                 tracing::debug!(%chain, "video filter");
                 self.graph = Some(
                     FilterGraph::video(&frame, self.in_tb, self.frame_rate, &chain)
@@ -204,9 +231,22 @@ impl Video<'_> {
             let Some(graph) = self.graph.as_mut() else {
                 return Ok(());
             };
+            let sink_tb = graph.sink_time_base();
             match graph.pull().map_err(MediaError::Encode)? {
                 Pulled::Frame(mut f) => {
                     f.set_pict_type(ffi::AVPictureType_AV_PICTURE_TYPE_NONE);
+                    // A two-input graph (the watermark's overlay) may hand out a finer time
+                    // base than the source's, which the encoder runs in.
+                    if f.pts != ffi::AV_NOPTS_VALUE
+                        && (sink_tb.num, sink_tb.den) != (self.in_tb.num, self.in_tb.den)
+                    {
+                        // SAFETY: av_rescale_q is pure arithmetic on its arguments.
+                        let pts = unsafe { ffi::av_rescale_q(f.pts, sink_tb, self.in_tb) };
+                        f.set_pts(pts);
+                    }
+                    if let (Some(t), true) = (&self.trim, f.pts != ffi::AV_NOPTS_VALUE) {
+                        f.set_pts(f.pts - t.video.0);
+                    }
                     self.send(Msg::Frame(f))?;
                     self.frames += 1;
                 }
