@@ -24,8 +24,10 @@ use super::{container_duration_s, path_cstring, MediaError};
 pub(crate) mod chain;
 pub(crate) mod decode;
 mod sink;
+mod trim;
 
 pub(crate) use sink::{encode_and_mux, mux_packet, open_encoder};
+pub(crate) use trim::{AudioCut, Trim};
 
 /// What one pass is asked to do.
 pub(crate) struct PassSpec<'a> {
@@ -375,121 +377,4 @@ pub(crate) fn q2d(r: ffi::AVRational) -> f64 {
     } else {
         r.num as f64 / r.den as f64
     }
-}
-
-/// A trim in the source's own timestamps: where the pass seeks, which frames and audio
-/// packets it keeps, and how far their timestamps move so the output starts at zero.
-#[derive(Debug, Clone)]
-pub(crate) struct Trim {
-    pub start_s: f64,
-    /// Infinite when the source's duration is unknown and no end was asked.
-    pub end_s: f64,
-    /// `[start, end)` in the video stream's time base (absolute, first timestamp included).
-    pub video: (i64, i64),
-    /// The same in the audio stream's time base, when there is audio.
-    audio: Option<(i64, i64, ffi::AVRational)>,
-}
-
-/// What a trim does with an audio packet.
-pub(crate) enum AudioCut {
-    Keep(AVPacket),
-    Before,
-    After,
-}
-
-impl Trim {
-    pub(crate) fn new(
-        start_s: f64,
-        end_s: f64,
-        v_start: i64,
-        vtb: ffi::AVRational,
-        atb: Option<ffi::AVRational>,
-    ) -> Self {
-        // Absolute times in microseconds: the video's first timestamp plus the offsets.
-        let origin = rescale(v_start, vtb, AV_TIME_BASE_Q);
-        let to = |s: f64| {
-            if s.is_finite() {
-                origin + (s * 1e6).round() as i64
-            } else {
-                i64::MAX / 4
-            }
-        };
-        let (a, b) = (to(start_s), to(end_s));
-        let at = |tb: ffi::AVRational| {
-            (
-                rescale(a, AV_TIME_BASE_Q, tb),
-                rescale(b, AV_TIME_BASE_Q, tb),
-            )
-        };
-        let video = at(vtb);
-        Self {
-            start_s,
-            end_s,
-            video,
-            audio: atb.map(|tb| {
-                let (s, e) = at(tb);
-                (s, e, tb)
-            }),
-        }
-    }
-
-    /// Seek to the keyframe at or before the start; frames before it are decoded and dropped.
-    pub(crate) fn seek(
-        &self,
-        ictx: &mut AVFormatContextInput,
-        v_index: usize,
-    ) -> Result<(), MediaError> {
-        if self.start_s <= 0.0 {
-            return Ok(());
-        }
-        let ts = self.video.0;
-        // SAFETY: `ictx` is an open input; avformat_seek_file only repositions its reading.
-        let rc = unsafe {
-            ffi::avformat_seek_file(ictx.as_mut_ptr(), v_index as i32, i64::MIN, ts, ts, 0)
-        };
-        if rc < 0 {
-            // Unseekable input: read from the start and drop frames instead.
-            tracing::debug!(rc, "seek for a trim failed; decoding from the start");
-        }
-        Ok(())
-    }
-
-    /// Keep an audio packet that starts inside the span (timestamps moved to the output's
-    /// zero): audio is cut at packet edges, each ~21 ms of AAC, while A/V sync stays exact.
-    pub(crate) fn audio(&self, mut p: AVPacket) -> AudioCut {
-        let Some((start, end, _)) = self.audio else {
-            return AudioCut::Keep(p);
-        };
-        let pts = if p.pts != ffi::AV_NOPTS_VALUE {
-            p.pts
-        } else {
-            p.dts
-        };
-        if pts == ffi::AV_NOPTS_VALUE {
-            return AudioCut::Before;
-        }
-        if pts < start {
-            return AudioCut::Before;
-        }
-        if pts >= end {
-            return AudioCut::After;
-        }
-        if p.pts != ffi::AV_NOPTS_VALUE {
-            p.set_pts(p.pts - start);
-        }
-        if p.dts != ffi::AV_NOPTS_VALUE {
-            p.set_dts(p.dts - start);
-        }
-        AudioCut::Keep(p)
-    }
-}
-
-const AV_TIME_BASE_Q: ffi::AVRational = ffi::AVRational {
-    num: 1,
-    den: ffi::AV_TIME_BASE as i32,
-};
-
-fn rescale(v: i64, from: ffi::AVRational, to: ffi::AVRational) -> i64 {
-    // SAFETY: av_rescale_q is pure arithmetic on its arguments.
-    unsafe { ffi::av_rescale_q(v, from, to) }
 }
