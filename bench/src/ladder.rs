@@ -172,6 +172,7 @@ fn run(clips: &[PathBuf], runs: usize, preset: &str) -> Result<(), String> {
         packaging: Packaging::both(),
         preset: Some(x264_preset),
         hardware: HardwarePolicy::Cpu,
+        audio: Default::default(),
         edit: Default::default(),
     };
     let json = serde_json::to_string(&params).map_err(|e| e.to_string())?;

@@ -247,6 +247,7 @@ fn h264_ladder_of_three_with_audio_once() {
         packaging: Packaging::both(),
         preset: Some(Preset::Veryfast),
         hardware: HardwarePolicy::Cpu,
+        audio: Default::default(),
         edit: Default::default(),
     };
     let out = run(&src, dir.path(), &params);
@@ -282,6 +283,7 @@ fn av1_ladder_keyframes_line_up() {
         packaging: Packaging::both(),
         preset: Some(Preset::Svt(12)),
         hardware: HardwarePolicy::Cpu,
+        audio: Default::default(),
         edit: Default::default(),
     };
     let out = run(&src, dir.path(), &params);
@@ -305,6 +307,7 @@ fn dash_only_ladders_keep_no_playlists_and_a_failed_one_leaves_nothing() {
         packaging: vec![Packaging::Dash],
         preset: Some(Preset::Ultrafast),
         hardware: HardwarePolicy::Cpu,
+        audio: Default::default(),
         edit: Default::default(),
     };
     let out = run(&src, &tree, &params);
@@ -369,6 +372,7 @@ fn an_edited_ladder_is_trimmed_cropped_and_marked_once_for_every_rendition() {
         packaging: Packaging::both(),
         preset: Some(Preset::Veryfast),
         hardware: HardwarePolicy::Cpu,
+        audio: Default::default(),
         edit: Edit {
             start_s: Some(1.0),
             end_s: Some(3.5),
@@ -433,4 +437,45 @@ fn an_edited_ladder_is_trimmed_cropped_and_marked_once_for_every_rendition() {
         }
         assert!(sum / n > 200.0, "rendition {i}: {:.0}", sum / n);
     }
+}
+
+#[test]
+fn an_av1_ladder_with_opus_audio_once() {
+    let src = media("video/bigbuckbunny.mp4");
+    let dir = tempfile::tempdir().unwrap();
+    let params = LadderParams {
+        codec: VideoCodec::Av1,
+        renditions: Some(vec![
+            rung(360, RungRate::Quality { quality: 30 }),
+            rung(180, RungRate::Quality { quality: 34 }),
+        ]),
+        segment_secs: 2,
+        packaging: Packaging::both(),
+        preset: Some(Preset::Svt(12)),
+        hardware: HardwarePolicy::Cpu,
+        audio: kiln_protocol::ladder::LadderAudio::Opus,
+        edit: Default::default(),
+    };
+    let out = run(&src, dir.path(), &params);
+    check_ladder(&src, dir.path(), &out, &[(640, 360), (320, 180)], true);
+    // The 6-channel AAC is encoded once, to stereo Opus, as its own rendition.
+    assert_eq!(out.report.audio, "opus");
+    let master = std::fs::read_to_string(dir.path().join("master.m3u8")).unwrap();
+    assert_eq!(master.matches("TYPE=AUDIO").count(), 1, "{master}");
+    assert!(
+        master.contains("av01.") && master.contains(",opus\""),
+        "{master}"
+    );
+    let audio = probe(
+        &[
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "stream=codec_name,channels",
+            "-of",
+            "csv=p=0",
+        ],
+        &dir.path().join("manifest.mpd"),
+    );
+    assert_eq!(audio.lines().next(), Some("opus,2"), "{audio}");
 }

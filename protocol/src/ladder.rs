@@ -26,9 +26,38 @@ pub struct LadderParams {
     /// Whether to use NVDEC/NVENC.
     #[serde(default)]
     pub hardware: HardwarePolicy,
+    /// The audio rendition's codec (AAC copied when the source has it, else encoded once).
+    #[serde(default, skip_serializing_if = "LadderAudio::is_aac")]
+    pub audio: LadderAudio,
     /// Trim, crop, watermark and subtitles, applied once before the renditions are scaled.
     #[serde(default, skip_serializing_if = "crate::edit::Edit::is_empty")]
     pub edit: crate::edit::Edit,
+}
+
+/// The codec of a ladder's one audio rendition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LadderAudio {
+    /// AAC-LC: every HLS and DASH player.
+    #[default]
+    Aac,
+    /// Opus in fMP4: what AV1 and WebM-minded players (Chrome, Firefox, Android) prefer.
+    Opus,
+}
+
+impl LadderAudio {
+    /// Parse `aac` or `opus`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "aac" => Some(Self::Aac),
+            "opus" => Some(Self::Opus),
+            _ => None,
+        }
+    }
+
+    fn is_aac(&self) -> bool {
+        *self == Self::Aac
+    }
 }
 
 fn default_segment_secs() -> u32 {
@@ -235,6 +264,7 @@ mod tests {
             packaging: Packaging::both(),
             preset: None,
             hardware: HardwarePolicy::Auto,
+            audio: Default::default(),
             edit: Default::default(),
         };
         assert!(p.validate().is_ok());

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use kiln_protocol::ladder::{Packaging, DEFAULT_SEGMENT_SECS};
+use kiln_protocol::ladder::{LadderAudio, Packaging, DEFAULT_SEGMENT_SECS};
 use kiln_protocol::video::{QUALITY_MAX, QUALITY_MIN};
 use kiln_protocol::{HardwarePolicy, LadderParams, Preset, Resolution, Rung, RungRate, VideoCodec};
 use serde_json::Value;
@@ -105,6 +105,7 @@ pub fn ladder_output(
         "packaging",
         "preset",
         "hardware",
+        "audio",
     ];
     if let Some(k) = o
         .keys()
@@ -168,9 +169,18 @@ pub fn ladder_output(
         packaging,
         preset: preset(codec, text("preset").map_err(at)?.as_deref()).map_err(at)?,
         hardware: hardware(text("hardware").map_err(at)?.as_deref()).map_err(at)?,
+        audio: audio(text("audio").map_err(at)?.as_deref()).map_err(at)?,
         edit,
     })
     .map_err(at)
+}
+
+fn audio(a: Option<&str>) -> Result<LadderAudio, SubmitError> {
+    match a {
+        None => Ok(LadderAudio::Aac),
+        Some(a) => LadderAudio::parse(a)
+            .ok_or_else(|| bad(format!("audio must be aac or opus, got {a:?}"))),
+    }
 }
 
 fn prefix(p: &str, e: SubmitError) -> SubmitError {
@@ -272,6 +282,7 @@ pub fn ladder_from_fields(
         packaging,
         preset: preset(codec, get("preset"))?,
         hardware: hardware(get("hardware"))?,
+        audio: audio(get("audio"))?,
         edit: super::edit::from_fields(&get)?,
     })
 }
@@ -312,6 +323,22 @@ mod tests {
             (d.codec, d.segment_secs, d.renditions),
             (VideoCodec::H264, 4, None)
         );
+        assert_eq!(d.audio, LadderAudio::Aac);
+        assert!(d.edit.is_empty());
+
+        // Opus audio and the edits of video outputs, objects or flat fields alike.
+        let e = ladder_output(
+            0,
+            &obj(
+                json!({"type": "ladder", "codec": "av1", "audio": "opus", "start": 2, "end": "0:10",
+                "crop": {"aspect": "9:16"}, "watermark": {"upload": "u1", "opacity": 0.5}}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(e.audio, LadderAudio::Opus);
+        assert_eq!((e.edit.start_s, e.edit.end_s), (Some(2.0), Some(10.0)));
+        assert!(e.edit.crop.is_some());
+        assert_eq!(e.edit.watermark.unwrap().opacity, 0.5);
 
         for (o, want) in [
             (
@@ -342,6 +369,11 @@ mod tests {
                 json!({"type": "ladder", "crf": 20}),
                 "\"crf\" is not one of them",
             ),
+            (json!({"type": "ladder", "audio": "mp3"}), "aac or opus"),
+            (
+                json!({"type": "ladder", "start": 5, "end": 1}),
+                "after start",
+            ),
         ] {
             let m = err(ladder_output(3, &obj(o.clone())));
             assert!(m.starts_with("outputs[3]: "), "{m}");
@@ -368,6 +400,12 @@ mod tests {
         );
         assert_eq!(packaging_for_format("CMAF"), Some(Packaging::both()));
         assert_eq!(packaging_for_format("mp4"), None);
+        let mut edited = f.clone();
+        edited.insert("end".into(), "4.5".into());
+        edited.insert("crop".into(), "0,0,640,360".into());
+        edited.insert("audio".into(), "opus".into());
+        let p = ladder_from_fields(&edited, Packaging::both()).unwrap();
+        assert_eq!((p.edit.end_s, p.audio), (Some(4.5), LadderAudio::Opus));
         let mut bad = f.clone();
         bad.insert("renditions".into(), "720p".into());
         assert!(err(ladder_from_fields(&bad, Packaging::both())).contains("720p@2800"));

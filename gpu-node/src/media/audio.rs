@@ -65,17 +65,34 @@ pub(crate) fn add_track(
     octx: &mut AVFormatContextOutput,
     container: Container,
 ) -> Result<AudioTrack, MediaError> {
+    add_track_with(ictx, ai, octx, container, false)
+}
+
+/// [`add_track`], or with `opus` Opus whatever the container: copied when the source is Opus,
+/// encoded to it otherwise (a ladder's audio for AV1/WebM-style players).
+pub(crate) fn add_track_with(
+    ictx: &AVFormatContextInput,
+    ai: usize,
+    octx: &mut AVFormatContextOutput,
+    container: Container,
+    opus: bool,
+) -> Result<AudioTrack, MediaError> {
     let in_stream = ictx.streams().get(ai).expect("stream index from FFmpeg");
     let in_par = in_stream.codecpar();
     let in_tb = in_stream.time_base;
-    // SAFETY: the output format is live for `octx`'s lifetime; the call only reads it.
-    let fits = unsafe {
-        ffi::avformat_query_codec(
-            octx.oformat().as_ptr(),
-            in_par.codec_id,
-            ffi::FF_COMPLIANCE_NORMAL as i32,
-        )
-    } == 1;
+    let fits = if opus {
+        in_par.codec_id == ffi::AVCodecID_AV_CODEC_ID_OPUS
+    } else {
+        // SAFETY: the output format is live for `octx`'s lifetime; the call only reads it.
+        let answer = unsafe {
+            ffi::avformat_query_codec(
+                octx.oformat().as_ptr(),
+                in_par.codec_id,
+                ffi::FF_COMPLIANCE_NORMAL as i32,
+            )
+        };
+        answer == 1
+    };
     if fits {
         let mut par = AVCodecParameters::new();
         par.copy(&in_par);
@@ -104,6 +121,7 @@ pub(crate) fn add_track(
         .map_err(|e| MediaError::Decode(describe("open audio decoder", &e)))?;
 
     let (kind, enc_name): (&'static str, &std::ffi::CStr) = match container {
+        _ if opus => ("opus", c"libopus"),
         Container::Webm => ("opus", c"libopus"),
         Container::Mp4 | Container::Mkv => ("aac", c"aac"),
     };

@@ -108,6 +108,7 @@ pub fn encode_ladder_edited(
         segment_secs: params.segment_secs,
         hw_decode: params.hardware != HardwarePolicy::Cpu && caps.cuda.available,
         edit: &edit,
+        opus: params.audio == kiln_protocol::ladder::LadderAudio::Opus,
     };
     let ran = run::run(&spec, cancel, &mut |fraction, frames| {
         let elapsed = started.elapsed().as_secs_f32();
@@ -315,6 +316,7 @@ mod tests {
             packaging: Packaging::both(),
             preset: None,
             hardware: HardwarePolicy::Cpu,
+            audio: Default::default(),
             edit: Default::default(),
         }
     }

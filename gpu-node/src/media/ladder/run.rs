@@ -38,6 +38,8 @@ pub(super) struct RunSpec<'a> {
     pub hw_decode: bool,
     /// Trim, crop, watermark, subtitles.
     pub edit: &'a EditPlan,
+    /// Whether the audio rendition is Opus (else AAC).
+    pub opus: bool,
 }
 
 mod decode_side;
@@ -145,7 +147,13 @@ pub(super) fn run(
         encoders.push((enc, index));
     }
     let audio = match crate::media::probe::first_audio_stream(&ictx) {
-        Some(ai) => Some(audio::add_track(&ictx, ai, &mut octx, Container::Mp4)?),
+        Some(ai) => Some(audio::add_track_with(
+            &ictx,
+            ai,
+            &mut octx,
+            Container::Mp4,
+            spec.opus,
+        )?),
         None => None,
     };
     let audio_kind = audio.as_ref().map(|a| a.kind()).unwrap_or("none");
