@@ -345,21 +345,15 @@ fn an_edited_ladder_is_trimmed_cropped_and_marked_once_for_every_rendition() {
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");
     let mark = dir.path().join("mark.png");
-    let made = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "color=white:s=64x32",
-        ])
-        .args(["-frames:v", "1"])
-        .arg(&mark)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    common::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=white:s=64x32",
+        "-frames:v",
+        "1",
+        mark.to_str().unwrap(),
+    ]);
     let mut w = Watermark::new(Asset::Key("k".into()));
     w.width_fraction = Some(0.25);
     let params = LadderParams {

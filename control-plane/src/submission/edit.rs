@@ -181,14 +181,7 @@ pub async fn resolve_assets(
         };
         for asset in edit.assets_mut() {
             let Asset::Upload(id) = asset else { continue };
-            let up = state
-                .db
-                .get_upload(account_id, id)
-                .await?
-                .ok_or_else(|| SubmitError::NoUpload(id.clone()))?;
-            if !up.usable(kiln_protocol::now_ms()) {
-                return Err(SubmitError::UploadExpired(id.clone()));
-            }
+            let up = super::source::usable_upload(state, account_id, id).await?;
             *asset = Asset::Key(up.object_key);
         }
     }

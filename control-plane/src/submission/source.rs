@@ -37,14 +37,7 @@ pub(super) async fn resolve(
             })
         }
         Source::Upload(id) => {
-            let up = state
-                .db
-                .get_upload(account_id, id)
-                .await?
-                .ok_or_else(|| SubmitError::NoUpload(id.clone()))?;
-            if !up.usable(kiln_protocol::now_ms()) {
-                return Err(SubmitError::UploadExpired(id.clone()));
-            }
+            let up = usable_upload(state, account_id, id).await?;
             return Ok(Resolved {
                 key: up.object_key,
                 size: up.size as u64,
@@ -70,6 +63,23 @@ pub(super) async fn resolve(
         name,
         fetched: true,
     })
+}
+
+/// The caller's upload `id`, refused when it is missing or no longer usable.
+pub(super) async fn usable_upload(
+    state: &AppState,
+    account_id: &str,
+    id: &str,
+) -> Result<crate::db::uploads::UploadRow, SubmitError> {
+    let up = state
+        .db
+        .get_upload(account_id, id)
+        .await?
+        .ok_or_else(|| SubmitError::NoUpload(id.to_string()))?;
+    if !up.usable(kiln_protocol::now_ms()) {
+        return Err(SubmitError::UploadExpired(id.to_string()));
+    }
+    Ok(up)
 }
 
 /// Remove an object this submission wrote, logging (not hiding) a failure.

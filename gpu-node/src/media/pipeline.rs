@@ -24,10 +24,10 @@ use super::{container_duration_s, path_cstring, MediaError};
 pub(crate) mod chain;
 pub(crate) mod decode;
 mod sink;
-mod trim;
+pub(crate) mod trim;
 
 pub(crate) use sink::{encode_and_mux, mux_packet, open_encoder};
-pub(crate) use trim::{AudioCut, Trim};
+pub(crate) use trim::{cut_audio, output_duration, output_pts, progress_span, FrameCut, Trim};
 
 /// What one pass is asked to do.
 pub(crate) struct PassSpec<'a> {
@@ -141,14 +141,7 @@ pub(crate) fn run_pass(
         )
     };
 
-    let trim = spec.edit.span.map(|(start, end)| {
-        let audio_tb = super::probe::first_audio_stream(&ictx)
-            .and_then(|ai| ictx.streams().get(ai).map(|s| s.time_base));
-        Trim::new(start, end, v_start, in_tb, audio_tb)
-    });
-    if let Some(t) = &trim {
-        t.seek(&mut ictx, v_index)?;
-    }
+    let trim = trim::open(spec.edit.span, &mut ictx, v_index, v_start, in_tb);
 
     let decoding = decode::open(&ictx, v_index, &decoder, in_tb, frame_rate, spec.hw_decode)?;
     let (dec, hw_requested) = (decoding.dec, decoding.hw_requested);
@@ -278,12 +271,12 @@ pub(crate) fn run_pass(
     let file_bytes = std::fs::metadata(spec.output)
         .map(|m| m.len())
         .map_err(|e| MediaError::Io(format!("stat output: {e}")))?;
-    let duration_s = match &trim {
-        Some(t) if t.end_s.is_finite() => t.end_s - t.start_s,
-        Some(t) => (last_pts_s - t.start_s).max(0.0),
-        None if duration_s > 0.0 => duration_s,
-        None => last_pts_s,
+    let untrimmed_s = if duration_s > 0.0 {
+        duration_s
+    } else {
+        last_pts_s
     };
+    let duration_s = output_duration(trim.as_ref(), untrimmed_s);
     Ok(PassResult {
         frames: video.frames,
         video_bytes,
@@ -311,11 +304,7 @@ fn drive(
     let mut last_report = Instant::now() - PROGRESS_EVERY;
     let mut last_pts_s = 0.0f64;
     // Progress runs over the span kept.
-    let (from_s, span_s) = match trim {
-        Some(t) if t.end_s.is_finite() => (t.start_s, t.end_s - t.start_s),
-        Some(t) => (t.start_s, duration_s - t.start_s),
-        None => (0.0, duration_s),
-    };
+    let (from_s, span_s) = progress_span(trim, duration_s);
     let mut audio_done = audio_index.is_none();
     loop {
         if video.past_end && audio_done {
@@ -337,18 +326,7 @@ fn drive(
             }
             video.decode(Some(&packet))?;
         } else if Some(si) == audio_index {
-            let packet = match trim {
-                None => Some(packet),
-                Some(t) => match t.audio(packet) {
-                    AudioCut::Keep(p) => Some(p),
-                    AudioCut::Before => None,
-                    AudioCut::After => {
-                        audio_done = true;
-                        None
-                    }
-                },
-            };
-            if let Some(p) = packet {
+            if let Some(p) = cut_audio(trim, packet, &mut audio_done) {
                 video.send(Msg::Audio(p))?;
             }
         }

@@ -22,7 +22,9 @@ use crate::media::edit::EditPlan;
 use crate::media::encoder::EncoderSettings;
 use crate::media::error::describe;
 use crate::media::geometry::Geometry;
-use crate::media::pipeline::{decode, mux_packet, open_encoder, q2d, PassSpec, Trim};
+use crate::media::pipeline::{
+    decode, mux_packet, open_encoder, output_duration, q2d, trim, PassSpec,
+};
 use crate::media::{container_duration_s, path_cstring, MediaError};
 
 /// What the ladder's threads are asked to do.
@@ -115,14 +117,7 @@ pub(super) fn run(
     let fps = frame_rate.map(q2d).unwrap_or(ASSUMED_FPS);
     let gop = ((spec.segment_secs as f64 * fps).round() as u32).max(1);
 
-    let trim = spec.edit.span.map(|(start, end)| {
-        let audio_tb = crate::media::probe::first_audio_stream(&ictx)
-            .and_then(|ai| ictx.streams().get(ai).map(|s| s.time_base));
-        Trim::new(start, end, v_start, in_tb, audio_tb)
-    });
-    if let Some(t) = &trim {
-        t.seek(&mut ictx, v_index)?;
-    }
+    let trim = trim::open(spec.edit.span, &mut ictx, v_index, v_start, in_tb);
     let decoding = decode::open(&ictx, v_index, &decoder, in_tb, frame_rate, spec.hw_decode)?;
     let mut octx = AVFormatContextOutput::create(&path_cstring(spec.manifest)?, None)
         .map_err(|e| MediaError::Io(describe("create the dash muxer", &e)))?;
@@ -232,11 +227,7 @@ pub(super) fn run(
         return Err(MediaError::Decode("no video frame could be decoded".into()));
     }
     let hwaccel = hw_seen == Some(true);
-    let duration_s = match &trim {
-        Some(t) if t.end_s.is_finite() => t.end_s - t.start_s,
-        Some(t) => (duration_s - t.start_s).max(0.0),
-        None => duration_s,
-    };
+    let duration_s = output_duration(trim.as_ref(), duration_s);
     Ok(Ran {
         frames,
         duration_s,

@@ -11,7 +11,7 @@ use rsmpeg::error::RsmpegError;
 use rsmpeg::ffi;
 use rsmpeg::UnsafeDerefMut;
 
-use super::{DriveError, Msg, Trim};
+use super::{output_pts, DriveError, FrameCut, Msg, Trim};
 use crate::media::edit::{picture_chain, PicturePlan};
 use crate::media::error::describe;
 use crate::media::filter::{FilterGraph, Pulled};
@@ -154,14 +154,13 @@ impl Video<'_> {
                 pts = self.last_pts + 1;
             }
             self.last_pts = pts;
-            if let Some(t) = &self.trim {
-                if pts < t.video.0 {
-                    continue;
-                }
-                if pts >= t.video.1 {
+            match self.trim.as_ref().map_or(FrameCut::Keep, |t| t.frame(pts)) {
+                FrameCut::Before => continue,
+                FrameCut::After => {
                     self.past_end = true;
                     continue;
                 }
+                FrameCut::Keep => {}
             }
             frame.set_pts(pts);
             let key = (frame.width, frame.height, frame.format);
@@ -235,18 +234,7 @@ impl Video<'_> {
             match graph.pull().map_err(MediaError::Encode)? {
                 Pulled::Frame(mut f) => {
                     f.set_pict_type(ffi::AVPictureType_AV_PICTURE_TYPE_NONE);
-                    // A two-input graph (the watermark's overlay) may hand out a finer time
-                    // base than the source's, which the encoder runs in.
-                    if f.pts != ffi::AV_NOPTS_VALUE
-                        && (sink_tb.num, sink_tb.den) != (self.in_tb.num, self.in_tb.den)
-                    {
-                        // SAFETY: av_rescale_q is pure arithmetic on its arguments.
-                        let pts = unsafe { ffi::av_rescale_q(f.pts, sink_tb, self.in_tb) };
-                        f.set_pts(pts);
-                    }
-                    if let (Some(t), true) = (&self.trim, f.pts != ffi::AV_NOPTS_VALUE) {
-                        f.set_pts(f.pts - t.video.0);
-                    }
+                    output_pts(self.trim.as_ref(), &mut f, sink_tb, self.in_tb);
                     self.send(Msg::Frame(f))?;
                     self.frames += 1;
                 }

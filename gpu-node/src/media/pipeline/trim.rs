@@ -3,9 +3,8 @@
 
 use rsmpeg::avcodec::AVPacket;
 use rsmpeg::avformat::AVFormatContextInput;
+use rsmpeg::avutil::AVFrame;
 use rsmpeg::ffi;
-
-use crate::media::MediaError;
 
 /// A trim in the source's own timestamps: where the pass seeks, which frames and audio
 /// packets it keeps, and how far their timestamps move so the output starts at zero.
@@ -21,10 +20,89 @@ pub(crate) struct Trim {
 }
 
 /// What a trim does with an audio packet.
-pub(crate) enum AudioCut {
+enum AudioCut {
     Keep(AVPacket),
     Before,
     After,
+}
+
+/// Where a decoded frame falls against a trim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameCut {
+    Before,
+    Keep,
+    After,
+}
+
+/// The trim of `span` over an open input whose video is stream `v_index` (time base `vtb`,
+/// first timestamp `v_start`), already seeked to its start; `None` without a span.
+pub(crate) fn open(
+    span: Option<(f64, f64)>,
+    ictx: &mut AVFormatContextInput,
+    v_index: usize,
+    v_start: i64,
+    vtb: ffi::AVRational,
+) -> Option<Trim> {
+    let (start, end) = span?;
+    let audio_tb = crate::media::probe::first_audio_stream(ictx)
+        .and_then(|ai| ictx.streams().get(ai).map(|s| s.time_base));
+    let t = Trim::new(start, end, v_start, vtb, audio_tb);
+    t.seek(ictx, v_index);
+    Some(t)
+}
+
+/// `(where progress starts, how long it runs)` in seconds over a source `duration_s` long.
+pub(crate) fn progress_span(trim: Option<&Trim>, duration_s: f64) -> (f64, f64) {
+    match trim {
+        Some(t) if t.end_s.is_finite() => (t.start_s, t.end_s - t.start_s),
+        Some(t) => (t.start_s, duration_s - t.start_s),
+        None => (0.0, duration_s),
+    }
+}
+
+/// The output's duration: the span, or `untrimmed_s` (what the output would last without a
+/// trim) less the start when the span's end is open.
+pub(crate) fn output_duration(trim: Option<&Trim>, untrimmed_s: f64) -> f64 {
+    match trim {
+        Some(t) if t.end_s.is_finite() => t.end_s - t.start_s,
+        Some(t) => (untrimmed_s - t.start_s).max(0.0),
+        None => untrimmed_s,
+    }
+}
+
+/// Keep an audio packet the trim keeps (all of them without one), raising `done` once the
+/// trim's end is passed.
+pub(crate) fn cut_audio(trim: Option<&Trim>, p: AVPacket, done: &mut bool) -> Option<AVPacket> {
+    let Some(t) = trim else { return Some(p) };
+    match t.audio(p) {
+        AudioCut::Keep(p) => Some(p),
+        AudioCut::Before => None,
+        AudioCut::After => {
+            *done = true;
+            None
+        }
+    }
+}
+
+/// A filtered frame's timestamp in the source's time base `in_tb` (a watermark's overlay
+/// may hand out a finer `sink_tb`), moved so the trimmed output starts at zero.
+pub(crate) fn output_pts(
+    trim: Option<&Trim>,
+    f: &mut AVFrame,
+    sink_tb: ffi::AVRational,
+    in_tb: ffi::AVRational,
+) {
+    if f.pts == ffi::AV_NOPTS_VALUE {
+        return;
+    }
+    let mut pts = f.pts;
+    if (sink_tb.num, sink_tb.den) != (in_tb.num, in_tb.den) {
+        pts = rescale(pts, sink_tb, in_tb);
+    }
+    if let Some(t) = trim {
+        pts -= t.video.0;
+    }
+    f.set_pts(pts);
 }
 
 impl Trim {
@@ -64,13 +142,9 @@ impl Trim {
     }
 
     /// Seek to the keyframe at or before the start; frames before it are decoded and dropped.
-    pub(crate) fn seek(
-        &self,
-        ictx: &mut AVFormatContextInput,
-        v_index: usize,
-    ) -> Result<(), MediaError> {
+    fn seek(&self, ictx: &mut AVFormatContextInput, v_index: usize) {
         if self.start_s <= 0.0 {
-            return Ok(());
+            return;
         }
         let ts = self.video.0;
         // SAFETY: `ictx` is an open input; avformat_seek_file only repositions its reading.
@@ -81,12 +155,22 @@ impl Trim {
             // Unseekable input: read from the start and drop frames instead.
             tracing::debug!(rc, "seek for a trim failed; decoding from the start");
         }
-        Ok(())
+    }
+
+    /// Where a decoded frame at `pts` (the video stream's time base) falls.
+    pub(crate) fn frame(&self, pts: i64) -> FrameCut {
+        if pts < self.video.0 {
+            FrameCut::Before
+        } else if pts >= self.video.1 {
+            FrameCut::After
+        } else {
+            FrameCut::Keep
+        }
     }
 
     /// Keep an audio packet that starts inside the span (timestamps moved to the output's
     /// zero): audio is cut at packet edges, each ~21 ms of AAC, while A/V sync stays exact.
-    pub(crate) fn audio(&self, mut p: AVPacket) -> AudioCut {
+    fn audio(&self, mut p: AVPacket) -> AudioCut {
         let Some((start, end, _)) = self.audio else {
             return AudioCut::Keep(p);
         };

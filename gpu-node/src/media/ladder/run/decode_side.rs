@@ -17,7 +17,7 @@ use crate::media::edit::{picture_chain, PicturePlan};
 use crate::media::error::describe;
 use crate::media::filter::{FilterGraph, Pulled};
 use crate::media::geometry::Geometry;
-use crate::media::pipeline::{chain, q2d, AudioCut, Trim};
+use crate::media::pipeline::{chain, cut_audio, output_pts, progress_span, q2d, FrameCut, Trim};
 use crate::media::{hw, MediaError};
 
 /// The decode side, on the job's thread.
@@ -59,11 +59,7 @@ impl DecodeSide<'_> {
         let mut last_report = Instant::now() - PROGRESS_EVERY;
         let mut last_pts_s = 0.0f64;
         // Progress runs over the span kept.
-        let (from_s, span_s) = match &self.trim {
-            Some(t) if t.end_s.is_finite() => (t.start_s, t.end_s - t.start_s),
-            Some(t) => (t.start_s, duration_s - t.start_s),
-            None => (0.0, duration_s),
-        };
+        let (from_s, span_s) = progress_span(self.trim.as_ref(), duration_s);
         let mut audio_done = audio_index.is_none();
         loop {
             if self.past_end && audio_done {
@@ -84,18 +80,7 @@ impl DecodeSide<'_> {
                 }
                 self.decode(Some(&packet))?;
             } else if Some(si) == audio_index {
-                let packet = match &self.trim {
-                    None => Some(packet),
-                    Some(t) => match t.audio(packet) {
-                        AudioCut::Keep(p) => Some(p),
-                        AudioCut::Before => None,
-                        AudioCut::After => {
-                            audio_done = true;
-                            None
-                        }
-                    },
-                };
-                if let Some(p) = packet {
+                if let Some(p) = cut_audio(self.trim.as_ref(), packet, &mut audio_done) {
                     let tx = self.mux_tx.clone();
                     self.send(&tx, MuxMsg::Audio(p))?;
                 }
@@ -173,14 +158,13 @@ impl DecodeSide<'_> {
                 pts = self.last_pts + 1;
             }
             self.last_pts = pts;
-            if let Some(t) = &self.trim {
-                if pts < t.video.0 {
-                    continue;
-                }
-                if pts >= t.video.1 {
+            match self.trim.as_ref().map_or(FrameCut::Keep, |t| t.frame(pts)) {
+                FrameCut::Before => continue,
+                FrameCut::After => {
                     self.past_end = true;
                     continue;
                 }
+                FrameCut::Keep => {}
             }
             frame.set_pts(pts);
             let key = (frame.width, frame.height, frame.format);
@@ -273,19 +257,9 @@ impl DecodeSide<'_> {
                 {
                     Pulled::Frame(mut f) => {
                         f.set_pict_type(ffi::AVPictureType_AV_PICTURE_TYPE_NONE);
-                        // A watermark's overlay may hand out a finer time base than the
-                        // source's, which the encoders run in.
+                        // Every sink follows the one `split`, so they share a time base.
                         let sink_tb = graph.sink_time_base();
-                        if f.pts != ffi::AV_NOPTS_VALUE
-                            && (sink_tb.num, sink_tb.den) != (self.in_tb.num, self.in_tb.den)
-                        {
-                            // SAFETY: av_rescale_q is pure arithmetic on its arguments.
-                            let pts = unsafe { ffi::av_rescale_q(f.pts, sink_tb, self.in_tb) };
-                            f.set_pts(pts);
-                        }
-                        if let (Some(t), true) = (&self.trim, f.pts != ffi::AV_NOPTS_VALUE) {
-                            f.set_pts(f.pts - t.video.0);
-                        }
+                        output_pts(self.trim.as_ref(), &mut f, sink_tb, self.in_tb);
                         let tx = self.frame_txs[i].clone();
                         self.send(&tx, Some(f))?;
                         if i == 0 {
