@@ -159,6 +159,7 @@ fn run(clips: &[PathBuf], runs: usize, preset: &str) -> Result<(), String> {
     let x264_preset = Preset::parse_for(VideoCodec::H264, preset)?;
     let params = LadderParams {
         codec: VideoCodec::H264,
+        per_title: None,
         renditions: Some(
             RUNGS
                 .iter()

@@ -22,6 +22,7 @@
 mod bdrate;
 mod image;
 mod ladder;
+mod per_title;
 mod sched;
 mod tune;
 mod video;
@@ -54,6 +55,8 @@ enum Bench {
     Image(image::Args),
     /// A 4-rung ladder from one decode vs 4 `ffmpeg` runs and one `ffmpeg` split graph.
     Ladder(ladder::Args),
+    /// Per-title ladders vs the fixed default ladder: BD-rate of their hulls on VMAF.
+    PerTitle(per_title::Args),
     /// Scheduling overhead through the API vs `redis-benchmark`.
     Sched(sched::Args),
     /// The codec-tuning harness: sweeps and target-quality searches.
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         Bench::Image(a) => image::main(a),
         Bench::Ladder(a) => ladder::main(a),
         Bench::LadderChild { args } => ladder::child(&args),
+        Bench::PerTitle(a) => per_title::main(a),
         Bench::Sched(a) => sched::main(a),
         Bench::Tune(a) => tune::main(a),
         Bench::Vmaf(a) => vmaf::main(a),

@@ -14,7 +14,6 @@
 //! `--compare-bisection` counts the encodes a plain bisection needs for the same answer).
 
 mod fleet;
-mod hull;
 mod plot;
 mod provenance;
 mod report;

@@ -4,6 +4,8 @@
 
 pub mod compare;
 pub mod frames;
+pub mod hull;
+pub mod per_title;
 pub mod pooling;
 pub mod samples;
 pub mod search;

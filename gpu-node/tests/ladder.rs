@@ -177,13 +177,18 @@ fn check_ladder(src: &Path, dir: &Path, out: &LadderOutcome, sizes: &[(u32, u32)
         ],
         &dir.join("manifest.mpd"),
     );
-    // (ffprobe lists each stream again under its program: count distinct ones.)
+    // (ffprobe lists each stream again under its program: count distinct ones. A per-title
+    // ladder may have two rungs of one size, so distinct sizes are what can be compared.)
     let dash_video = dash
         .lines()
         .filter(|l| l.starts_with("video"))
         .collect::<std::collections::BTreeSet<_>>()
         .len();
-    assert_eq!(dash_video, sizes.len(), "{dash}");
+    let distinct = sizes
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    assert_eq!(dash_video, distinct, "{dash}");
     assert_eq!(
         dash.lines().any(|l| l.starts_with("audio")),
         audio,
@@ -238,6 +243,7 @@ fn h264_ladder_of_three_with_audio_once() {
     let dir = tempfile::tempdir().unwrap();
     let params = LadderParams {
         codec: VideoCodec::H264,
+        per_title: None,
         renditions: Some(vec![
             rung(720, RungRate::Bitrate { kbps: 1500 }),
             rung(360, RungRate::Bitrate { kbps: 600 }),
@@ -275,6 +281,7 @@ fn av1_ladder_keyframes_line_up() {
     let dir = tempfile::tempdir().unwrap();
     let params = LadderParams {
         codec: VideoCodec::Av1,
+        per_title: None,
         renditions: Some(vec![
             rung(272, RungRate::Quality { quality: 30 }),
             rung(136, RungRate::Bitrate { kbps: 150 }),
@@ -302,6 +309,7 @@ fn dash_only_ladders_keep_no_playlists_and_a_failed_one_leaves_nothing() {
     let tree = dir.path().join("tree");
     let params = LadderParams {
         codec: VideoCodec::H264,
+        per_title: None,
         renditions: None,
         segment_secs: 4,
         packaging: vec![Packaging::Dash],
@@ -358,6 +366,7 @@ fn an_edited_ladder_is_trimmed_cropped_and_marked_once_for_every_rendition() {
     w.width_fraction = Some(0.25);
     let params = LadderParams {
         codec: VideoCodec::H264,
+        per_title: None,
         renditions: Some(vec![
             rung(480, RungRate::Bitrate { kbps: 900 }),
             rung(240, RungRate::Quality { quality: 28 }),
@@ -439,6 +448,7 @@ fn an_av1_ladder_with_opus_audio_once() {
     let dir = tempfile::tempdir().unwrap();
     let params = LadderParams {
         codec: VideoCodec::Av1,
+        per_title: None,
         renditions: Some(vec![
             rung(360, RungRate::Quality { quality: 30 }),
             rung(180, RungRate::Quality { quality: 34 }),
@@ -472,4 +482,105 @@ fn an_av1_ladder_with_opus_audio_once() {
         &dir.path().join("manifest.mpd"),
     );
     assert_eq!(audio.lines().next(), Some("opus,2"), "{audio}");
+}
+
+#[test]
+fn a_per_title_ladder_lies_on_its_measured_hull_and_meets_its_target() {
+    // The first 4 s of the real street clip (640x272, no audio): probed whole.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("bikes4s.mp4");
+    common::ffmpeg(&[
+        "-i",
+        media("video/bikes.mp4").to_str().unwrap(),
+        "-t",
+        "4",
+        "-c",
+        "copy",
+        src.to_str().unwrap(),
+    ]);
+    let out_dir = dir.path().join("ladder");
+    let target = 93.0;
+    let params = LadderParams {
+        codec: VideoCodec::H264,
+        per_title: Some(kiln_protocol::PerTitle {
+            target_vmaf: target,
+        }),
+        renditions: None,
+        segment_secs: 2,
+        packaging: Packaging::both(),
+        preset: Some(Preset::Veryfast),
+        hardware: HardwarePolicy::Cpu,
+        audio: Default::default(),
+        edit: Default::default(),
+    };
+    let out = run(&src, &out_dir, &params);
+    let pt = out.report.per_title.clone().expect("a per-title report");
+    assert!(pt.whole, "a 4 s source is probed whole");
+    // The grid: 4 heights (272, 240, 182, 136) × 4 CRFs, then the search at the top height.
+    assert!(pt.probes.len() >= 16, "{} probes", pt.probes.len());
+    let heights: std::collections::BTreeSet<u32> = pt.probes.iter().map(|p| p.height).collect();
+    assert_eq!(
+        heights.into_iter().collect::<Vec<_>>(),
+        [136, 182, 240, 272]
+    );
+
+    // The hull the report flags is the hull of the reported points, recomputed here.
+    let points: Vec<(f64, f64)> = pt.probes.iter().map(|p| (p.kbps, p.vmaf)).collect();
+    let hull = kiln_gpu_node::quality::hull::upper_hull(&points);
+    for (i, p) in pt.probes.iter().enumerate() {
+        assert_eq!(p.on_hull, hull.contains(&i), "probe {i}: {p:?}");
+        assert!(!p.chosen || p.on_hull, "chosen off the hull: {p:?}");
+    }
+    // Every rendition is a chosen hull point, top first, 1.5× or more apart in bitrate.
+    let chosen: Vec<_> = pt.probes.iter().filter(|p| p.chosen).collect();
+    assert_eq!(chosen.len(), out.report.renditions.len());
+    assert!(
+        out.report.renditions.len() >= 2,
+        "{:?}",
+        out.report.renditions
+    );
+    for r in &out.report.renditions {
+        assert!(
+            chosen
+                .iter()
+                .any(|p| (p.width, p.height, Some(p.crf), Some(p.vmaf))
+                    == (r.width, r.height, r.crf, r.vmaf_predicted)),
+            "{r:?} is not a chosen probe"
+        );
+    }
+    for w in out.report.renditions.windows(2) {
+        let (a, b) = (w[0].kbps_predicted.unwrap(), w[1].kbps_predicted.unwrap());
+        assert!(a >= 1.5 * b, "{a} kbps then {b} kbps");
+        assert!(w[1].height <= w[0].height);
+    }
+    // The top rung is the cheapest hull point at the target, and the whole encode meets it.
+    let top = &out.report.renditions[0];
+    assert!(top.vmaf_predicted.unwrap() >= target, "{top:?}");
+    assert!(pt
+        .probes
+        .iter()
+        .filter(|p| p.on_hull && p.vmaf >= target)
+        .all(|p| p.kbps >= top.kbps_predicted.unwrap()));
+    let measured = top.vmaf_measured.expect("the top rung was measured");
+    assert!(
+        (measured - top.vmaf_predicted.unwrap()).abs() < 2.0,
+        "measured {measured} vs predicted {:?}",
+        top.vmaf_predicted
+    );
+    assert_eq!(pt.met, measured >= target);
+    assert!(measured >= target - 1.0, "{measured}");
+    // Lower rungs measure lower.
+    for w in out.report.renditions.windows(2) {
+        assert!(w[1].vmaf_measured.unwrap() < w[0].vmaf_measured.unwrap());
+    }
+    // And it is a ladder like any other: every rendition decodes whole, keyframes aligned.
+    let sizes: Vec<(u32, u32)> = out
+        .report
+        .renditions
+        .iter()
+        .map(|r| (r.width, r.height))
+        .collect();
+    check_ladder(&src, &out_dir, &out, &sizes, false);
+    // The probes were cleaned up: only the tree is left.
+    assert!(!dir.path().join("ladder.per-title").exists());
 }

@@ -102,6 +102,44 @@ pub struct EncodeReport {
     /// For ladders: frames from one keyframe to the next, the same in every rendition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyframe_interval: Option<u32>,
+    /// For per-title ladders (`renditions: "auto"`): what was measured and chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_title: Option<PerTitleReport>,
+}
+
+/// How a per-title ladder was chosen: every probe encode of the sampled scenes with its
+/// bitrate and VMAF, which lie on the convex hull, and which became rungs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PerTitleReport {
+    /// The VMAF asked of the top rung.
+    pub target_vmaf: f64,
+    /// Whether the top rung's VMAF measured on the whole output reached the target.
+    pub met: bool,
+    /// Seconds of the source each probe encoded.
+    pub sampled_secs: f64,
+    /// Whether the source was probed whole (too short to sample).
+    pub whole: bool,
+    /// Every probe: the resolution × CRF grid, then the top rung's CRF search.
+    pub probes: Vec<ProbePoint>,
+}
+
+/// One probe encode of a per-title search.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProbePoint {
+    pub width: u32,
+    pub height: u32,
+    /// The encoder's own CRF.
+    pub crf: u8,
+    /// Video bitrate of the probe, kbps.
+    pub kbps: f64,
+    /// VMAF against the source at the source's size (pooled mean).
+    pub vmaf: f64,
+    /// Whether the point lies on the upper convex hull of (log bitrate, VMAF).
+    pub on_hull: bool,
+    /// Whether the point became a rung.
+    pub chosen: bool,
 }
 
 /// One rendition of a ladder, as its playlists describe it.
@@ -124,6 +162,19 @@ pub struct RenditionReport {
     pub quality: Option<u8>,
     /// The rendition's HLS media playlist, relative to the master.
     pub playlist: String,
+    /// Per-title rungs: the encoder's own CRF the rung was encoded at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crf: Option<u8>,
+    /// Per-title rungs: the video bitrate the sampled scenes predicted, kbps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kbps_predicted: Option<f64>,
+    /// Per-title rungs: the VMAF the sampled scenes predicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmaf_predicted: Option<f64>,
+    /// Per-title rungs: VMAF of the whole rendition against the source, measured after
+    /// encoding (pooled mean, at the source's size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmaf_measured: Option<f64>,
 }
 
 /// What a `target_vmaf` encode chose and achieved.

@@ -11,9 +11,13 @@ use crate::video::{HardwarePolicy, Preset, VideoCodec};
 pub struct LadderParams {
     /// Video codec of every rendition (`h264`, `h265` or `av1`).
     pub codec: VideoCodec,
-    /// The rungs, largest first; `None` is the [`default_ladder`] capped at the source size.
+    /// The rungs, largest first; `None` is the [`default_ladder`] capped at the source size
+    /// (or, with `per_title`, the rungs the node measures).
     #[serde(default)]
     pub renditions: Option<Vec<Rung>>,
+    /// `renditions: "auto"`: a per-title ladder chosen from measured quality.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_title: Option<PerTitle>,
     /// Target segment length in seconds; every rendition has a keyframe on this cadence.
     #[serde(default = "default_segment_secs")]
     pub segment_secs: u32,
@@ -33,6 +37,33 @@ pub struct LadderParams {
     #[serde(default, skip_serializing_if = "crate::edit::Edit::is_empty")]
     pub edit: crate::edit::Edit,
 }
+
+/// A per-title ladder's settings: the node encodes sampled scenes at a grid of resolutions ×
+/// CRFs, scores each with VMAF against the source, and picks the rungs on the convex hull.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PerTitle {
+    /// The VMAF (vmaf_v0.6.1, pooled mean) of the top rung.
+    #[serde(default = "default_target_vmaf")]
+    pub target_vmaf: f64,
+}
+
+impl Default for PerTitle {
+    fn default() -> Self {
+        Self {
+            target_vmaf: DEFAULT_TARGET_VMAF,
+        }
+    }
+}
+
+fn default_target_vmaf() -> f64 {
+    DEFAULT_TARGET_VMAF
+}
+
+/// The top rung's VMAF when a per-title request names none (what most platforms aim their
+/// top rung at: indistinguishable from the source on a TV at normal viewing distance).
+pub const DEFAULT_TARGET_VMAF: f64 = 95.0;
+/// The `target_vmaf` values a per-title ladder accepts.
+pub const TARGET_VMAF: std::ops::RangeInclusive<f64> = 40.0..=99.0;
 
 /// The codec of a ladder's one audio rendition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -145,6 +176,23 @@ impl LadderParams {
         }
         if self.packaging.is_empty() {
             return Err("packaging must name hls, dash or both".into());
+        }
+        if let Some(pt) = &self.per_title {
+            if self.renditions.is_some() {
+                return Err("renditions are either a list of rungs or \"auto\", not both".into());
+            }
+            if !TARGET_VMAF.contains(&pt.target_vmaf) {
+                return Err(format!(
+                    "target_vmaf must be between {} and {}",
+                    TARGET_VMAF.start(),
+                    TARGET_VMAF.end()
+                ));
+            }
+            if !self.edit.is_empty() {
+                // The grid is scored against the source's own frames; a trimmed, cropped or
+                // marked picture would need its own reference.
+                return Err("renditions \"auto\" measures the source as it is: it does not combine with start, end, crop, watermark or subtitles yet".into());
+            }
         }
         if let Some(r) = &self.renditions {
             if r.is_empty() || r.len() > MAX_RUNGS {
@@ -260,6 +308,7 @@ mod tests {
         let mut p = LadderParams {
             codec: VideoCodec::H264,
             renditions: None,
+            per_title: None,
             segment_secs: 4,
             packaging: Packaging::both(),
             preset: None,
@@ -282,6 +331,22 @@ mod tests {
         }]);
         assert!(p.validate().unwrap_err().contains("bitrate_kbps"));
         p.renditions = None;
+        p.per_title = Some(PerTitle { target_vmaf: 100.0 });
+        assert!(p.validate().unwrap_err().contains("target_vmaf"));
+        p.per_title = Some(PerTitle::default());
+        assert!(p.validate().is_ok());
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<LadderParams>(&json).unwrap(), p);
+        p.renditions = Some(vec![Rung {
+            resolution: Resolution::Height { height: 720 },
+            rate: RungRate::Bitrate { kbps: 1000 },
+        }]);
+        assert!(p.validate().unwrap_err().contains("not both"));
+        p.renditions = None;
+        p.edit.start_s = Some(1.0);
+        assert!(p.validate().unwrap_err().contains("auto"));
+        p.edit = Default::default();
+        p.per_title = None;
         p.codec = VideoCodec::Vp9;
         assert!(p.validate().unwrap_err().contains("vp9"));
         let json = serde_json::to_string(&p).unwrap();

@@ -17,9 +17,9 @@ pub mod testing;
 pub mod video;
 
 pub use error::JobErrorCode;
-pub use event::{EncodeReport, NodeEvent, NodeEventKind, VmafReport};
+pub use event::{EncodeReport, NodeEvent, NodeEventKind, PerTitleReport, ProbePoint, VmafReport};
 pub use job::{ImageParams, JobSpec, Resolution, Task};
-pub use ladder::{LadderParams, Packaging, Rung, RungRate};
+pub use ladder::{LadderParams, Packaging, PerTitle, Rung, RungRate};
 pub use node::{NodeCapabilities, NodeStatus};
 pub use queue::{
     Broker, EventStream, JobQueue, Lease, MemoryQueue, NodeRegistry, QueueError, RedisQueue,

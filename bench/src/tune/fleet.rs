@@ -168,6 +168,12 @@ impl Fleet {
                 .await
                 .map_err(|e| e.to_string())?;
         }
+        // tokio's File hands each write to a blocking thread and returns before it lands: the
+        // last one may still be in flight when the file is dropped, and the scorer would read
+        // a short (or empty) file. Flush before anyone opens it.
+        tokio::io::AsyncWriteExt::flush(&mut f)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(Encoded {
             encode_s,
             cpu_s: None,

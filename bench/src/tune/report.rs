@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::hull::upper_hull;
 use super::provenance::Provenance;
 use super::run::Row;
 use crate::bdrate::{bd_quality, bd_rate};
+use kiln_gpu_node::quality::hull::upper_hull;
 
 /// One configuration against the baseline on one clip.
 #[derive(Debug, Clone, Serialize)]

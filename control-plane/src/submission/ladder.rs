@@ -3,9 +3,11 @@
 
 use std::collections::HashMap;
 
-use kiln_protocol::ladder::{LadderAudio, Packaging, DEFAULT_SEGMENT_SECS};
+use kiln_protocol::ladder::{LadderAudio, Packaging, DEFAULT_SEGMENT_SECS, DEFAULT_TARGET_VMAF};
 use kiln_protocol::video::{QUALITY_MAX, QUALITY_MIN};
-use kiln_protocol::{HardwarePolicy, LadderParams, Preset, Resolution, Rung, RungRate, VideoCodec};
+use kiln_protocol::{
+    HardwarePolicy, LadderParams, PerTitle, Preset, Resolution, Rung, RungRate, VideoCodec,
+};
 use serde_json::Value;
 
 use super::SubmitError;
@@ -75,8 +77,18 @@ fn finish(p: LadderParams) -> Result<LadderParams, SubmitError> {
     Ok(p)
 }
 
-/// `"auto"` (per-title ladders) is named in the API but not offered yet: say so plainly.
-const AUTO_NOT_YET: &str = "renditions \"auto\" (a per-title ladder from measured quality) is not available yet; give the rungs, or leave renditions out for the default ladder";
+/// `target_vmaf` of a per-title ladder: a number in [`TARGET_VMAF`], only with `"auto"`.
+fn per_title(auto: bool, target: Option<f64>) -> Result<Option<PerTitle>, SubmitError> {
+    match (auto, target) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(bad(
+            "target_vmaf goes with renditions \"auto\" (a per-title ladder)",
+        )),
+        (true, t) => Ok(Some(PerTitle {
+            target_vmaf: t.unwrap_or(DEFAULT_TARGET_VMAF),
+        })),
+    }
+}
 
 /// Validate the jobs API's ladder output object.
 pub fn ladder_output(
@@ -101,6 +113,7 @@ pub fn ladder_output(
         "type",
         "codec",
         "renditions",
+        "target_vmaf",
         "segment_secs",
         "packaging",
         "preset",
@@ -130,9 +143,18 @@ pub fn ladder_output(
     })
     .map_err(at)?;
     let codec = codec(text("codec").map_err(at)?.as_deref()).map_err(at)?;
+    let auto = o.get("renditions").and_then(Value::as_str) == Some("auto");
+    let target = match o.get("target_vmaf") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_f64()
+                .ok_or_else(|| at(bad("target_vmaf must be a number")))?,
+        ),
+    };
+    let per_title = per_title(auto, target).map_err(at)?;
     let renditions = match o.get("renditions") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s == "auto" => return Err(at(bad(AUTO_NOT_YET))),
+        Some(Value::String(s)) if s == "auto" => None,
         Some(Value::Array(rungs)) => Some(
             rungs
                 .iter()
@@ -165,6 +187,7 @@ pub fn ladder_output(
     finish(LadderParams {
         codec,
         renditions,
+        per_title,
         segment_secs,
         packaging,
         preset: preset(codec, text("preset").map_err(at)?.as_deref()).map_err(at)?,
@@ -238,9 +261,15 @@ pub fn ladder_from_fields(
 ) -> Result<LadderParams, SubmitError> {
     let get = |k: &str| fields.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let codec = codec(get("codec"))?;
+    let target = get("target_vmaf")
+        .map(|t| {
+            t.parse::<f64>()
+                .map_err(|_| bad(format!("target_vmaf must be a number, got {t:?}")))
+        })
+        .transpose()?;
+    let per_title = per_title(get("renditions") == Some("auto"), target)?;
     let renditions = match get("renditions") {
-        None => None,
-        Some("auto") => return Err(bad(AUTO_NOT_YET)),
+        None | Some("auto") => None,
         Some(list) => Some(
             list.split(',')
                 .map(|r| {
@@ -278,6 +307,7 @@ pub fn ladder_from_fields(
     finish(LadderParams {
         codec,
         renditions,
+        per_title,
         segment_secs,
         packaging,
         preset: preset(codec, get("preset"))?,
@@ -325,6 +355,20 @@ mod tests {
         );
         assert_eq!(d.audio, LadderAudio::Aac);
         assert!(d.edit.is_empty());
+        assert_eq!(d.per_title, None);
+
+        // Per-title: "auto", with the default target or the one asked for.
+        let a = ladder_output(0, &obj(json!({"type": "ladder", "renditions": "auto"}))).unwrap();
+        assert_eq!(
+            (a.renditions, a.per_title),
+            (None, Some(PerTitle::default()))
+        );
+        let a = ladder_output(
+            0,
+            &obj(json!({"type": "ladder", "renditions": "auto", "target_vmaf": 90.5})),
+        )
+        .unwrap();
+        assert_eq!(a.per_title.unwrap().target_vmaf, 90.5);
 
         // Opus audio and the edits of video outputs, objects or flat fields alike.
         let e = ladder_output(
@@ -346,8 +390,20 @@ mod tests {
                 "h264, h265 or av1",
             ),
             (
-                json!({"type": "ladder", "renditions": "auto"}),
-                "not available yet",
+                json!({"type": "ladder", "target_vmaf": 90}),
+                "goes with renditions \"auto\"",
+            ),
+            (
+                json!({"type": "ladder", "renditions": "auto", "target_vmaf": 100}),
+                "target_vmaf must be between 40 and 99",
+            ),
+            (
+                json!({"type": "ladder", "renditions": "auto", "target_vmaf": "high"}),
+                "target_vmaf must be a number",
+            ),
+            (
+                json!({"type": "ladder", "renditions": "auto", "crop": "9:16"}),
+                "does not combine with start, end, crop",
             ),
             (
                 json!({"type": "ladder", "renditions": [{"resolution": "720p"}]}),
@@ -406,6 +462,12 @@ mod tests {
         edited.insert("audio".into(), "opus".into());
         let p = ladder_from_fields(&edited, Packaging::both()).unwrap();
         assert_eq!((p.edit.end_s, p.audio), (Some(4.5), LadderAudio::Opus));
+        let mut auto = f.clone();
+        auto.insert("renditions".into(), "auto".into());
+        auto.insert("target_vmaf".into(), "93".into());
+        let p = ladder_from_fields(&auto, Packaging::both()).unwrap();
+        assert_eq!(p.per_title.unwrap().target_vmaf, 93.0);
+        assert_eq!(p.renditions, None);
         let mut bad = f.clone();
         bad.insert("renditions".into(), "720p".into());
         assert!(err(ladder_from_fields(&bad, Packaging::both())).contains("720p@2800"));

@@ -162,5 +162,11 @@ pub(super) async fn check_ladder(
         return Ok(None);
     };
     media::edited_info(&source, &params.edit).map_err(SubmitError::Unprocessable)?;
+    if params.per_title.is_some() && source.rotation != 0 {
+        return Err(SubmitError::Unprocessable(format!(
+            "renditions \"auto\" does not yet measure sources with a {}° display rotation; give the rungs",
+            source.rotation
+        )));
+    }
     Ok((source.duration_s > 0.0).then_some(source.duration_s))
 }

@@ -20,7 +20,10 @@ use super::transcode::Progress;
 use super::{capabilities, init_ffmpeg_logging, MediaError};
 
 mod manifest;
+mod per_title;
 mod run;
+
+pub use per_title::{score_renditions, video_bytes};
 
 /// What a finished ladder produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +45,8 @@ pub(crate) struct RungPlan {
     pub rate: RateSpec,
     pub target_kbps: Option<u32>,
     pub quality: Option<u8>,
+    /// A per-title rung: the probe it was chosen from.
+    pub per_title: Option<crate::quality::per_title::Point>,
 }
 
 /// Encode `params`' ladder of `input` into the folder `out_dir` (created if missing).
@@ -77,7 +82,40 @@ pub fn encode_ladder_edited(
     let edit = EditPlan::new(&source, &params.edit, files)?;
     // Rungs are planned on the picture the edit leaves (cropped, upright).
     let info = edited_info(&source, &params.edit).map_err(MediaError::InvalidSettings)?;
-    let (rungs, notes) = plan_rungs(&info, params)?;
+    let preset = params.preset.unwrap_or(Preset::Medium);
+    // Progress: a per-title search takes the first 45 %, measuring the renditions the last 9 %.
+    let (encode_from, encode_span) = match params.per_title {
+        Some(_) => (45.0, 45.0),
+        None => (0.0, 99.0),
+    };
+    let scratch = out_dir.with_extension("per-title");
+    let (rungs, notes, mut chosen) = match params.per_title {
+        Some(pt) => {
+            let planned = per_title::plan(
+                input,
+                &info,
+                params,
+                preset,
+                pt,
+                &scratch,
+                cancel,
+                &mut |f| {
+                    on_progress(Progress {
+                        percent: f * 45.0,
+                        fps: 0.0,
+                        eta_s: None,
+                    })
+                },
+            );
+            let _ = std::fs::remove_dir_all(&scratch);
+            let (rungs, report) = planned?;
+            (rungs, Vec::new(), Some(report))
+        }
+        None => {
+            let (rungs, notes) = plan_rungs(&info, params)?;
+            (rungs, notes, None)
+        }
+    };
     let caps = capabilities();
     let choice = encoder::choose_encoder(params.codec, params.hardware, caps);
     if !caps.encoder(choice.name) {
@@ -86,7 +124,6 @@ pub fn encode_ladder_edited(
             choice.name
         )));
     }
-    let preset = params.preset.unwrap_or(Preset::Medium);
     let pix_fmt = super::transcode::target_pix_fmt(params.codec, choice.name, info.bit_depth);
     std::fs::create_dir_all(out_dir)
         .map_err(|e| MediaError::Io(format!("create the ladder folder: {e}")))?;
@@ -119,7 +156,7 @@ pub fn encode_ladder_edited(
         };
         let eta_s = (fraction > 0.01).then(|| elapsed * (1.0 - fraction as f32) / fraction as f32);
         on_progress(Progress {
-            percent: (fraction * 99.0) as f32,
+            percent: encode_from + fraction as f32 * encode_span,
             fps,
             eta_s,
         });
@@ -136,7 +173,7 @@ pub fn encode_ladder_edited(
         manifest::finish(out_dir, &params.packaging, ran.frame_rate).inspect_err(|_| {
             let _ = std::fs::remove_dir_all(out_dir);
         })?;
-    let renditions = rungs
+    let mut renditions: Vec<RenditionReport> = rungs
         .iter()
         .zip(&measured.video)
         .map(|(r, m)| RenditionReport {
@@ -148,8 +185,26 @@ pub fn encode_ladder_edited(
             target_kbps: r.target_kbps,
             quality: r.quality,
             playlist: m.playlist.clone(),
+            crf: r.per_title.map(|p| p.crf),
+            kbps_predicted: r.per_title.map(|p| p.kbps),
+            vmaf_predicted: r.per_title.map(|p| p.vmaf),
+            vmaf_measured: None,
         })
         .collect();
+    if let Some(report) = &mut chosen {
+        on_progress(Progress {
+            percent: 90.0,
+            fps: 0.0,
+            eta_s: None,
+        });
+        let measured =
+            per_title::measure(input, out_dir, &mut renditions, report, &scratch, cancel);
+        let _ = std::fs::remove_dir_all(&scratch);
+        if let Err(e) = measured {
+            let _ = std::fs::remove_dir_all(out_dir);
+            return Err(e);
+        }
+    }
     let top = rungs[0].geometry;
     Ok(LadderOutcome {
         width: top.width,
@@ -168,6 +223,7 @@ pub fn encode_ladder_edited(
             renditions,
             ladder_notes: notes,
             keyframe_interval: Some(ran.gop_frames),
+            per_title: chosen,
             ..EncodeReport::default()
         },
     })
@@ -213,6 +269,7 @@ pub(crate) fn plan_rungs(
             rate,
             target_kbps,
             quality,
+            per_title: None,
         }
     };
     for rung in &wanted {
@@ -312,6 +369,7 @@ mod tests {
         LadderParams {
             codec: VideoCodec::H264,
             renditions,
+            per_title: None,
             segment_secs: 4,
             packaging: Packaging::both(),
             preset: None,

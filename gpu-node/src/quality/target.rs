@@ -97,6 +97,7 @@ pub struct Prober<'a> {
 
 impl<'a> Prober<'a> {
     /// Cut the samples of `source` for encodes with `params` (its `rate` is replaced per probe).
+    /// A short source is probed whole, audio and all.
     pub fn new(
         source: &Path,
         params: &VideoParams,
@@ -104,22 +105,50 @@ impl<'a> Prober<'a> {
         scratch: &Path,
         cancel: &'a AtomicBool,
     ) -> Result<Self, QualityError> {
+        Self::open(source, params, opts, scratch, cancel, false)
+    }
+
+    /// [`Prober::new`], but always probing a video-only cut (the whole picture of a short
+    /// source), so a probe's size is the video's alone.
+    pub fn video_only(
+        source: &Path,
+        params: &VideoParams,
+        opts: &SearchOptions,
+        scratch: &Path,
+        cancel: &'a AtomicBool,
+    ) -> Result<Self, QualityError> {
+        Self::open(source, params, opts, scratch, cancel, true)
+    }
+
+    fn open(
+        source: &Path,
+        params: &VideoParams,
+        opts: &SearchOptions,
+        scratch: &Path,
+        cancel: &'a AtomicBool,
+        always_cut: bool,
+    ) -> Result<Self, QualityError> {
         let info = media::probe(source)?;
         if info.rotation != 0 {
             return Err(MediaError::InvalidSettings(format!(
-                "target_vmaf does not yet measure sources with a {}° display rotation; use crf",
+                "quality targets (target_vmaf, per-title ladders) do not yet measure sources with a {}° display rotation",
                 info.rotation
             ))
             .into());
         }
         std::fs::create_dir_all(scratch).map_err(|e| MediaError::Io(format!("scratch: {e}")))?;
         let plan = samples::plan(info.duration_s, opts.samples, opts.sample_s);
-        let (sample, sample_s, whole) = match &plan {
-            SamplePlan::Whole => (source.to_path_buf(), info.duration_s, true),
-            SamplePlan::Segments(segments) => {
+        let whole = plan == SamplePlan::Whole;
+        let (sample, sample_s) = match &plan {
+            SamplePlan::Whole if !always_cut => (source.to_path_buf(), info.duration_s),
+            _ => {
+                let segments = match plan {
+                    SamplePlan::Segments(s) => s,
+                    SamplePlan::Whole => vec![(0.0, info.duration_s)],
+                };
                 let path = scratch.join("samples.mkv");
-                let clip = samples::extract(source, segments, &path)?;
-                (path, clip.duration_s, false)
+                let clip = samples::extract(source, &segments, &path)?;
+                (path, clip.duration_s)
             }
         };
         let audio_bps = match (info.has_audio, info.audio_bitrate) {
@@ -129,7 +158,7 @@ impl<'a> Prober<'a> {
         };
         Ok(Self {
             params: params.clone(),
-            owned_sample: !whole,
+            owned_sample: sample != source,
             sample,
             scratch: scratch.to_path_buf(),
             threads: opts.threads,
@@ -143,6 +172,16 @@ impl<'a> Prober<'a> {
 
     /// Encode the samples at `crf` and score them.
     pub fn probe(&self, crf: u32) -> Result<ProbeResult, QualityError> {
+        self.probe_at(self.params.resolution, crf)
+    }
+
+    /// Encode the samples at `crf` scaled to `resolution`, and score them against the samples
+    /// at their own size (the encode scaled up, as a player would show it).
+    pub fn probe_at(
+        &self,
+        resolution: Option<kiln_protocol::Resolution>,
+        crf: u32,
+    ) -> Result<ProbeResult, QualityError> {
         if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(QualityError::Media(MediaError::Cancelled));
         }
@@ -151,6 +190,7 @@ impl<'a> Prober<'a> {
             .join(format!("probe-{crf}.{}", self.params.container.extension()));
         let mut p = self.params.clone();
         p.rate = RateControl::EncoderCrf { crf: crf as u8 };
+        p.resolution = resolution;
         let encoded = media::transcode(&self.sample, &out, &p, self.cancel, &mut |_| {});
         let scored = encoded.map_err(QualityError::from).and_then(|e| {
             let s = compare(&self.sample, &out, self.threads)?;

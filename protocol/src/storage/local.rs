@@ -110,7 +110,9 @@ impl Store for LocalStore {
     async fn fetch_to_path(&self, key: &str, dest: &Path) -> Result<u64, StoreError> {
         let (mut reader, _) = self.open(key).await?;
         let mut out = tokio::fs::File::create(dest).await?;
-        Ok(tokio::io::copy(&mut reader, &mut out).await?)
+        let n = tokio::io::copy(&mut reader, &mut out).await?;
+        out.flush().await?;
+        Ok(n)
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

@@ -308,4 +308,58 @@ pub async fn run(t: &Target, _dir: &Path, s: &super::State) {
         assert_eq!(img.header("content-type").as_deref(), Some("image/webp"));
         assert!(image::load_from_memory(&img.bytes).unwrap().width() >= 96);
     }
+
+    per_title(t, &key).await;
+}
+
+/// `renditions: "auto"`: a per-title ladder chosen on the node from measured VMAF, its grid
+/// and each rung's predicted and measured VMAF on the job, its master playlist served.
+async fn per_title(t: &Target, key: &str) {
+    let upload = t
+        .upload(key, &media("video/carphone_pristine.mp4"), "carphone.mp4")
+        .await;
+    let r = t
+        .post(
+            "/api/v1/jobs",
+            key,
+            json!({"source": {"upload_id": upload},
+                   "outputs": [{"type": "ladder", "renditions": "auto", "target_vmaf": 90,
+                                "preset": "ultrafast", "segment_secs": 2}]}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    let id = r.json()["jobs"][0]["id"].as_str().unwrap().to_string();
+    let doc = t.wait_job(key, &id).await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    let pt = &doc["encoding"]["per_title"];
+    assert_eq!(pt["target_vmaf"], 90.0, "{doc}");
+    let probes = pt["probes"].as_array().unwrap();
+    // 176x144: heights 144 and 96, four CRFs each, then the search.
+    assert!(probes.len() >= 8, "{pt}");
+    let renditions = doc["encoding"]["renditions"].as_array().unwrap();
+    assert_eq!(
+        probes.iter().filter(|p| p["chosen"] == true).count(),
+        renditions.len()
+    );
+    for r in renditions {
+        assert!(r["vmaf_predicted"].as_f64().is_some(), "{r}");
+        assert!(r["vmaf_measured"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["crf"].as_u64().is_some(), "{r}");
+    }
+    assert!(renditions[0]["vmaf_predicted"].as_f64().unwrap() >= 90.0);
+    let master = t
+        .call(
+            Method::GET,
+            doc["streaming"]["signed_hls_url"].as_str().unwrap(),
+            None,
+            Body::None,
+        )
+        .await;
+    assert_eq!(master.status, 200);
+    let text = String::from_utf8(master.bytes).unwrap();
+    assert_eq!(
+        text.matches("#EXT-X-STREAM-INF").count(),
+        renditions.len(),
+        "{text}"
+    );
 }

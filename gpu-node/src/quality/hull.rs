@@ -1,6 +1,7 @@
 //! The convex hull of a bitrate ladder: over encodes at every resolution, the upper-left
 //! boundary of (log bitrate, quality) — at each rate, the resolution worth encoding at (the
-//! per-title method). Points under the hull are never the best choice.
+//! per-title method). Points under the hull are never the best choice. `kiln-bench tune`
+//! reports it; per-title ladders pick their rungs on it.
 
 /// Indices of `points` (`(kbps, score)`) on the upper convex hull in (log10 kbps, score),
 /// from the lowest rate up to the best score, each step gaining quality.
