@@ -584,3 +584,35 @@ fn a_per_title_ladder_lies_on_its_measured_hull_and_meets_its_target() {
     // The probes were cleaned up: only the tree is left.
     assert!(!dir.path().join("ladder.per-title").exists());
 }
+
+#[test]
+fn a_rung_whose_even_size_bends_the_aspect_past_the_muxers_tolerance_still_muxes() {
+    // carphone is 176x144 with a 12:11 sample aspect, 194x144 as displayed: at 96 lines that is
+    // 129.3 wide, and an even 130 bends the aspect by half a per cent, past the 0.4 % FFmpeg's
+    // muxer allows between a stream and its encoder unless both state the same SAR.
+    let src = media("video/carphone_pristine.mp4");
+    let dir = tempfile::tempdir().unwrap();
+    let params = LadderParams {
+        codec: VideoCodec::H264,
+        per_title: None,
+        renditions: Some(vec![
+            rung(144, RungRate::Quality { quality: 30 }),
+            rung(96, RungRate::Quality { quality: 30 }),
+        ]),
+        segment_secs: 2,
+        packaging: Packaging::both(),
+        preset: Some(Preset::Ultrafast),
+        hardware: HardwarePolicy::Cpu,
+        audio: Default::default(),
+        edit: Default::default(),
+    };
+    let out = run(&src, dir.path(), &params);
+    let sizes: Vec<(u32, u32)> = out
+        .report
+        .renditions
+        .iter()
+        .map(|r| (r.width, r.height))
+        .collect();
+    assert_eq!((sizes[0].1, sizes[1].1), (144, 96), "{sizes:?}");
+    check_ladder(&src, dir.path(), &out, &sizes, false);
+}

@@ -37,6 +37,9 @@ pub(crate) struct PassSpec<'a> {
     pub encoder: &'static str,
     pub settings: EncoderSettings,
     pub geometry: Geometry,
+    /// The sample aspect ratio the encoder and the container state (1:1 but for ladder rungs
+    /// whose even size cannot keep the top rung's display aspect exactly).
+    pub sar: ffi::AVRational,
     pub pix_fmt: ffi::AVPixelFormat,
     /// Whether to carry the audio (first passes do without).
     pub with_audio: bool,

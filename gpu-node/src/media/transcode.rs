@@ -427,6 +427,7 @@ impl<'a> Job<'a> {
                 encoder: self.encoder.name,
                 settings,
                 geometry: self.geometry,
+                sar: ffi::AVRational { num: 1, den: 1 },
                 pix_fmt: target_pix_fmt(self.params.codec, self.encoder.name, self.info.bit_depth),
                 with_audio,
                 hw_decode: self.hw_decode,

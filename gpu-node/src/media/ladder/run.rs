@@ -132,13 +132,16 @@ pub(super) fn run(
             encoder: spec.encoder,
             settings: super::fixed_gop(spec.encoder, gop, settings.clone()),
             geometry: *geometry,
+            sar: same_aspect(spec.rungs[0].0, *geometry),
             pix_fmt: spec.pix_fmt,
             with_audio: false,
             hw_decode: spec.hw_decode,
             edit: &no_edit,
         };
         let (enc, index) = open_encoder(&pass, in_tb, frame_rate, color, &mut octx)?;
-        set_stream_sar(&mut octx, index, same_aspect(spec.rungs[0].0, *geometry));
+        // The muxer refuses a stream whose aspect differs from its encoder's by over 0.4 %:
+        // both say the same.
+        set_stream_sar(&mut octx, index, pass.sar);
         encoders.push((enc, index));
     }
     let audio = match crate::media::probe::first_audio_stream(&ictx) {

@@ -40,7 +40,7 @@ pub(crate) fn open_encoder(
     if let Some(fr) = frame_rate {
         enc.set_framerate(fr);
     }
-    enc.set_sample_aspect_ratio(ffi::AVRational { num: 1, den: 1 });
+    enc.set_sample_aspect_ratio(spec.sar);
     // SAFETY: the context is allocated and not yet opened; these are plain fields FFmpeg reads on
     // open.
     unsafe {
