@@ -82,6 +82,15 @@ pub fn encode_ladder_edited(
     let edit = EditPlan::new(&source, &params.edit, files)?;
     // Rungs are planned on the picture the edit leaves (cropped, upright).
     let info = edited_info(&source, &params.edit).map_err(MediaError::InvalidSettings)?;
+    // Before any work (a per-title search encodes a dozen probes): can this node encode it?
+    let caps = capabilities();
+    let choice = encoder::choose_encoder(params.codec, params.hardware, caps);
+    if !caps.encoder(choice.name) {
+        return Err(MediaError::UnsupportedCodec(format!(
+            "{} does not open on this node",
+            choice.name
+        )));
+    }
     let preset = params.preset.unwrap_or(Preset::Medium);
     // Progress: a per-title search takes the first 45 %, measuring the renditions the last 9 %.
     let (encode_from, encode_span) = match params.per_title {
@@ -116,14 +125,6 @@ pub fn encode_ladder_edited(
             (rungs, notes, None)
         }
     };
-    let caps = capabilities();
-    let choice = encoder::choose_encoder(params.codec, params.hardware, caps);
-    if !caps.encoder(choice.name) {
-        return Err(MediaError::UnsupportedCodec(format!(
-            "{} does not open on this node",
-            choice.name
-        )));
-    }
     let pix_fmt = super::transcode::target_pix_fmt(params.codec, choice.name, info.bit_depth);
     std::fs::create_dir_all(out_dir)
         .map_err(|e| MediaError::Io(format!("create the ladder folder: {e}")))?;
