@@ -51,12 +51,9 @@ pub fn main(a: Args) -> ExitCode {
 }
 
 fn run(a: &Args) -> Result<(), String> {
-    let codec = match a.codec.as_str() {
-        "h264" => VideoCodec::H264,
-        "h265" => VideoCodec::H265,
-        "av1" => VideoCodec::Av1,
-        other => return Err(format!("--codec must be h264, h265 or av1, not {other}")),
-    };
+    // VP9 parses, and each ladder's own validation refuses it.
+    let codec = VideoCodec::parse(&a.codec)
+        .ok_or_else(|| format!("--codec must be h264, h265 or av1, not {}", a.codec))?;
     let preset = Preset::parse_for(codec, &a.preset)?;
     let clips = if a.clips.is_empty() {
         vec![

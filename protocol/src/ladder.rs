@@ -62,8 +62,8 @@ fn default_target_vmaf() -> f64 {
 /// The top rung's VMAF when a per-title request names none (what most platforms aim their
 /// top rung at: indistinguishable from the source on a TV at normal viewing distance).
 pub const DEFAULT_TARGET_VMAF: f64 = 95.0;
-/// The `target_vmaf` values a per-title ladder accepts.
-pub const TARGET_VMAF: std::ops::RangeInclusive<f64> = 40.0..=99.0;
+/// The `target_vmaf` values a per-title ladder accepts (those of `target_vmaf` outputs).
+pub use crate::video::TARGET_VMAF;
 
 /// The codec of a ladder's one audio rendition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -233,6 +233,10 @@ impl RateControl {
     }
 }
 
+/// The VMAF targets a quality search takes (`target_vmaf` outputs, per-title ladders): below 40
+/// a search has nothing sensible to find; 99+ only lossless-like CRFs reach.
+pub const TARGET_VMAF: std::ops::RangeInclusive<f64> = 40.0..=99.0;
+
 /// Lowest quality value Konvrt's API takes.
 pub const QUALITY_MIN: u8 = 18;
 /// Highest (smallest file) quality value.

@@ -15,10 +15,9 @@ use serde_json::{json, Value};
 use super::{Output, SubmitError, Webhook};
 use crate::netguard::UrlPolicy;
 
-/// The VMAF targets `target_vmaf` takes: below 40 a search has nothing sensible to find; 99+
-/// only lossless-like CRFs reach.
-pub const VMAF_TARGET_MIN: f64 = 40.0;
-pub const VMAF_TARGET_MAX: f64 = 99.0;
+/// The VMAF targets `target_vmaf` takes ([`kiln_protocol::video::TARGET_VMAF`]).
+pub const VMAF_TARGET_MIN: f64 = *kiln_protocol::video::TARGET_VMAF.start();
+pub const VMAF_TARGET_MAX: f64 = *kiln_protocol::video::TARGET_VMAF.end();
 
 /// Validated settings from the text fields: `codec`, `quality`, `method` (`crf`, `bitrate`,
 /// `size`, `vmaf`), `bitrate` / `max_bitrate` / `buffer_size` (kbps, kbit), `target_size_mb`,

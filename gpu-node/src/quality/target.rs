@@ -310,6 +310,7 @@ pub fn transcode_to_vmaf(
     Ok(outcome)
 }
 
-fn round2(v: f64) -> f64 {
+/// `v` to two decimals, as job reports show scores.
+pub(crate) fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }

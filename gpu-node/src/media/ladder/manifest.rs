@@ -146,7 +146,7 @@ fn list(dir: &Path) -> Result<Vec<PathBuf>, MediaError> {
 
 /// `media_3.m3u8` → 3: FFmpeg names media playlists by output stream, which is also the
 /// MPD Representation id.
-fn stream_of(uri: &str) -> Option<usize> {
+pub(super) fn stream_of(uri: &str) -> Option<usize> {
     uri.strip_prefix("media_")?
         .strip_suffix(".m3u8")?
         .parse()

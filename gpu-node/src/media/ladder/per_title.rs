@@ -80,7 +80,7 @@ pub fn score_renditions(
         let scores = quality::compare(input, &joined, threads);
         let _ = std::fs::remove_file(&joined);
         let scores = scores.map_err(quality::QualityError::into_media)?;
-        r.vmaf_measured = Some((scores.vmaf.mean * 100.0).round() / 100.0);
+        r.vmaf_measured = Some(quality::target::round2(scores.vmaf.mean));
     }
     Ok(())
 }
@@ -117,9 +117,7 @@ pub fn video_bytes(dir: &Path, playlist: &str) -> Result<u64, MediaError> {
 /// Stream `N`'s init segment and media segments, in play order (FFmpeg's dash muxer names
 /// them `init-streamN.m4s` and `chunk-streamN-00001.m4s`…; `playlist` is `media_N.m3u8`).
 fn segment_files(dir: &Path, playlist: &str) -> Result<Vec<String>, MediaError> {
-    let n = playlist
-        .strip_prefix("media_")
-        .and_then(|p| p.strip_suffix(".m3u8"))
+    let n = super::manifest::stream_of(playlist)
         .ok_or_else(|| MediaError::Io(format!("unexpected playlist name {playlist}")))?;
     let prefix = format!("chunk-stream{n}-");
     let mut chunks: Vec<String> = std::fs::read_dir(dir)
