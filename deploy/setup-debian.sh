@@ -3,7 +3,8 @@
 #   deploy/setup-debian.sh          build and run dependencies
 #   deploy/setup-debian.sh --test   also PostgreSQL (started, reachable on 127.0.0.1:5432),
 #                                   redis-server (tests start their own on loopback ports) and
-#                                   s3s-fs, a real S3 server for the storage and fleet tests
+#                                   s3s-fs, a real S3 server for the storage and fleet tests,
+#                                   Debian's chromium and hls.js (npm) for the browser test
 set -euo pipefail
 
 want_test=0
@@ -19,7 +20,8 @@ packages=(ffmpeg libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev 
 # fonts-dejavu-core: the font libass finds through fontconfig for burned-in subtitles.
 # libvips-tools is the image benchmark's peer (kiln-bench image), not a dependency of Kiln.
 [ "${KILN_BENCH:-0}" = 1 ] && packages+=(libvips-tools)
-[ "$want_test" = 1 ] && packages+=(postgresql postgresql-client redis-server redis-tools)
+[ "$want_test" = 1 ] && packages+=(postgresql postgresql-client redis-server redis-tools chromium)
+[ "$want_test" = 1 ] && ! command -v npm >/dev/null 2>&1 && packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -78,4 +80,14 @@ if [ "$want_test" = 1 ]; then
     for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
   fi
   pg_isready -h 127.0.0.1 -p 5432
+
+  # hls.js, the player the API suite's browser test loads into Chromium, at the version
+  # control-plane/tests/browser/package-lock.json pins.
+  browser="$(cd "$(dirname "$0")/.." && pwd)/control-plane/tests/browser"
+  want=$(node -p "require('$browser/package-lock.json').packages['node_modules/hls.js'].version")
+  have=$(node -p "try { require('$browser/node_modules/hls.js/package.json').version } catch { '' }")
+  if [ "$want" != "$have" ]; then
+    echo "==> installing hls.js $want for the browser test"
+    (cd "$browser" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
 fi

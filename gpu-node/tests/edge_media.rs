@@ -5,12 +5,20 @@ mod common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use common::{ffmpeg, ffprobe, media, psnr};
 use kiln_gpu_node::media::{self, MediaError};
 use kiln_protocol::{JobErrorCode, Preset, Resolution, VideoCodec, VideoParams};
+
+/// The cancellation test times how fast an encode stops, so it runs alone: every other test
+/// here holds this lock shared, the cancellation test holds it exclusively.
+static CPU: RwLock<()> = RwLock::new(());
+
+fn shared_cpu() -> RwLockReadGuard<'static, ()> {
+    CPU.read().unwrap_or_else(|e| e.into_inner())
+}
 
 fn run(input: &Path, out: &Path, p: &VideoParams) -> Result<media::TranscodeOutcome, MediaError> {
     media::transcode(input, out, p, &AtomicBool::new(false), &mut |_| {})
@@ -25,6 +33,7 @@ fn at(codec: VideoCodec, res: &str) -> VideoParams {
 
 #[test]
 fn odd_sized_source_becomes_even() {
+    let _cpu = shared_cpu();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("odd.mp4");
     ffmpeg(&[
@@ -67,6 +76,7 @@ fn rotate_90(path: &Path) {
 
 #[test]
 fn rotation_is_applied_to_the_pixels_like_the_cli_does() {
+    let _cpu = shared_cpu();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("phone.mp4");
     ffmpeg(&[
@@ -114,6 +124,7 @@ fn rotation_is_applied_to_the_pixels_like_the_cli_does() {
 
 #[test]
 fn upscaling_is_refused_unless_asked_for() {
+    let _cpu = shared_cpu();
     let dir = tempfile::tempdir().unwrap();
     let src = media("video/carphone_pristine.mp4");
     let out = dir.path().join("up.mp4");
@@ -147,6 +158,7 @@ fn packet_times(path: &Path) -> Vec<f64> {
 
 #[test]
 fn variable_frame_rate_timing_is_kept() {
+    let _cpu = shared_cpu();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("vfr.mkv");
     // 60 frames whose spacing alternates 20 ms / 60 ms: no constant rate anywhere.
@@ -191,6 +203,7 @@ fn variable_frame_rate_timing_is_kept() {
 
 #[test]
 fn ten_bit_sources_stay_ten_bit_where_the_codec_allows() {
+    let _cpu = shared_cpu();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("ten.mkv");
     ffmpeg(&[
@@ -225,12 +238,45 @@ fn ten_bit_sources_stay_ten_bit_where_the_codec_allows() {
     }
 }
 
+/// Threads of this process named `kiln-encode`: an encoder thread lives until its encoder
+/// is closed (which joins the encoder's own workers).
+fn encoder_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|n| n.trim() == "kiln-encode")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Wait for every encoder thread to end: a cancelled encoder winds down off the job's clock,
+/// but it must wind down.
+fn encoders_closed(after: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while encoder_threads() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{after}: the encoder never closed after the cancel"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Cancelling mid-encode returns within a second, leaves no output, and every encoder
-/// (SVT-AV1 included, which hangs if closed carelessly) shuts down.
+/// (SVT-AV1 included, which hangs if closed carelessly) shuts down. Timed alone, with the
+/// last codec's encoder closed, so that the second measures the cancel and not a CPU shared
+/// with other encodes.
 #[test]
 fn cancellation_stops_every_encoder_within_a_second() {
+    let _cpu = CPU.write().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let src = media("video/bigbuckbunny.mp4");
+    encoders_closed("the tests before");
     for codec in VideoCodec::ALL {
         let out = dir.path().join(format!("cancel-{}.mkv", codec.as_str()));
         let mut p = VideoParams::crf(codec, 23);
@@ -275,5 +321,6 @@ fn cancellation_stops_every_encoder_within_a_second() {
         );
         assert!(!out.exists(), "{codec:?} left its output");
         eprintln!("{codec:?}: stopped {took:?} after cancel");
+        encoders_closed(&format!("{codec:?}"));
     }
 }

@@ -7,6 +7,7 @@
 //! documented operation must have been exercised.
 //!
 //! Parts: `harness` (receiver, target, helpers), `suite/*` (the whole API, part by part),
+//! `browser` (hls.js in headless Chromium plays a ladder),
 //! `openapi` (the document check), `more` (expiry, the keys CLI, Konvrt's curl quick start,
 //! the outbox).
 
@@ -15,6 +16,7 @@ use std::process::Child;
 use kiln_control_plane::{start, Config};
 use kiln_protocol::testing::{RedisServer, S3Server};
 
+mod browser;
 #[path = "../common/mod.rs"]
 mod common;
 mod doc_examples;

@@ -160,6 +160,21 @@ pub async fn run(t: &Target, _dir: &Path, s: &super::State) {
     }
     assert!(probed.lines().any(|l| l.starts_with("audio")), "{probed}");
 
+    // A browser player too: hls.js in headless Chromium, from another origin, signed URLs
+    // only. Once (on the embedded default): the tree served is the same on a fleet.
+    if t.replica.is_none() {
+        let report = crate::browser::play_hls(&url).await;
+        let played = &report["played"];
+        for (height, past) in [("240", 1.0), ("360", 2.0)] {
+            let reached = played[height].as_f64().unwrap_or(0.0);
+            assert!(
+                reached > past,
+                "the {height}p rendition played to {reached} s, not past {past} s: {report}"
+            );
+        }
+        assert_eq!(report["audioTracks"], 1, "{report}");
+    }
+
     // Range on a segment; the keyed route; refusals.
     let first_seg = format!("{base}chunk-stream0-00001.m4s");
     let r = t
