@@ -2,6 +2,7 @@
 
 mod audio;
 pub mod capabilities;
+pub mod chunked;
 pub mod edit;
 pub mod encoder;
 pub mod error;

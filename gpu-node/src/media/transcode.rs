@@ -121,7 +121,7 @@ pub(crate) fn target_pix_fmt(
     }
 }
 
-struct Job<'a> {
+pub(crate) struct Job<'a> {
     input: &'a Path,
     output: &'a Path,
     params: &'a VideoParams,
@@ -147,7 +147,7 @@ struct Job<'a> {
 }
 
 impl<'a> Job<'a> {
-    fn plan(
+    pub(crate) fn plan(
         input: &'a Path,
         output: &'a Path,
         params: &'a VideoParams,
@@ -395,7 +395,7 @@ impl<'a> Job<'a> {
         }
     }
 
-    fn pass(
+    pub(crate) fn pass(
         &mut self,
         rate: RateSpec,
         pass: Pass,
@@ -482,7 +482,12 @@ impl<'a> Job<'a> {
         }
     }
 
-    fn cleanup_scratch(&self) {
+    /// The encoder this job opens.
+    pub(crate) fn encoder_name(&self) -> &'static str {
+        self.encoder.name
+    }
+
+    pub(crate) fn cleanup_scratch(&self) {
         let _ = std::fs::remove_file(&self.pass1_out);
         // x264 and x265 write `<stats>`, `<stats>.mbtree`/`.cutree` and `.temp` files.
         if let (Some(dir), Some(name)) = (self.stats.parent(), self.stats.file_name()) {

@@ -176,6 +176,17 @@ pub(crate) fn encode_and_mux(
             Err(e) => return Err(MediaError::Encode(describe(&format!("{what} encode"), &e))),
         };
         bytes += packet.size as u64;
+        let mut packet = packet;
+        if packet.duration <= 0 && enc.framerate.num > 0 && enc.framerate.den > 0 {
+            // FFmpeg 5.1's encoders leave a frame's duration unset when the filter graph did;
+            // without it the MP4 muxer gives the last frame none, and players (and ffprobe)
+            // drop it. One frame at the stream's rate, as the `ffmpeg` CLI sets it.
+            let one = ffi::AVRational {
+                num: enc.framerate.den,
+                den: enc.framerate.num,
+            };
+            packet.set_duration(rsmpeg::avutil::av_rescale_q(1, one, enc.time_base));
+        }
         mux_packet(octx, packet, enc.time_base, out_index, what)?;
     }
 }

@@ -1,0 +1,172 @@
+//! Where a title is cut: at the source's own keyframes, ~`target_s` apart, from a demux of
+//! the video packets (no decode). A stretch with no keyframe for longer than a chunk is cut
+//! frame-exact at a frame on the cadence instead; its chunk decodes from the keyframe before.
+
+use std::path::Path;
+
+use rsmpeg::avformat::AVFormatContextInput;
+use rsmpeg::ffi;
+
+use crate::media::error::describe;
+use crate::media::pipeline::q2d;
+use crate::media::{path_cstring, MediaError};
+
+/// One chunk of a title: `[start_s, end_s)` from the video's first timestamp, as a trim
+/// takes it, and the frames whose timestamps fall inside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkSpan {
+    pub index: usize,
+    pub start_s: f64,
+    /// Infinite for the last chunk (to the end of the source).
+    pub end_s: f64,
+    pub frames: u64,
+    /// Whether the chunk starts on a source keyframe (else it is decoded from the one before).
+    pub on_keyframe: bool,
+}
+
+/// A title's frames as the demuxer sees them: timestamps from the first one, in seconds
+/// (exact multiples of the stream's time base), and which are keyframes.
+#[derive(Debug, Clone, Default)]
+pub struct FrameIndex {
+    /// `(t, keyframe)` in presentation order.
+    pub frames: Vec<(f64, bool)>,
+    /// The first frame's timestamp in the source (s).
+    pub origin_s: f64,
+}
+
+impl FrameIndex {
+    /// Read every video packet of `input` (demux only).
+    pub fn read(input: &Path) -> Result<Self, MediaError> {
+        let url = path_cstring(input)?;
+        let mut ictx = AVFormatContextInput::open(&url, None, &mut None)
+            .map_err(|e| MediaError::InvalidMedia(describe("open input", &e)))?;
+        let (v, _) = ictx
+            .find_best_stream(ffi::AVMediaType_AVMEDIA_TYPE_VIDEO)
+            .map_err(|e| MediaError::InvalidMedia(describe("find video stream", &e)))?
+            .ok_or(MediaError::NoVideoStream)?;
+        let tb = ictx
+            .streams()
+            .get(v)
+            .expect("stream index from FFmpeg")
+            .time_base;
+        let mut raw: Vec<(i64, bool)> = Vec::new();
+        while let Some(p) = ictx
+            .read_packet()
+            .map_err(|e| MediaError::Decode(describe("read packet", &e)))?
+        {
+            if p.stream_index as usize != v {
+                continue;
+            }
+            let ts = if p.pts != ffi::AV_NOPTS_VALUE {
+                p.pts
+            } else {
+                p.dts
+            };
+            if ts == ffi::AV_NOPTS_VALUE {
+                return Err(MediaError::InvalidMedia(
+                    "a video packet without timestamps: the title cannot be cut".into(),
+                ));
+            }
+            raw.push((ts, p.flags & ffi::AV_PKT_FLAG_KEY as i32 != 0));
+        }
+        raw.sort_by_key(|&(ts, _)| ts);
+        let first = raw.first().map(|&(ts, _)| ts).unwrap_or(0);
+        let step = q2d(tb);
+        Ok(Self {
+            origin_s: first as f64 * step,
+            frames: raw
+                .into_iter()
+                .map(|(ts, key)| ((ts - first) as f64 * step, key))
+                .collect(),
+        })
+    }
+}
+
+/// Cut `index` into chunks of about `target_s` (none shorter than half of it, but a title
+/// shorter than that is one chunk): at the keyframe nearest each `target_s` mark within
+/// `[target_s / 2, target_s * 3 / 2]` of the last cut, else frame-exact on the mark.
+pub fn plan(index: &FrameIndex, target_s: f64) -> Vec<ChunkSpan> {
+    let f = &index.frames;
+    let (min, max) = (target_s / 2.0, target_s * 1.5);
+    let total = f.last().map(|&(t, _)| t).unwrap_or(0.0);
+    // Cut positions, as indices into `f`.
+    let mut cuts = vec![0usize];
+    loop {
+        let last = f[*cuts.last().unwrap()].0;
+        if total - last < target_s + min {
+            break;
+        }
+        let mark = last + target_s;
+        let key = f
+            .iter()
+            .enumerate()
+            .filter(|&(_, &(t, k))| k && t >= last + min && t <= last + max)
+            .min_by(|a, b| (a.1 .0 - mark).abs().total_cmp(&(b.1 .0 - mark).abs()))
+            .map(|(i, _)| i);
+        let cut = key.unwrap_or_else(|| f.partition_point(|&(t, _)| t < mark));
+        if cut >= f.len() {
+            break;
+        }
+        cuts.push(cut);
+    }
+    let mut spans = Vec::with_capacity(cuts.len());
+    for (n, &c) in cuts.iter().enumerate() {
+        let next = cuts.get(n + 1).copied();
+        spans.push(ChunkSpan {
+            index: n,
+            start_s: f.get(c).map(|&(t, _)| t).unwrap_or(0.0),
+            end_s: next.map(|i| f[i].0).unwrap_or(f64::INFINITY),
+            frames: (next.unwrap_or(f.len()) - c) as u64,
+            on_keyframe: f.get(c).is_none_or(|&(_, k)| k),
+        });
+    }
+    spans
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(n: usize, fps: f64, keys: &[usize]) -> FrameIndex {
+        FrameIndex {
+            frames: (0..n)
+                .map(|i| (i as f64 / fps, i == 0 || keys.contains(&i)))
+                .collect(),
+            origin_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn cuts_at_keyframes_near_the_target_and_covers_every_frame_once() {
+        // 60 s at 25 fps with a keyframe every 2 s and one odd one at 11.2 s.
+        let keys: Vec<usize> = (1..30).map(|k| k * 50).chain([280]).collect();
+        let spans = plan(&frames(1500, 25.0, &keys), 10.0);
+        let starts: Vec<f64> = spans.iter().map(|s| s.start_s).collect();
+        assert_eq!(starts, vec![0.0, 10.0, 20.0, 30.0, 40.0, 50.0]);
+        assert!(spans.iter().all(|s| s.on_keyframe));
+        assert_eq!(spans.iter().map(|s| s.frames).sum::<u64>(), 1500);
+        assert!(spans.last().unwrap().end_s.is_infinite());
+        for w in spans.windows(2) {
+            assert_eq!(w[0].end_s, w[1].start_s);
+        }
+    }
+
+    #[test]
+    fn a_long_stretch_without_keyframes_is_cut_frame_exact() {
+        // 40 s, one keyframe at the start only.
+        let spans = plan(&frames(1000, 25.0, &[]), 10.0);
+        assert_eq!(spans.len(), 4);
+        assert!(!spans[1].on_keyframe);
+        assert_eq!(spans[1].start_s, 10.0);
+        assert_eq!(spans.iter().map(|s| s.frames).sum::<u64>(), 1000);
+    }
+
+    #[test]
+    fn a_short_title_is_one_chunk_and_no_chunk_is_a_sliver() {
+        assert_eq!(plan(&frames(200, 25.0, &[100]), 10.0).len(), 1);
+        // 24 s: 10 + 14, not 10 + 10 + 4.
+        let spans = plan(&frames(600, 25.0, &[250, 500]), 10.0);
+        assert_eq!(spans.len(), 2);
+        assert_eq!(spans[1].frames, 350);
+    }
+}

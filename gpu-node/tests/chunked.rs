@@ -1,0 +1,231 @@
+//! One title in chunks, on a real clip looped past a minute: the chunked encode against the
+//! same encode made whole (frames, duration, size, VMAF with Kiln's own quality code), chunk
+//! starts as keyframes, audio carried once; a source with no keyframe for 40 s; a cancel.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{ffmpeg, ffprobe, ffprobe_format, media};
+use kiln_gpu_node::media::{self, chunked, MediaError};
+use kiln_gpu_node::quality;
+use kiln_protocol::{Preset, VideoCodec, VideoParams};
+
+/// bigbuckbunny looped to `secs` at 320x180 with AAC audio; `gop` frames between keyframes
+/// (scene cuts off when `gop` is large, so the stretch has no keyframe at all).
+fn long_source(dir: &Path, secs: u32, gop: u32) -> PathBuf {
+    let out = dir.join(format!("long-{secs}-{gop}.mp4"));
+    let x264 = format!(
+        "keyint={gop}:min-keyint={gop}:scenecut={}",
+        if gop > 250 { 0 } else { 40 }
+    );
+    ffmpeg(&[
+        "-stream_loop",
+        "-1",
+        "-i",
+        media("video/bigbuckbunny.mp4").to_str().unwrap(),
+        "-t",
+        &secs.to_string(),
+        "-vf",
+        "scale=320:180",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-x264-params",
+        &x264,
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+        out.to_str().unwrap(),
+    ]);
+    out
+}
+
+fn params() -> VideoParams {
+    let mut p = VideoParams::crf(VideoCodec::H264, 23);
+    p.preset = Some(Preset::Veryfast);
+    p
+}
+
+/// Frames decoded by the `ffmpeg` CLI, which must decode the file without one error.
+fn decoded_frames(path: &Path) -> u64 {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+fn keyframe_times(path: &Path) -> Vec<f64> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-skip_frame",
+            "nokey",
+        ])
+        .args(["-show_entries", "frame=pts_time", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_chunked_encode_matches_the_same_encode_made_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = long_source(dir.path(), 62, 100);
+    let whole = dir.path().join("whole.mp4");
+    let o = media::transcode(
+        &src,
+        &whole,
+        &params(),
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap();
+    let joined = dir.path().join("chunked.mp4");
+    let last = std::sync::Mutex::new(0.0f32);
+    let c = chunked::transcode_chunked(
+        &src,
+        &joined,
+        &params(),
+        10.0,
+        2,
+        &AtomicBool::new(false),
+        &|p| {
+            let mut l = last.lock().unwrap();
+            assert!(p >= *l - 1e-3, "progress went back from {} to {p}", *l);
+            *l = p;
+        },
+    )
+    .unwrap();
+    assert_eq!(*last.lock().unwrap(), 100.0);
+    assert!(
+        !joined.with_extension("chunks").exists(),
+        "scratch left behind"
+    );
+
+    // Every frame once, at the source's times.
+    let n = c.chunks.len();
+    assert!((5..=8).contains(&n), "{n} chunks of ~10 s in 62 s");
+    assert_eq!(c.assembled.frames, o.frames);
+    // Both keep every frame of the source, its last one's duration included (Kiln's packets
+    // once had none, and MP4 then dropped the last frame: 1549 of 1550 decoded).
+    assert_eq!(decoded_frames(&whole), decoded_frames(&src));
+    assert_eq!(decoded_frames(&joined), decoded_frames(&whole));
+    assert_eq!(decoded_frames(&joined), o.frames);
+    let (_, dw) = ffprobe_format(&whole);
+    let (_, dc) = ffprobe_format(&joined);
+    assert!((dw - dc).abs() <= 0.04, "whole {dw} s, chunked {dc} s");
+    assert!((dw - 62.0).abs() <= 0.02, "whole {dw} s of 62");
+    let streams = ffprobe(&joined);
+    assert!(
+        streams
+            .iter()
+            .any(|s| s.kind == "audio" && s.codec == "aac"),
+        "{streams:?}"
+    );
+    assert_eq!(c.assembled.audio, "copied");
+    // Each chunk starts on a keyframe of the joined file.
+    let keys = keyframe_times(&joined);
+    for ch in &c.chunks {
+        assert!(
+            keys.iter().any(|k| (k - ch.span.start_s).abs() < 0.02),
+            "chunk {} at {} s: keyframes {keys:?}",
+            ch.span.index,
+            ch.span.start_s
+        );
+        assert_eq!(ch.attempts, 1);
+    }
+
+    // Size and quality as the whole encode's.
+    let (sw, sc) = (
+        std::fs::metadata(&whole).unwrap().len() as f64,
+        std::fs::metadata(&joined).unwrap().len() as f64,
+    );
+    assert!(
+        (sc / sw - 1.0).abs() <= 0.05,
+        "chunked {sc} B vs whole {sw} B"
+    );
+    let vw = quality::compare(&src, &whole, 2).unwrap().vmaf.mean;
+    let vc = quality::compare(&src, &joined, 2).unwrap().vmaf.mean;
+    assert!(
+        (vw - vc).abs() <= 0.5,
+        "VMAF whole {vw:.2}, chunked {vc:.2}"
+    );
+    eprintln!(
+        "{n} chunks: {sc} B vs {sw} B ({:+.1} %), VMAF {vc:.2} vs {vw:.2}",
+        (sc / sw - 1.0) * 100.0
+    );
+}
+
+#[test]
+fn a_source_without_keyframes_is_cut_frame_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = long_source(dir.path(), 40, 100_000);
+    assert_eq!(keyframe_times(&src).len(), 1, "one keyframe in 40 s");
+    let out = dir.path().join("out.mkv");
+    let mut p = params();
+    p.container = kiln_protocol::Container::Mkv;
+    let c = chunked::transcode_chunked(&src, &out, &p, 10.0, 2, &AtomicBool::new(false), &|_| {})
+        .unwrap();
+    assert_eq!(c.chunks.len(), 4);
+    assert!(c.chunks[1..].iter().all(|ch| !ch.span.on_keyframe));
+    assert_eq!(decoded_frames(&out), 40 * 25);
+    let (_, d) = ffprobe_format(&out);
+    assert!((d - 40.0).abs() <= 0.05, "{d} s");
+}
+
+#[test]
+fn cancelling_stops_every_chunk_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = long_source(dir.path(), 40, 100);
+    let out = dir.path().join("out.mp4");
+    let cancel = AtomicBool::new(false);
+    let mut p = params();
+    p.preset = Some(Preset::Slow);
+    let r = chunked::transcode_chunked(&src, &out, &p, 10.0, 2, &cancel, &|pct| {
+        if pct > 5.0 {
+            cancel.store(true, Ordering::SeqCst);
+        }
+    });
+    assert!(matches!(r, Err(MediaError::Cancelled)), "{r:?}");
+    assert!(!out.exists());
+    assert!(!out.with_extension("chunks").exists());
+}
+
+#[test]
+fn outputs_chunking_cannot_split_yet_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.mp4");
+    let mut p = params();
+    p.rate = kiln_protocol::RateControl::Size { target_mb: 1.0 };
+    let r = chunked::transcode_chunked(
+        &media("video/bikes.mp4"),
+        &out,
+        &p,
+        10.0,
+        2,
+        &AtomicBool::new(false),
+        &|_| {},
+    );
+    assert!(matches!(r, Err(MediaError::InvalidSettings(_))), "{r:?}");
+}
