@@ -251,6 +251,7 @@ fn target(score: f64, clips: &[PathBuf], args: &Args) -> Result<(), String> {
         allow_upscale: false,
         allow_larger: true,
         edit: Default::default(),
+        chunk_secs: None,
     };
     let out = args
         .out

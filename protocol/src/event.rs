@@ -105,6 +105,39 @@ pub struct EncodeReport {
     /// For per-title ladders (`renditions: "auto"`): what was measured and chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_title: Option<PerTitleReport>,
+    /// For outputs encoded in chunks: every chunk with its span, frames, size and time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<ChunksReport>,
+}
+
+/// How a title encoded in chunks was cut and encoded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChunksReport {
+    /// The chunk length asked for (s).
+    pub chunk_secs: f64,
+    pub total: u32,
+    pub done: u32,
+    /// Chunks encoded at the same time.
+    pub slots: u32,
+    pub chunks: Vec<ChunkEntry>,
+}
+
+/// One chunk of a title.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChunkEntry {
+    pub index: u32,
+    /// Where it starts in the source (s).
+    pub start_s: f64,
+    pub frames: u64,
+    /// Whether it starts on a source keyframe (else it was decoded from the one before).
+    pub on_keyframe: bool,
+    /// Video bytes it encoded to.
+    pub bytes: u64,
+    pub attempts: u32,
+    /// Seconds its encode took.
+    pub secs: f64,
 }
 
 /// How a per-title ladder was chosen: every probe encode of the sampled scenes with its

@@ -256,6 +256,7 @@ mod tests {
                 allow_upscale: false,
                 allow_larger: true,
                 edit: Default::default(),
+                chunk_secs: None,
             }),
         };
         let json = serde_json::to_string(&spec).unwrap();

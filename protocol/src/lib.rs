@@ -17,7 +17,10 @@ pub mod testing;
 pub mod video;
 
 pub use error::JobErrorCode;
-pub use event::{EncodeReport, NodeEvent, NodeEventKind, PerTitleReport, ProbePoint, VmafReport};
+pub use event::{
+    ChunkEntry, ChunksReport, EncodeReport, NodeEvent, NodeEventKind, PerTitleReport, ProbePoint,
+    VmafReport,
+};
 pub use job::{ImageParams, JobSpec, Resolution, Task};
 pub use ladder::{LadderParams, Packaging, PerTitle, Rung, RungRate};
 pub use node::{NodeCapabilities, NodeStatus};

@@ -38,7 +38,14 @@ pub struct VideoParams {
     /// Trim, crop, watermark and subtitles, applied before encoding.
     #[serde(default, skip_serializing_if = "crate::edit::Edit::is_empty")]
     pub edit: crate::edit::Edit,
+    /// Encode in chunks of about this many seconds, cut at the source's keyframes, several at
+    /// a time, joined into one file (crf and bitrate outputs, unedited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_secs: Option<f64>,
 }
+
+/// The range of `chunk_secs`.
+pub const CHUNK_SECS: std::ops::RangeInclusive<f64> = 2.0..=300.0;
 
 impl VideoParams {
     /// A `crf` job at `quality` with every other setting at its default.
@@ -53,6 +60,7 @@ impl VideoParams {
             allow_upscale: false,
             allow_larger: false,
             edit: crate::edit::Edit::default(),
+            chunk_secs: None,
         }
     }
 }

@@ -196,6 +196,7 @@ impl Spec {
                                     allow_upscale: false,
                                     allow_larger: true,
                                     edit: Default::default(),
+                                    chunk_secs: None,
                                 },
                             });
                         }

@@ -23,7 +23,7 @@ pub const VMAF_TARGET_MAX: f64 = *kiln_protocol::video::TARGET_VMAF.end();
 /// `size`, `vmaf`), `bitrate` / `max_bitrate` / `buffer_size` (kbps, kbit), `target_size_mb`,
 /// `target_vmaf`, `encoder_crf` (the encoder's own CRF scale, for tuning),
 /// `resolution`, `preset`, `format` (`mp4`, `webm`, `mkv`), `hardware` (`auto`, `cpu`, `gpu`, `nvenc`),
-/// `allow_upscale`, `allow_larger`.
+/// `allow_upscale`, `allow_larger`, `chunk_secs` (encode in chunks of about that many seconds).
 pub fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, SubmitError> {
     let get = |k: &str| fields.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let bad = SubmitError::Invalid;
@@ -148,6 +148,28 @@ pub fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, Sub
     }
     let resolution =
         Resolution::parse(get("resolution").unwrap_or("")).map_err(|e| bad(e.to_string()))?;
+    let edit = super::edit::from_fields(&get)?;
+    let (lo, hi) = (
+        *kiln_protocol::video::CHUNK_SECS.start(),
+        *kiln_protocol::video::CHUNK_SECS.end(),
+    );
+    let chunk_secs = number("chunk_secs", lo, hi)?;
+    if chunk_secs.is_some() {
+        if !matches!(
+            rate,
+            RateControl::Crf { .. } | RateControl::EncoderCrf { .. } | RateControl::Bitrate { .. }
+        ) {
+            return Err(bad(format!(
+                "chunk_secs works with the crf, encoder_crf and bitrate methods, not {}",
+                rate.method()
+            )));
+        }
+        if !edit.is_empty() {
+            return Err(bad(
+                "chunk_secs does not yet apply to trimmed, cropped, watermarked or subtitled outputs".into(),
+            ));
+        }
+    }
     Ok(VideoParams {
         codec,
         rate,
@@ -157,7 +179,8 @@ pub fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, Sub
         hardware,
         allow_upscale: flag("allow_upscale")?,
         allow_larger: flag("allow_larger")?,
-        edit: super::edit::from_fields(&get)?,
+        edit,
+        chunk_secs,
     })
 }
 

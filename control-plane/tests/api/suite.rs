@@ -3,6 +3,7 @@
 
 use crate::prelude::*;
 
+mod chunked;
 mod convertrilo_klipfast;
 mod deliver;
 mod edit;
@@ -54,6 +55,7 @@ pub async fn run(t: &Target, dir: &Path) {
     read::run(t, &s).await;
     stream::run(t, dir, &s).await;
     edit::run(t, dir, &s).await;
+    chunked::run(t, dir, &s).await;
     konvrt_convertly::run(t, dir, &s).await;
     convertrilo_klipfast::run(t, dir, &s).await;
     // Last: it checks every exchange of the suite against the OpenAPI document.

@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use kiln_protocol::VideoParams;
+use kiln_protocol::{ChunkEntry, ChunksReport, EncodeReport, VideoParams};
 
 pub use assemble::{assemble, Assembled};
 pub use encode::{encode_chunk, ChunkOutcome};
 pub use plan::{plan, ChunkSpan, FrameIndex};
 
-use super::MediaError;
+use super::{MediaError, TranscodeOutcome};
 
 /// What happened to one chunk.
 #[derive(Debug, Clone)]
@@ -37,6 +37,70 @@ pub struct ChunkedOutcome {
     pub chunks: Vec<ChunkReport>,
     pub assembled: Assembled,
     pub encoder: &'static str,
+}
+
+/// Chunks encoded at once on this node: half its cores, 2 to 8 (each encoder threads too).
+pub fn local_slots() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() / 2)
+        .unwrap_or(2)
+        .clamp(2, 8)
+}
+
+/// A job's `chunk_secs` output: [`transcode_chunked`] on [`local_slots`], reported as a
+/// transcode is (the chunks listed on the report).
+pub fn transcode(
+    input: &Path,
+    output: &Path,
+    params: &VideoParams,
+    cancel: &AtomicBool,
+    on_progress: &(dyn Fn(f32) + Sync),
+) -> Result<TranscodeOutcome, MediaError> {
+    let chunk_secs = params.chunk_secs.unwrap_or(30.0);
+    let slots = local_slots();
+    let c = transcode_chunked(
+        input,
+        output,
+        params,
+        chunk_secs,
+        slots,
+        cancel,
+        on_progress,
+    )?;
+    let info = super::probe(output)?;
+    let chunks: Vec<ChunkEntry> = c
+        .chunks
+        .iter()
+        .map(|ch| ChunkEntry {
+            index: ch.span.index as u32,
+            start_s: ch.span.start_s,
+            frames: ch.span.frames,
+            on_keyframe: ch.span.on_keyframe,
+            bytes: ch.video_bytes,
+            attempts: ch.attempts,
+            secs: (ch.secs * 100.0).round() / 100.0,
+        })
+        .collect();
+    Ok(TranscodeOutcome {
+        width: info.width,
+        height: info.height,
+        frames: c.assembled.frames,
+        duration_s: info.duration_s,
+        output_size: c.assembled.file_bytes,
+        report: EncodeReport {
+            encoder: c.encoder.to_string(),
+            passes: 1,
+            audio: c.assembled.audio.to_string(),
+            chunks: Some(ChunksReport {
+                chunk_secs,
+                total: chunks.len() as u32,
+                done: chunks.len() as u32,
+                slots: slots as u32,
+                chunks,
+            }),
+            ..EncodeReport::default()
+        },
+    })
 }
 
 /// Encode `input` to `output` as `params` say, in chunks of about `target_s` encoded `slots`

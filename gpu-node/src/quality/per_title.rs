@@ -163,6 +163,7 @@ pub fn choose(
         allow_upscale: false,
         allow_larger: true,
         edit: Default::default(),
+        chunk_secs: None,
     };
     let opts = SearchOptions::default();
     let prober = Prober::video_only(source, &params, &opts, scratch, cancel)?;

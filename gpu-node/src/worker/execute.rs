@@ -125,6 +125,16 @@ pub(super) async fn execute(
                 let _ = tx.send(p);
             };
             match (params, ladder) {
+                (Some(p), _) if p.chunk_secs.is_some() => {
+                    let report = |percent| {
+                        let _ = tx.send(media::Progress {
+                            percent,
+                            fps: 0.0,
+                            eta_s: None,
+                        });
+                    };
+                    media::chunked::transcode(&input, &out, &p, &cancel, &report).map(Encoded::File)
+                }
                 (Some(p), _) => {
                     media::transcode_edited(&input, &out, &p, &files, &cancel, &mut progress)
                         .map(Encoded::File)

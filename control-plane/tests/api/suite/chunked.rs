@@ -1,0 +1,80 @@
+//! A video output encoded in chunks (`chunk_secs`): the job lists its chunks, the download
+//! holds every frame of the source and its audio; what chunking cannot do yet is refused.
+
+use crate::prelude::*;
+
+pub async fn run(t: &Target, dir: &Path, _s: &super::State) {
+    // An account of its own, so these requests leave the others' per-minute budgets alone.
+    let r = t
+        .post(
+            "/api/v1/keys",
+            ADMIN,
+            json!({"name": "chunker", "account_name": "chunkers", "scopes": ["jobs:create", "jobs:read"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let key = r.json()["key"].as_str().unwrap().to_string();
+    let clip = t
+        .upload(&key, &media("video/bigbuckbunny.mp4"), "bunny.mp4")
+        .await;
+
+    for (output, needle) in [
+        (
+            json!({"type": "video", "method": "size", "target_size_mb": 1, "chunk_secs": 2}),
+            "chunk_secs works with",
+        ),
+        (json!({"type": "video", "chunk_secs": 1}), "chunk_secs"),
+        (
+            json!({"type": "video", "chunk_secs": 2, "start": 1}),
+            "chunk_secs does not yet apply",
+        ),
+    ] {
+        let bad = t
+            .post(
+                "/api/v1/jobs",
+                &key,
+                json!({"source": {"upload_id": clip}, "outputs": [output.clone()]}),
+            )
+            .await;
+        assert_eq!(bad.status, 400, "{output}: {}", bad.json());
+        let msg = bad.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(msg.contains(needle), "{output}: {msg}");
+    }
+
+    let r = t
+        .post(
+            "/api/v1/jobs",
+            &key,
+            json!({"source": {"upload_id": clip},
+                   "outputs": [{"type": "video", "codec": "h264", "preset": "ultrafast",
+                                "resolution": "360p", "chunk_secs": 2}]}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    let id = r.json()["jobs"][0]["id"].as_str().unwrap().to_string();
+    let doc = t.wait_job(&key, &id).await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    // 5.3 s with one keyframe: cut frame-exact at 2 s and 4 s.
+    let chunks = &doc["encoding"]["chunks"];
+    assert_eq!(chunks["total"], 3, "{doc}");
+    assert_eq!(chunks["done"], 3, "{doc}");
+    let list = chunks["chunks"].as_array().unwrap();
+    let frames: u64 = list.iter().map(|c| c["frames"].as_u64().unwrap()).sum();
+    assert_eq!(frames, 132, "{doc}");
+    assert_eq!(list[1]["on_keyframe"], false, "{doc}");
+
+    let file = t.get(doc["download_url"].as_str().unwrap(), &key).await;
+    assert_eq!(file.status, 200);
+    let out = dir.join("chunked.mp4");
+    std::fs::write(&out, &file.bytes).unwrap();
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames"])
+        .args(["-show_entries", "stream=codec_type,height,nb_read_frames"])
+        .args(["-of", "csv=p=0"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&probe.stdout);
+    assert!(text.lines().any(|l| l == "video,360,132"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("audio")), "{text}");
+}
