@@ -265,3 +265,69 @@ fn every_codec_joins_without_a_seam() {
         );
     }
 }
+
+fn packet_times(path: &Path) -> Vec<f64> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v", "-show_entries"])
+        .args(["packet=pts_time", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let mut t: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    t
+}
+
+/// A variable-frame-rate source keeps every frame's time across the chunk joins.
+#[test]
+fn variable_frame_rate_survives_the_joins() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("vfr.mkv");
+    // 300 frames spaced 20 ms / 60 ms in turn (12 s), a keyframe every 50 frames.
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=25:duration=12",
+        "-vf",
+        "settb=1/1000,setpts='(floor(N/2)*0.08+mod(N,2)*0.02)/TB'",
+        "-frames:v",
+        "300",
+        "-fps_mode",
+        "passthrough",
+        "-enc_time_base",
+        "1/1000",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "50",
+        src.to_str().unwrap(),
+    ]);
+    let want = packet_times(&src);
+    let out = dir.path().join("vfr.mp4");
+    let c = chunked::transcode_chunked(
+        &src,
+        &out,
+        &params(),
+        3.0,
+        2,
+        &AtomicBool::new(false),
+        &|_| {},
+    )
+    .unwrap();
+    assert!(c.chunks.len() >= 3, "{} chunks", c.chunks.len());
+    let got = packet_times(&out);
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!(
+            ((g - got[0]) - (w - want[0])).abs() < 0.002,
+            "timing changed: {got:?} vs {want:?}"
+        );
+    }
+    assert_eq!(decoded_frames(&out), 300);
+}
