@@ -110,7 +110,7 @@ fn a_chunked_encode_matches_the_same_encode_made_whole() {
         10.0,
         2,
         &AtomicBool::new(false),
-        &|p| {
+        &|p, _| {
             let mut l = last.lock().unwrap();
             assert!(p >= *l - 1e-3, "progress went back from {} to {p}", *l);
             *l = p;
@@ -185,10 +185,25 @@ fn a_source_without_keyframes_is_cut_frame_exact() {
     let out = dir.path().join("out.mkv");
     let mut p = params();
     p.container = kiln_protocol::Container::Mkv;
-    let c = chunked::transcode_chunked(&src, &out, &p, 10.0, 2, &AtomicBool::new(false), &|_| {})
-        .unwrap();
-    assert_eq!(c.chunks.len(), 4);
-    assert!(c.chunks[1..].iter().all(|ch| !ch.span.on_keyframe));
+    p.chunk_secs = Some(10.0);
+    // As a job runs it: progress with fps and ETA, the chunks on the report.
+    let seen = std::sync::Mutex::new(Vec::new());
+    let o = chunked::transcode(&src, &out, &p, &AtomicBool::new(false), &|pr| {
+        seen.lock().unwrap().push(pr)
+    })
+    .unwrap();
+    let seen = seen.into_inner().unwrap();
+    assert!(
+        seen.iter()
+            .any(|pr| pr.percent > 0.0 && pr.percent < 100.0 && pr.fps > 0.0 && pr.eta_s.is_some()),
+        "{seen:?}"
+    );
+    let report = o.report.chunks.expect("the chunks on the report");
+    assert_eq!((report.total, report.done), (4, 4));
+    assert!(report.chunks[1..].iter().all(|ch| !ch.on_keyframe));
+    assert_eq!(report.chunks.iter().map(|c| c.frames).sum::<u64>(), 1000);
+    assert_eq!((o.width, o.height, o.frames), (320, 180, 1000));
+    assert_eq!(o.report.encoder, "libx264");
     assert_eq!(decoded_frames(&out), 40 * 25);
     let (_, d) = ffprobe_format(&out);
     assert!((d - 40.0).abs() <= 0.05, "{d} s");
@@ -202,7 +217,7 @@ fn cancelling_stops_every_chunk_and_leaves_nothing() {
     let cancel = AtomicBool::new(false);
     let mut p = params();
     p.preset = Some(Preset::Slow);
-    let r = chunked::transcode_chunked(&src, &out, &p, 10.0, 2, &cancel, &|pct| {
+    let r = chunked::transcode_chunked(&src, &out, &p, 10.0, 2, &cancel, &|pct, _| {
         if pct > 5.0 {
             cancel.store(true, Ordering::SeqCst);
         }
@@ -225,7 +240,7 @@ fn outputs_chunking_cannot_split_yet_are_refused() {
         10.0,
         2,
         &AtomicBool::new(false),
-        &|_| {},
+        &|_, _| {},
     );
     assert!(matches!(r, Err(MediaError::InvalidSettings(_))), "{r:?}");
 }
@@ -245,9 +260,16 @@ fn every_codec_joins_without_a_seam() {
         media::transcode(&src, &whole, &p, &AtomicBool::new(false), &mut |_| {})
             .unwrap_or_else(|e| panic!("{codec:?}: {e}"));
         let joined = dir.path().join(format!("chunked-{}.mkv", codec.as_str()));
-        let c =
-            chunked::transcode_chunked(&src, &joined, &p, 4.0, 2, &AtomicBool::new(false), &|_| {})
-                .unwrap_or_else(|e| panic!("{codec:?}: {e}"));
+        let c = chunked::transcode_chunked(
+            &src,
+            &joined,
+            &p,
+            4.0,
+            2,
+            &AtomicBool::new(false),
+            &|_, _| {},
+        )
+        .unwrap_or_else(|e| panic!("{codec:?}: {e}"));
         assert!(c.chunks.len() >= 3, "{codec:?}: {} chunks", c.chunks.len());
         assert_eq!(decoded_frames(&joined), frames, "{codec:?}");
         let (sw, sc) = (
@@ -317,7 +339,7 @@ fn variable_frame_rate_survives_the_joins() {
         3.0,
         2,
         &AtomicBool::new(false),
-        &|_| {},
+        &|_, _| {},
     )
     .unwrap();
     assert!(c.chunks.len() >= 3, "{} chunks", c.chunks.len());

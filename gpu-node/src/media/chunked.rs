@@ -19,7 +19,7 @@ pub use assemble::{assemble, Assembled};
 pub use encode::{encode_chunk, ChunkOutcome};
 pub use plan::{plan, ChunkSpan, FrameIndex};
 
-use super::{MediaError, TranscodeOutcome};
+use super::{MediaError, Progress, TranscodeOutcome};
 
 /// What happened to one chunk.
 #[derive(Debug, Clone)]
@@ -48,25 +48,27 @@ pub fn local_slots() -> usize {
 }
 
 /// A job's `chunk_secs` output: [`transcode_chunked`] on [`local_slots`], reported as a
-/// transcode is (the chunks listed on the report).
+/// transcode is (progress with fps and ETA over all chunks; the chunks listed on the report).
 pub fn transcode(
     input: &Path,
     output: &Path,
     params: &VideoParams,
     cancel: &AtomicBool,
-    on_progress: &(dyn Fn(f32) + Sync),
+    on_progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<TranscodeOutcome, MediaError> {
     let chunk_secs = params.chunk_secs.unwrap_or(30.0);
     let slots = local_slots();
-    let c = transcode_chunked(
-        input,
-        output,
-        params,
-        chunk_secs,
-        slots,
-        cancel,
-        on_progress,
-    )?;
+    let started = Instant::now();
+    let report = |percent: f32, frames: u64| {
+        let elapsed = started.elapsed().as_secs_f64().max(1e-3);
+        let done = percent as f64 / 100.0;
+        on_progress(Progress {
+            percent,
+            fps: (frames as f64 / elapsed) as f32,
+            eta_s: (done > 0.0).then(|| (elapsed * (1.0 - done) / done) as f32),
+        })
+    };
+    let c = transcode_chunked(input, output, params, chunk_secs, slots, cancel, &report)?;
     let info = super::probe(output)?;
     let chunks: Vec<ChunkEntry> = c
         .chunks
@@ -104,7 +106,8 @@ pub fn transcode(
 }
 
 /// Encode `input` to `output` as `params` say, in chunks of about `target_s` encoded `slots`
-/// at a time, longest first; `on_progress` gets the frame-weighted percent done.
+/// at a time, longest first; `on_progress` gets the frame-weighted percent done and the
+/// frames encoded so far.
 pub fn transcode_chunked(
     input: &Path,
     output: &Path,
@@ -112,7 +115,7 @@ pub fn transcode_chunked(
     target_s: f64,
     slots: usize,
     cancel: &AtomicBool,
-    on_progress: &(dyn Fn(f32) + Sync),
+    on_progress: &(dyn Fn(f32, u64) + Sync),
 ) -> Result<ChunkedOutcome, MediaError> {
     super::init_ffmpeg_logging();
     encode::chunk_rate(params)?;
@@ -162,7 +165,7 @@ fn run(
     scratch: &Path,
     slots: usize,
     cancel: &AtomicBool,
-    on_progress: &(dyn Fn(f32) + Sync),
+    on_progress: &(dyn Fn(f32, u64) + Sync),
 ) -> Result<ChunkedOutcome, MediaError> {
     let total = index.frames.len() as f64;
     let file = |s: &ChunkSpan| scratch.join(format!("chunk-{:05}.mp4", s.index));
@@ -179,7 +182,7 @@ fn run(
             .iter()
             .map(|s| s.frames as f64 * all[s.index] as f64 / 100.0)
             .sum();
-        on_progress((frames / total * 95.0) as f32);
+        on_progress((frames / total * 95.0) as f32, frames as u64);
     };
     std::thread::scope(|scope| {
         for _ in 0..slots.clamp(1, spans.len()) {
@@ -252,7 +255,7 @@ fn run(
             index.frames.len()
         )));
     }
-    on_progress(100.0);
+    on_progress(100.0, assembled.frames);
     Ok(ChunkedOutcome {
         chunks,
         assembled,

@@ -126,12 +126,8 @@ pub(super) async fn execute(
             };
             match (params, ladder) {
                 (Some(p), _) if p.chunk_secs.is_some() => {
-                    let report = |percent| {
-                        let _ = tx.send(media::Progress {
-                            percent,
-                            fps: 0.0,
-                            eta_s: None,
-                        });
+                    let report = |p| {
+                        let _ = tx.send(p);
                     };
                     media::chunked::transcode(&input, &out, &p, &cancel, &report).map(Encoded::File)
                 }
