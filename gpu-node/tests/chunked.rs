@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{ffmpeg, ffprobe, ffprobe_format, media};
+use common::{ffmpeg, ffprobe, ffprobe_format, media, packet_times};
 use kiln_gpu_node::media::{self, chunked, MediaError};
 use kiln_gpu_node::quality;
 use kiln_protocol::{Preset, VideoCodec, VideoParams};
@@ -286,21 +286,6 @@ fn every_codec_joins_without_a_seam() {
             "{codec:?}: chunked {sc} B vs whole {sw} B"
         );
     }
-}
-
-fn packet_times(path: &Path) -> Vec<f64> {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v", "-show_entries"])
-        .args(["packet=pts_time", "-of", "csv=p=0"])
-        .arg(path)
-        .output()
-        .unwrap();
-    let mut t: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
-        .collect();
-    t.sort_by(|a, b| a.total_cmp(b));
-    t
 }
 
 /// A variable-frame-rate source keeps every frame's time across the chunk joins.

@@ -134,3 +134,19 @@ pub fn psnr(out: &Path, src: &Path, width: u32, height: u32) -> f64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no PSNR in ffmpeg output: {log}"))
 }
+
+/// The video packets' presentation times (s), sorted, via the `ffprobe` CLI.
+pub fn packet_times(path: &Path) -> Vec<f64> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v", "-show_entries"])
+        .args(["packet=pts_time", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    let mut t: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t
+}

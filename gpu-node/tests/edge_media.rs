@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use common::{ffmpeg, ffprobe, media, psnr};
+use common::{ffmpeg, ffprobe, media, packet_times, psnr};
 use kiln_gpu_node::media::{self, MediaError};
 use kiln_protocol::{JobErrorCode, Preset, Resolution, VideoCodec, VideoParams};
 
@@ -139,21 +139,6 @@ fn upscaling_is_refused_unless_asked_for() {
     let o = run(&src, &out, &p).unwrap();
     // Its pixels are 128:117 wide: 288 lines show 386 square pixels across.
     assert_eq!((o.width, o.height), (386, 288));
-}
-
-fn packet_times(path: &Path) -> Vec<f64> {
-    let out = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v", "-show_entries"])
-        .args(["packet=pts_time", "-of", "csv=p=0"])
-        .arg(path)
-        .output()
-        .unwrap();
-    let mut t: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
-        .collect();
-    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    t
 }
 
 #[test]

@@ -277,6 +277,20 @@ impl Target {
             .await
     }
 
+    /// A key (`jobs:create`, `jobs:read`) on a new account of its own, made by the admin, so
+    /// a part's requests leave the other accounts' per-minute budgets alone.
+    pub async fn own_account_key(&self, name: &str, account: &str) -> String {
+        let r = self
+            .post(
+                "/api/v1/keys",
+                crate::ADMIN,
+                json!({"name": name, "account_name": account, "scopes": ["jobs:create", "jobs:read"]}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json());
+        r.json()["key"].as_str().unwrap().to_string()
+    }
+
     pub async fn upload(&self, key: &str, file: &Path, name: &str) -> String {
         let form = Form::new().part(
             "file",

@@ -4,7 +4,7 @@
 use std::ffi::CString;
 
 use kiln_protocol::Container;
-use rsmpeg::avcodec::{AVCodec, AVCodecContext, AVCodecParameters, AVPacket};
+use rsmpeg::avcodec::{AVCodec, AVCodecContext, AVPacket};
 use rsmpeg::avformat::{AVFormatContextInput, AVFormatContextOutput};
 use rsmpeg::avutil::{AVDictionary, AVFrame};
 use rsmpeg::error::RsmpegError;
@@ -13,7 +13,7 @@ use rsmpeg::UnsafeDerefMut;
 
 use super::error::describe;
 use super::filter::{FilterGraph, Pulled};
-use super::pipeline::{encode_and_mux, mux_packet};
+use super::pipeline::{copy_stream, encode_and_mux, mux_packet};
 use super::MediaError;
 
 /// What happens to the audio.
@@ -94,16 +94,9 @@ pub(crate) fn add_track_with(
         answer == 1
     };
     if fits {
-        let mut par = AVCodecParameters::new();
-        par.copy(&in_par);
-        // SAFETY: `par` is an owned copy; codec_tag is a plain field.
-        unsafe { par.deref_mut().codec_tag = 0 };
-        let mut s = octx.new_stream();
-        s.set_codecpar(par);
-        s.set_time_base(in_tb);
         return Ok(AudioTrack::Copy {
             in_index: ai,
-            out_index: s.index as usize,
+            out_index: copy_stream(octx, &in_par, in_tb),
             in_tb,
         });
     }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_protocol::{HardwarePolicy, Preset, VideoCodec};
+use kiln_protocol::{HardwarePolicy, Preset, RateControl, VideoCodec, VideoParams};
 
 use super::capabilities::MediaCapabilities;
 
@@ -86,6 +86,32 @@ pub enum RateSpec {
     /// Average bitrate aimed at a file size: no VBV cap, so the total is as exact as the
     /// encoder can make it.
     Average { bps: i64 },
+}
+
+impl RateSpec {
+    /// What one pass encodes `params` at, for the rates that need no search or budget:
+    /// `crf` and `encoder_crf` as a CRF on the codec's scale, `bitrate` as a VBV-capped
+    /// average (the cap at the bitrate and a two-second buffer unless asked otherwise).
+    /// `None` for `size` and `vmaf`.
+    pub fn one_pass(params: &VideoParams) -> Option<Self> {
+        Some(match params.rate {
+            RateControl::Crf { quality } => Self::Crf(params.codec.crf_for(quality)),
+            RateControl::EncoderCrf { crf } => Self::Crf(crf.min(params.codec.crf_range().1)),
+            RateControl::Bitrate {
+                kbps,
+                max_kbps,
+                buffer_kbits,
+            } => {
+                let bps = kbps as i64 * 1000;
+                Self::Capped {
+                    bps,
+                    max_bps: max_kbps.map(|m| m as i64 * 1000).unwrap_or(bps),
+                    buffer_bits: buffer_kbits.map(|b| b as i64 * 1000).unwrap_or(2 * bps),
+                }
+            }
+            RateControl::Size { .. } | RateControl::Vmaf { .. } => return None,
+        })
+    }
 }
 
 /// Which pass of a multi-pass encode this is.

@@ -26,7 +26,7 @@ pub(crate) mod decode;
 mod sink;
 pub(crate) mod trim;
 
-pub(crate) use sink::{encode_and_mux, mux_packet, open_encoder};
+pub(crate) use sink::{copy_stream, encode_and_mux, mux_packet, one_frame, open_encoder};
 pub(crate) use trim::{cut_audio, output_duration, output_pts, progress_span, FrameCut, Trim};
 
 /// What one pass is asked to do.

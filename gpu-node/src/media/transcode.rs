@@ -270,28 +270,9 @@ impl<'a> Job<'a> {
                     first
                 }
             }
-            RateControl::Bitrate {
-                kbps,
-                max_kbps,
-                buffer_kbits,
-            } => {
-                let bps = kbps as i64 * 1000;
-                let spec = RateSpec::Capped {
-                    bps,
-                    max_bps: max_kbps.map(|m| m as i64 * 1000).unwrap_or(bps),
-                    buffer_bits: buffer_kbits.map(|b| b as i64 * 1000).unwrap_or(2 * bps),
-                };
+            RateControl::Bitrate { .. } | RateControl::EncoderCrf { .. } => {
+                let spec = RateSpec::one_pass(self.params).expect("a one-pass rate");
                 self.pass(spec, Pass::Only, true, cancel, on_progress)?
-            }
-            RateControl::EncoderCrf { crf } => {
-                let (_, max) = self.params.codec.crf_range();
-                self.pass(
-                    RateSpec::Crf(crf.min(max)),
-                    Pass::Only,
-                    true,
-                    cancel,
-                    on_progress,
-                )?
             }
             RateControl::Vmaf { .. } => {
                 return Err(MediaError::InvalidSettings(

@@ -5,15 +5,7 @@ use crate::prelude::*;
 
 pub async fn run(t: &Target, dir: &Path, _s: &super::State) {
     // An account of its own, so these requests leave the others' per-minute budgets alone.
-    let r = t
-        .post(
-            "/api/v1/keys",
-            ADMIN,
-            json!({"name": "chunker", "account_name": "chunkers", "scopes": ["jobs:create", "jobs:read"]}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.json());
-    let key = r.json()["key"].as_str().unwrap().to_string();
+    let key = t.own_account_key("chunker", "chunkers").await;
     let clip = t
         .upload(&key, &media("video/bigbuckbunny.mp4"), "bunny.mp4")
         .await;

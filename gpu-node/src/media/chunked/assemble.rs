@@ -10,12 +10,11 @@ use rsmpeg::avcodec::AVCodecParameters;
 use rsmpeg::avformat::{AVFormatContextInput, AVFormatContextOutput};
 use rsmpeg::avutil::AVDictionary;
 use rsmpeg::ffi;
-use rsmpeg::UnsafeDerefMut;
 
 use super::plan::ChunkSpan;
 use crate::media::audio::{self, AudioTrack};
 use crate::media::error::describe;
-use crate::media::pipeline::{mux_packet, q2d};
+use crate::media::pipeline::{copy_stream, mux_packet, one_frame, q2d};
 use crate::media::{path_cstring, MediaError};
 
 /// What the joined title holds.
@@ -110,16 +109,8 @@ pub fn assemble(
 
     let mut octx = AVFormatContextOutput::create(&path_cstring(output)?, None)
         .map_err(|e| MediaError::Io(describe("create output", &e)))?;
-    let out_v = {
-        let mut par = AVCodecParameters::new();
-        par.copy(&head_par);
-        // SAFETY: `par` is an owned copy; codec_tag is a plain field.
-        unsafe { par.deref_mut().codec_tag = 0 };
-        let mut s = octx.new_stream();
-        s.set_codecpar(par);
-        s.set_time_base(head.streams().get(hv).expect("video stream").time_base);
-        s.index as usize
-    };
+    let head_tb = head.streams().get(hv).expect("video stream").time_base;
+    let out_v = copy_stream(&mut octx, &head_par, head_tb);
     drop(head);
 
     let (src, _) = open(source)?;
@@ -150,15 +141,7 @@ pub fn assemble(
             (s.time_base, s.r_frame_rate)
         };
         let par = owned_par(&ictx, v);
-        let frame = if rate.num > 0 && rate.den > 0 {
-            let one = ffi::AVRational {
-                num: rate.den,
-                den: rate.num,
-            };
-            rsmpeg::avutil::av_rescale_q(1, one, tb)
-        } else {
-            0
-        };
+        let frame = one_frame(rate, tb);
         if (par.width, par.height, par.codec_id)
             != (head_par.width, head_par.height, head_par.codec_id)
             || extradata(&par) != head_extra

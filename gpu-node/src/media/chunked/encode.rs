@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use kiln_protocol::{Container, RateControl, VideoParams};
+use kiln_protocol::{Container, VideoParams};
 
 use super::plan::ChunkSpan;
 use crate::media::edit::EditFiles;
@@ -22,31 +22,15 @@ pub struct ChunkOutcome {
     pub encoder: &'static str,
 }
 
-/// The rate every chunk of a title encodes at: constant quality as it is, an average bitrate
-/// as the same cap in every chunk. Size and VMAF targets need the title's budget split over
-/// the chunks first, which this does not do yet.
+/// The rate every chunk of a title encodes at: the title's own one-pass rate (a CRF as it is,
+/// a bitrate as the same cap in every chunk). Size and VMAF targets need the title's budget
+/// split over the chunks first, which this does not do yet.
 pub(crate) fn chunk_rate(params: &VideoParams) -> Result<RateSpec, MediaError> {
-    Ok(match params.rate {
-        RateControl::Crf { quality } => RateSpec::Crf(params.codec.crf_for(quality)),
-        RateControl::EncoderCrf { crf } => RateSpec::Crf(crf.min(params.codec.crf_range().1)),
-        RateControl::Bitrate {
-            kbps,
-            max_kbps,
-            buffer_kbits,
-        } => {
-            let bps = kbps as i64 * 1000;
-            RateSpec::Capped {
-                bps,
-                max_bps: max_kbps.map(|m| m as i64 * 1000).unwrap_or(bps),
-                buffer_bits: buffer_kbits.map(|b| b as i64 * 1000).unwrap_or(2 * bps),
-            }
-        }
-        RateControl::Size { .. } | RateControl::Vmaf { .. } => {
-            return Err(MediaError::InvalidSettings(format!(
-                "a {} output is not encoded in chunks yet; use crf or bitrate",
-                params.rate.method()
-            )))
-        }
+    RateSpec::one_pass(params).ok_or_else(|| {
+        MediaError::InvalidSettings(format!(
+            "a {} output is not encoded in chunks yet; use crf or bitrate",
+            params.rate.method()
+        ))
     })
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 
 use kiln_protocol::Container;
-use rsmpeg::avcodec::{AVCodec, AVCodecContext, AVPacket};
+use rsmpeg::avcodec::{AVCodec, AVCodecContext, AVCodecParameters, AVPacket};
 use rsmpeg::avformat::AVFormatContextOutput;
 use rsmpeg::avutil::{AVDictionary, AVFrame};
 use rsmpeg::error::RsmpegError;
@@ -177,18 +177,43 @@ pub(crate) fn encode_and_mux(
         };
         bytes += packet.size as u64;
         let mut packet = packet;
-        if packet.duration <= 0 && enc.framerate.num > 0 && enc.framerate.den > 0 {
+        if packet.duration <= 0 {
             // FFmpeg 5.1's encoders leave a frame's duration unset when the filter graph did;
             // without it the MP4 muxer gives the last frame none, and players (and ffprobe)
             // drop it. One frame at the stream's rate, as the `ffmpeg` CLI sets it.
-            let one = ffi::AVRational {
-                num: enc.framerate.den,
-                den: enc.framerate.num,
-            };
-            packet.set_duration(rsmpeg::avutil::av_rescale_q(1, one, enc.time_base));
+            packet.set_duration(one_frame(enc.framerate, enc.time_base));
         }
         mux_packet(octx, packet, enc.time_base, out_index, what)?;
     }
+}
+
+/// One frame at `rate`, in time base `tb`; 0 when the rate is unknown.
+pub(crate) fn one_frame(rate: ffi::AVRational, tb: ffi::AVRational) -> i64 {
+    if rate.num <= 0 || rate.den <= 0 {
+        return 0;
+    }
+    let period = ffi::AVRational {
+        num: rate.den,
+        den: rate.num,
+    };
+    rsmpeg::avutil::av_rescale_q(1, period, tb)
+}
+
+/// Add a stream to `octx` carrying `par` as it is, in time base `tb`; returns its index. The
+/// source container's codec tag is dropped so the muxer picks its own.
+pub(crate) fn copy_stream(
+    octx: &mut AVFormatContextOutput,
+    par: &AVCodecParameters,
+    tb: ffi::AVRational,
+) -> usize {
+    let mut own = AVCodecParameters::new();
+    own.copy(par);
+    // SAFETY: `own` is an owned copy; codec_tag is a plain field.
+    unsafe { own.deref_mut().codec_tag = 0 };
+    let mut s = octx.new_stream();
+    s.set_codecpar(own);
+    s.set_time_base(tb);
+    s.index as usize
 }
 
 /// Write a packet in time base `from` to output stream `out_index`.
