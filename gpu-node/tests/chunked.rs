@@ -68,6 +68,16 @@ fn decoded_frames(path: &Path) -> u64 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
+fn codec_tag(path: &Path) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=codec_tag_string", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 fn keyframe_times(path: &Path) -> Vec<f64> {
     let out = Command::new("ffprobe")
         .args([
@@ -255,11 +265,16 @@ fn every_codec_joins_without_a_seam() {
     for codec in [VideoCodec::H265, VideoCodec::Av1, VideoCodec::Vp9] {
         let mut p = VideoParams::crf(codec, 23);
         p.preset = Some(Preset::Veryfast);
-        p.container = kiln_protocol::Container::Mkv;
-        let whole = dir.path().join(format!("whole-{}.mkv", codec.as_str()));
+        // HEVC in MP4, where Apple players need it tagged `hvc1`; the others in MKV.
+        p.container = match codec {
+            VideoCodec::H265 => kiln_protocol::Container::Mp4,
+            _ => kiln_protocol::Container::Mkv,
+        };
+        let ext = p.container.extension();
+        let whole = dir.path().join(format!("whole-{}.{ext}", codec.as_str()));
         media::transcode(&src, &whole, &p, &AtomicBool::new(false), &mut |_| {})
             .unwrap_or_else(|e| panic!("{codec:?}: {e}"));
-        let joined = dir.path().join(format!("chunked-{}.mkv", codec.as_str()));
+        let joined = dir.path().join(format!("chunked-{}.{ext}", codec.as_str()));
         let c = chunked::transcode_chunked(
             &src,
             &joined,
@@ -272,6 +287,14 @@ fn every_codec_joins_without_a_seam() {
         .unwrap_or_else(|e| panic!("{codec:?}: {e}"));
         assert!(c.chunks.len() >= 3, "{codec:?}: {} chunks", c.chunks.len());
         assert_eq!(decoded_frames(&joined), frames, "{codec:?}");
+        if codec == VideoCodec::H265 {
+            assert_eq!(codec_tag(&whole), "hvc1");
+            assert_eq!(
+                codec_tag(&joined),
+                "hvc1",
+                "the joined title tags HEVC as a whole one"
+            );
+        }
         let (sw, sc) = (
             std::fs::metadata(&whole).unwrap().len() as f64,
             std::fs::metadata(&joined).unwrap().len() as f64,

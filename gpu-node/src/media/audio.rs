@@ -96,7 +96,7 @@ pub(crate) fn add_track_with(
     if fits {
         return Ok(AudioTrack::Copy {
             in_index: ai,
-            out_index: copy_stream(octx, &in_par, in_tb),
+            out_index: copy_stream(octx, container, &in_par, in_tb),
             in_tb,
         });
     }

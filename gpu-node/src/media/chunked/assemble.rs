@@ -110,7 +110,7 @@ pub fn assemble(
     let mut octx = AVFormatContextOutput::create(&path_cstring(output)?, None)
         .map_err(|e| MediaError::Io(describe("create output", &e)))?;
     let head_tb = head.streams().get(hv).expect("video stream").time_base;
-    let out_v = copy_stream(&mut octx, &head_par, head_tb);
+    let out_v = copy_stream(&mut octx, container, &head_par, head_tb);
     drop(head);
 
     let (src, _) = open(source)?;

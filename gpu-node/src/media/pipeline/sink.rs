@@ -77,14 +77,9 @@ pub(crate) fn open_encoder(
 
     let v_out_index = {
         let mut par = enc.extract_codecpar();
-        if spec.encoder.starts_with("libx265") || spec.encoder == "hevc_nvenc" {
-            // `hvc1` is what Apple players require of HEVC in MP4; harmless elsewhere.
-            if spec.container == Container::Mp4 {
-                // SAFETY: `par` is an owned parameter set; codec_tag is a plain field.
-                unsafe {
-                    par.deref_mut().codec_tag = u32::from_le_bytes(*b"hvc1");
-                }
-            }
+        if let Some(tag) = container_tag(par.codec_id, spec.container) {
+            // SAFETY: `par` is an owned parameter set; codec_tag is a plain field.
+            unsafe { par.deref_mut().codec_tag = tag };
         }
         let mut s = octx.new_stream();
         s.set_codecpar(par);
@@ -199,17 +194,27 @@ pub(crate) fn one_frame(rate: ffi::AVRational, tb: ffi::AVRational) -> i64 {
     rsmpeg::avutil::av_rescale_q(1, period, tb)
 }
 
-/// Add a stream to `octx` carrying `par` as it is, in time base `tb`; returns its index. The
-/// source container's codec tag is dropped so the muxer picks its own.
+/// The codec tag Kiln states in `container` where the muxer's own choice will not do: `hvc1`
+/// for HEVC in MP4, what Apple players require (harmless elsewhere).
+fn container_tag(codec_id: ffi::AVCodecID, container: Container) -> Option<u32> {
+    (codec_id == ffi::AVCodecID_AV_CODEC_ID_HEVC && container == Container::Mp4)
+        .then(|| u32::from_le_bytes(*b"hvc1"))
+}
+
+/// Add a stream to `octx`, a `container` file, carrying `par` as it is, in time base `tb`;
+/// returns its index. The source container's codec tag is dropped so the muxer picks its own,
+/// but for [`container_tag`]'s.
 pub(crate) fn copy_stream(
     octx: &mut AVFormatContextOutput,
+    container: Container,
     par: &AVCodecParameters,
     tb: ffi::AVRational,
 ) -> usize {
     let mut own = AVCodecParameters::new();
     own.copy(par);
+    let tag = container_tag(par.codec_id, container).unwrap_or(0);
     // SAFETY: `own` is an owned copy; codec_tag is a plain field.
-    unsafe { own.deref_mut().codec_tag = 0 };
+    unsafe { own.deref_mut().codec_tag = tag };
     let mut s = octx.new_stream();
     s.set_codecpar(own);
     s.set_time_base(tb);
