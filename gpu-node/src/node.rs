@@ -193,6 +193,12 @@ pub fn classes_for(caps: &MediaCapabilities, nvenc_sessions: usize) -> Vec<Strin
             out.push(video_class(codec, HardwarePolicy::Nvenc));
         }
     }
+    // A title's chunks go where its class goes (`chunk:h264`, `chunk:h264:cpu`, …).
+    let chunks: Vec<String> = out
+        .iter()
+        .map(|c| format!("{}{c}", kiln_protocol::job::CHUNK_CLASS_PREFIX))
+        .collect();
+    out.extend(chunks);
     // Every node converts images, on its GPU adapter or its CPU.
     out.push(kiln_protocol::job::IMAGE_CLASS.to_string());
     out
@@ -436,9 +442,12 @@ mod tests {
             // NVENC switched off by configuration.
             (vec!["hevc_nvenc", "libx265"], 0, vec!["h265", "h265:cpu"]),
         ];
-        for (open, sessions, mut want) in cases {
-            // Every node also converts images.
-            want.push("image");
+        for (open, sessions, want) in cases {
+            let mut want: Vec<String> = want.iter().map(|c| c.to_string()).collect();
+            // Every video class has its chunk class, and every node converts images.
+            let chunks: Vec<String> = want.iter().map(|c| format!("chunk:{c}")).collect();
+            want.extend(chunks);
+            want.push("image".into());
             assert_eq!(classes_for(&caps(&open), sessions), want, "{open:?}");
         }
     }

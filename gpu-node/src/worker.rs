@@ -20,9 +20,11 @@ use tokio::sync::watch;
 
 use crate::metrics::NodeMetrics;
 
+mod chunk;
 mod execute;
 mod lease;
 mod report;
+mod title;
 
 /// How a node runs its slots.
 #[derive(Clone)]
@@ -238,6 +240,7 @@ fn codec_label(job: &JobSpec) -> &'static str {
         Task::Image(_) => "image",
         Task::Ladder(p) => p.codec.as_str(),
         Task::Thumbnails(_) | Task::Storyboard(_) => "stills",
+        Task::Chunk(c) => c.params.codec.as_str(),
     }
 }
 

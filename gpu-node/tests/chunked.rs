@@ -241,18 +241,86 @@ fn cancelling_stops_every_chunk_and_leaves_nothing() {
 fn outputs_chunking_cannot_split_yet_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.mp4");
+    let mut vmaf = params();
+    vmaf.rate = kiln_protocol::RateControl::Vmaf { target: 90.0 };
+    let mut edited = params();
+    edited.edit.start_s = Some(1.0);
+    for p in [vmaf, edited] {
+        let r = chunked::transcode_chunked(
+            &media("video/bikes.mp4"),
+            &out,
+            &p,
+            10.0,
+            2,
+            &AtomicBool::new(false),
+            &|_, _| {},
+        );
+        assert!(matches!(r, Err(MediaError::InvalidSettings(_))), "{r:?}");
+    }
+}
+
+/// Global rate control: a `size` title in chunks lands within ±5 % of its target, its bits
+/// shared by each chunk's measured complexity (aims differ, the busiest chunk's the highest);
+/// a `bitrate` title averages its bitrate over the whole title, not chunk by chunk.
+#[test]
+fn size_and_bitrate_targets_hold_for_the_whole_title() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = long_source(dir.path(), 62, 100);
+    let out = dir.path().join("sized.mp4");
     let mut p = params();
-    p.rate = kiln_protocol::RateControl::Size { target_mb: 1.0 };
-    let r = chunked::transcode_chunked(
-        &media("video/bikes.mp4"),
-        &out,
-        &p,
-        10.0,
-        2,
-        &AtomicBool::new(false),
-        &|_, _| {},
+    p.rate = kiln_protocol::RateControl::Size { target_mb: 2.5 };
+    let c =
+        chunked::transcode_chunked(&src, &out, &p, 10.0, 2, &AtomicBool::new(false), &|_, _| {})
+            .unwrap();
+    let size = std::fs::metadata(&out).unwrap().len() as f64;
+    let off = (size - 2.5e6) / 2.5e6;
+    let aims: Vec<f64> = c.chunks.iter().map(|ch| ch.aimed_bps.unwrap()).collect();
+    let estimates: Vec<u64> = c
+        .chunks
+        .iter()
+        .map(|ch| ch.estimate_bytes.unwrap())
+        .collect();
+    let got: Vec<f64> = c
+        .chunks
+        .iter()
+        .map(|ch| ch.video_bytes as f64 * 8.0 / 1000.0)
+        .collect();
+    eprintln!(
+        "size: {size} bytes ({:+.2} %) in {} round(s), first pass {:.1} s; aims {aims:.0?} bps,          estimates {estimates:?} B, spent {got:.0?} kbit",
+        off * 100.0,
+        c.rounds,
+        c.estimate_secs.unwrap()
     );
-    assert!(matches!(r, Err(MediaError::InvalidSettings(_))), "{r:?}");
+    assert!(
+        off.abs() <= 0.05,
+        "{size} bytes is {:+.1} % off",
+        off * 100.0
+    );
+    assert_eq!(decoded_frames(&out), c.assembled.frames);
+    let (lo, hi) = aims
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(l, h), &a| (l.min(a), h.max(a)));
+    assert!(hi > lo * 1.1, "aims do not follow complexity: {aims:?}");
+    let busiest = (0..estimates.len()).max_by_key(|&i| estimates[i]).unwrap();
+    let quietest = (0..estimates.len()).min_by_key(|&i| estimates[i]).unwrap();
+    assert!(aims[busiest] > aims[quietest], "{aims:?} for {estimates:?}");
+
+    let out = dir.path().join("bitrate.mp4");
+    p.rate = kiln_protocol::RateControl::Bitrate {
+        kbps: 250,
+        max_kbps: Some(500),
+        buffer_kbits: None,
+    };
+    let c =
+        chunked::transcode_chunked(&src, &out, &p, 10.0, 2, &AtomicBool::new(false), &|_, _| {})
+            .unwrap();
+    let (_, secs) = ffprobe_format(&out);
+    let kbps = c.assembled.video_bytes as f64 * 8.0 / secs / 1000.0;
+    eprintln!("bitrate: {kbps:.0} kbps of video for 250");
+    assert!(
+        (kbps - 250.0).abs() / 250.0 < 0.08,
+        "{kbps:.0} kbps for 250"
+    );
 }
 
 /// x265 (open GOPs by default), SVT-AV1 and libvpx joined as seamlessly as x264: every frame

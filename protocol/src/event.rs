@@ -78,6 +78,10 @@ pub struct EncodeReport {
     pub passes: u32,
     /// `copied`, `aac`, `opus` or `none`.
     pub audio: String,
+    /// For `size` jobs whose audio would have taken more than its share of the target: what it
+    /// was re-encoded to so the picture keeps its bits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_shrunk: Option<AudioShrink>,
     /// Display rotation of the source that was applied to the pixels (degrees clockwise).
     #[serde(default)]
     pub rotation: i32,
@@ -110,6 +114,20 @@ pub struct EncodeReport {
     pub chunks: Option<ChunksReport>,
 }
 
+/// A `size` job's audio, re-encoded smaller to fit the target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AudioShrink {
+    /// The source track's bitrate (kbps; 128 assumed where its container did not say).
+    pub source_kbps: f64,
+    /// The bitrate it was encoded at (kbps).
+    pub kbps: u32,
+    /// 2 (stereo) or 1 (mono).
+    pub channels: u32,
+    /// `aac` or `opus`.
+    pub codec: String,
+}
+
 /// How a title encoded in chunks was cut and encoded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -120,6 +138,10 @@ pub struct ChunksReport {
     pub done: u32,
     /// Chunks encoded at the same time.
     pub slots: u32,
+    /// For `bitrate` and `size` titles: seconds the fast first pass took that measured each
+    /// chunk's complexity (the title's bits are shared by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate_secs: Option<f64>,
     pub chunks: Vec<ChunkEntry>,
 }
 
@@ -138,6 +160,15 @@ pub struct ChunkEntry {
     pub attempts: u32,
     /// Seconds its encode took.
     pub secs: f64,
+    /// For `bitrate` and `size` titles: the video bitrate this chunk was aimed at (kbps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kbps: Option<f64>,
+    /// For `bitrate` and `size` titles: the bytes the first pass made of it (its complexity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate_bytes: Option<u64>,
+    /// The node that encoded it, where the chunks went through the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// How a per-title ladder was chosen: every probe encode of the sampled scenes with its

@@ -30,6 +30,7 @@ impl JobSpec {
             Task::Ladder(p) => video_class(p.codec, p.hardware),
             // Stills decode and write images: every node can (like image jobs).
             Task::Thumbnails(_) | Task::Storyboard(_) => IMAGE_CLASS.to_string(),
+            Task::Chunk(c) => chunk_class(c.params.codec, c.params.hardware),
         }
     }
 }
@@ -44,6 +45,16 @@ pub fn video_class(codec: crate::VideoCodec, hw: crate::HardwarePolicy) -> Strin
         Nvenc => format!("{}:nvenc", codec.as_str()),
     }
 }
+
+/// The class of a title's chunks: `chunk:` and the title's own class, so a node waiting on
+/// its title's chunks can take chunks, and only chunks, meanwhile. Every node that serves a
+/// video class serves its chunk class.
+pub fn chunk_class(codec: crate::VideoCodec, hw: crate::HardwarePolicy) -> String {
+    format!("{CHUNK_CLASS_PREFIX}{}", video_class(codec, hw))
+}
+
+/// What every chunk class starts with.
+pub const CHUNK_CLASS_PREFIX: &str = "chunk:";
 
 /// The queue class of image jobs: every node serves it (on its GPU or its CPU).
 pub const IMAGE_CLASS: &str = "image";
@@ -63,6 +74,33 @@ pub enum Task {
     Thumbnails(crate::stills::ThumbnailParams),
     /// A storyboard of a video (a tree: sprite sheets and `storyboard.vtt`).
     Storyboard(crate::stills::StoryboardParams),
+    /// One chunk of a title encoded in chunks across the fleet: queued by the node that holds
+    /// the title's job, encoded by whichever node of the class claims it, its bitstream and
+    /// result stored beside the title's output for that node to join.
+    Chunk(ChunkTask),
+}
+
+/// One chunk of a title ([`Task::Chunk`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkTask {
+    /// The title's job (a cancel of it stops the chunk).
+    pub parent_id: String,
+    pub index: u32,
+    /// Which encode of the title this belongs to (2 when a `size` title is aimed again).
+    pub round: u32,
+    /// `[start_s, end_s)` from the source's first video timestamp; `end_s` `None` runs to the
+    /// end of the source.
+    pub start_s: f64,
+    pub end_s: Option<f64>,
+    /// Frames the chunk must hold.
+    pub frames: u64,
+    /// The title's settings (codec, preset, resolution, hardware).
+    pub params: VideoParams,
+    /// The video bitrate the chunk is aimed at, where the title's bits are shared (bits/s).
+    pub aim_bps: Option<f64>,
+    /// Storage key the chunk's result (JSON: frames, bytes, node, …) is written to; the
+    /// bitstream goes to the job's `output_key`.
+    pub result_key: String,
 }
 
 /// Settings of an image conversion: the same fields, with the same meaning and validation,

@@ -18,10 +18,10 @@ pub mod video;
 
 pub use error::JobErrorCode;
 pub use event::{
-    ChunkEntry, ChunksReport, EncodeReport, NodeEvent, NodeEventKind, PerTitleReport, ProbePoint,
-    VmafReport,
+    AudioShrink, ChunkEntry, ChunksReport, EncodeReport, NodeEvent, NodeEventKind, PerTitleReport,
+    ProbePoint, VmafReport,
 };
-pub use job::{ImageParams, JobSpec, Resolution, Task};
+pub use job::{ChunkTask, ImageParams, JobSpec, Resolution, Task};
 pub use ladder::{LadderParams, Packaging, PerTitle, Rung, RungRate};
 pub use node::{NodeCapabilities, NodeStatus};
 pub use queue::{

@@ -8,7 +8,9 @@ use crate::job::Resolution;
 mod size;
 
 pub use size::{
-    correct_video_bps, plan_video_bps, SizePlanError, BYTES_PER_MB, MIN_VIDEO_BPS, MUX_OVERHEAD,
+    correct_video_bps, plan_size, plan_video_bps, AudioBudget, SizePlan, SizePlanError,
+    SourceAudio, ASSUMED_AUDIO_BPS, AUDIO_SHARE, AUDIO_STEPS, BYTES_PER_MB, MIN_VIDEO_BPS,
+    MUX_OVERHEAD,
 };
 
 /// Settings of a video transcode.

@@ -155,12 +155,9 @@ pub fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, Sub
     );
     let chunk_secs = number("chunk_secs", lo, hi)?;
     if chunk_secs.is_some() {
-        if !matches!(
-            rate,
-            RateControl::Crf { .. } | RateControl::EncoderCrf { .. } | RateControl::Bitrate { .. }
-        ) {
+        if matches!(rate, RateControl::Vmaf { .. }) {
             return Err(bad(format!(
-                "chunk_secs works with the crf, encoder_crf and bitrate methods, not {}",
+                "chunk_secs works with the crf, encoder_crf, bitrate and size methods, not {}",
                 rate.method()
             )));
         }

@@ -3,7 +3,7 @@
 //! refusing media that cannot be done before anything is charged.
 
 use kiln_gpu_node::media::{self, MediaError};
-use kiln_protocol::video::{plan_video_bps, BYTES_PER_MB};
+use kiln_protocol::video::{plan_size, BYTES_PER_MB};
 use kiln_protocol::{LadderParams, RateControl, VideoParams};
 
 use super::{Source, SubmitError};
@@ -139,13 +139,13 @@ pub(super) async fn check_media(
         )));
     }
     if let RateControl::Size { target_mb } = params.rate {
-        let audio = if info.has_audio {
-            (info.audio_bitrate as f64).max(1.0)
-        } else {
-            0.0
-        };
-        plan_video_bps(target_mb * BYTES_PER_MB, info.duration_s, audio)
-            .map_err(|e| SubmitError::Unprocessable(e.to_string()))?;
+        // Refused only where even the audio shrunk to its least leaves the video too little.
+        plan_size(
+            target_mb * BYTES_PER_MB,
+            info.duration_s,
+            info.source_audio(),
+        )
+        .map_err(|e| SubmitError::Unprocessable(e.to_string()))?;
     }
     Ok((source.duration_s > 0.0).then_some(source.duration_s))
 }

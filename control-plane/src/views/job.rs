@@ -272,6 +272,7 @@ fn output_format(spec: Option<&JobSpec>) -> (&'static str, &'static str) {
         Some(Task::Ladder(_)) => ("mpd", "application/dash+xml"),
         Some(Task::Thumbnails(_)) => ("json", "application/json"),
         Some(Task::Storyboard(_)) => ("vtt", "text/vtt"),
+        Some(Task::Chunk(_)) => ("mp4", "video/mp4"),
         Some(Task::Image(p)) => {
             let f = p
                 .fields

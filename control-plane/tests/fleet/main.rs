@@ -13,6 +13,7 @@ use kiln_protocol::testing::{RedisServer, S3Server};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
+mod chunks;
 #[path = "../common/mod.rs"]
 mod common;
 mod faults;

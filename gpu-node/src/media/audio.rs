@@ -57,15 +57,42 @@ impl AudioTrack {
     }
 }
 
+/// Audio re-encoded smaller than it came: a `size` job's audio shrunk so the picture keeps its
+/// share of the target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Shrink {
+    pub bps: u32,
+    /// 1 or 2 (a source with fewer keeps its own).
+    pub channels: u32,
+}
+
+impl Shrink {
+    /// What a job's report says of it, against the source's track (`kind`: what was written).
+    pub(crate) fn report(
+        &self,
+        source: Option<kiln_protocol::video::SourceAudio>,
+        kind: &str,
+    ) -> Option<kiln_protocol::AudioShrink> {
+        let source = source?;
+        Some(kiln_protocol::AudioShrink {
+            source_kbps: (source.bps / 100.0).round() / 10.0,
+            kbps: self.bps / 1000,
+            channels: self.channels.min(source.channels),
+            codec: kind.to_string(),
+        })
+    }
+}
+
 /// Add the audio stream for input stream `ai` to `octx`: copied when `container` can hold the
-/// codec, re-encoded otherwise.
+/// codec and `shrink` is `None`, re-encoded otherwise.
 pub(crate) fn add_track(
     ictx: &AVFormatContextInput,
     ai: usize,
     octx: &mut AVFormatContextOutput,
     container: Container,
+    shrink: Option<Shrink>,
 ) -> Result<AudioTrack, MediaError> {
-    add_track_with(ictx, ai, octx, container, false)
+    add_track_with(ictx, ai, octx, container, false, shrink)
 }
 
 /// [`add_track`], or with `opus` Opus whatever the container: copied when the source is Opus,
@@ -76,6 +103,7 @@ pub(crate) fn add_track_with(
     octx: &mut AVFormatContextOutput,
     container: Container,
     opus: bool,
+    shrink: Option<Shrink>,
 ) -> Result<AudioTrack, MediaError> {
     let in_stream = ictx.streams().get(ai).expect("stream index from FFmpeg");
     let in_par = in_stream.codecpar();
@@ -93,7 +121,7 @@ pub(crate) fn add_track_with(
         };
         answer == 1
     };
-    if fits {
+    if fits && shrink.is_none() {
         return Ok(AudioTrack::Copy {
             in_index: ai,
             out_index: copy_stream(octx, container, &in_par, in_tb),
@@ -139,7 +167,14 @@ pub(crate) fn add_track_with(
     }
     // AAC keeps up to 5.1 where its encoder takes the layout; Opus gets stereo (its surround
     // mapping needs Vorbis channel order, which most sources do not have).
-    let keep_layout = kind == "aac" && channels <= 6 && encoder_takes_layout(&encoder, &src_layout);
+    let keep_layout = kind == "aac"
+        && channels <= 6
+        && shrink.is_none()
+        && encoder_takes_layout(&encoder, &src_layout);
+    let channels = match shrink {
+        Some(s) => channels.min(s.channels.clamp(1, 2) as i32),
+        None => channels,
+    };
     let layout_name = if keep_layout {
         layout_description(&src_layout)
     } else if channels == 1 {
@@ -175,7 +210,9 @@ pub(crate) fn add_track_with(
         raw.sample_rate = rate;
         raw.sample_fmt = fmt;
         raw.time_base = ffi::AVRational { num: 1, den: rate };
-        raw.bit_rate = if kind == "opus" {
+        raw.bit_rate = if let Some(s) = shrink {
+            s.bps as i64
+        } else if kind == "opus" {
             if out_channels == 1 {
                 64_000
             } else {
@@ -200,7 +237,14 @@ pub(crate) fn add_track_with(
     let mut s = octx.new_stream();
     s.set_codecpar(enc.extract_codecpar());
     s.set_time_base(enc.time_base);
-    tracing::info!(kind, layout = %layout_name, rate, "re-encoding audio the container cannot hold");
+    match shrink {
+        Some(s) => {
+            tracing::info!(kind, layout = %layout_name, rate, bps = s.bps, "re-encoding audio smaller to fit a size target")
+        }
+        None => {
+            tracing::info!(kind, layout = %layout_name, rate, "re-encoding audio the container cannot hold")
+        }
+    }
     Ok(AudioTrack::Encode(Box::new(Reencode {
         in_index: ai,
         out_index: s.index as usize,

@@ -1,25 +1,32 @@
 //! One title in chunks, the media side of chunked encoding: the source cut at its keyframes
-//! (`plan`), every chunk encoded alone with the same encoder, preset and rate (`encode`), the
-//! chunks joined with the source's audio (`assemble`), frame counts checked per chunk and on
-//! the whole. [`transcode_chunked`] runs the chunks over local slots; a fleet hands the same
-//! three steps to different nodes.
+//! (`plan`), every chunk encoded alone with the same encoder and preset (`encode`) — a CRF as
+//! it is, a `bitrate` or `size` target as the title's bits shared over the chunks by their
+//! complexity and corrected as chunks finish (`budget`) — the chunks joined with the source's
+//! audio (`assemble`), frame counts checked per chunk and on the whole.
+//! [`transcode_chunked`] runs the chunks over local slots; a fleet hands the same steps to
+//! different nodes.
 
 pub mod assemble;
+pub mod budget;
 pub mod encode;
 pub mod plan;
+mod run;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use kiln_protocol::{ChunkEntry, ChunksReport, EncodeReport, VideoParams};
+use kiln_protocol::{AudioShrink, ChunkEntry, ChunksReport, EncodeReport, VideoParams};
 
-pub use assemble::{assemble, Assembled};
-pub use encode::{encode_chunk, ChunkOutcome};
+pub use assemble::Assembled;
+pub use budget::Budget;
+pub use encode::{estimate_chunk, ChunkOutcome};
 pub use plan::{plan, ChunkSpan, FrameIndex};
 
-use super::{MediaError, Progress, TranscodeOutcome};
+use encode::{title_rate, TitleRate};
+use run::Title;
+
+use super::{MediaError, MediaInfo, Progress, TranscodeOutcome};
 
 /// What happened to one chunk.
 #[derive(Debug, Clone)]
@@ -29,6 +36,10 @@ pub struct ChunkReport {
     /// Encodes it took (a chunk whose frame count is off is encoded once more).
     pub attempts: u32,
     pub secs: f64,
+    /// The bitrate it was aimed at, where the title's bits were shared.
+    pub aimed_bps: Option<f64>,
+    /// Its complexity: the bytes the fast first pass made of it, where one ran.
+    pub estimate_bytes: Option<u64>,
 }
 
 /// A title encoded in chunks.
@@ -37,6 +48,14 @@ pub struct ChunkedOutcome {
     pub chunks: Vec<ChunkReport>,
     pub assembled: Assembled,
     pub encoder: &'static str,
+    /// Seconds the first pass (complexity estimates) took, where one ran.
+    pub estimate_secs: Option<f64>,
+    /// Times the chunks were encoded: 2 where a `size` title missed and was aimed again.
+    pub rounds: u32,
+    /// A `size` target in bytes.
+    pub target_bytes: Option<f64>,
+    /// A `size` job's audio, shrunk to fit.
+    pub audio_shrunk: Option<AudioShrink>,
 }
 
 /// Chunks encoded at once on this node: half its cores, 2 to 8 (each encoder threads too).
@@ -81,6 +100,9 @@ pub fn transcode(
             bytes: ch.video_bytes,
             attempts: ch.attempts,
             secs: (ch.secs * 100.0).round() / 100.0,
+            kbps: ch.aimed_bps.map(|b| (b / 100.0).round() / 10.0),
+            estimate_bytes: ch.estimate_bytes,
+            node: None,
         })
         .collect();
     Ok(TranscodeOutcome {
@@ -91,13 +113,16 @@ pub fn transcode(
         output_size: c.assembled.file_bytes,
         report: EncodeReport {
             encoder: c.encoder.to_string(),
-            passes: 1,
+            passes: c.rounds,
             audio: c.assembled.audio.to_string(),
+            audio_shrunk: c.audio_shrunk.clone(),
+            target_size: c.target_bytes.map(|t| t.round() as u64),
             chunks: Some(ChunksReport {
                 chunk_secs,
                 total: chunks.len() as u32,
                 done: chunks.len() as u32,
                 slots: slots as u32,
+                estimate_secs: c.estimate_secs.map(|s| (s * 100.0).round() / 100.0),
                 chunks,
             }),
             ..EncodeReport::default()
@@ -118,7 +143,81 @@ pub fn transcode_chunked(
     on_progress: &(dyn Fn(f32, u64) + Sync),
 ) -> Result<ChunkedOutcome, MediaError> {
     super::init_ffmpeg_logging();
-    encode::chunk_rate(params)?;
+    let scratch = output.with_extension("chunks");
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| MediaError::Io(format!("create {}: {e}", scratch.display())))?;
+    let result = prepare(input, params, target_s, &scratch, slots, cancel, &|f| {
+        on_progress((f * 10.0) as f32, 0)
+    })
+    .and_then(|prep| {
+        Title {
+            input,
+            output,
+            params,
+            prep: &prep,
+            scratch: &scratch,
+            slots,
+            cancel,
+        }
+        .run(on_progress)
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    if result.is_err() {
+        let _ = std::fs::remove_file(output);
+    }
+    result
+}
+
+/// A title made ready for its chunks: probed, indexed and cut, its rate planned and, where its
+/// bits are shared, each chunk's complexity measured by the fast first pass.
+pub(crate) struct Prepared {
+    pub info: MediaInfo,
+    pub rate: TitleRate,
+    pub index: FrameIndex,
+    pub spans: Vec<ChunkSpan>,
+    /// The first pass's bytes per chunk, by index (shared rates only).
+    pub weights: Option<Vec<u64>>,
+    pub estimate_secs: Option<f64>,
+}
+
+impl Prepared {
+    /// Seconds of the title chunk `s` covers.
+    pub fn secs(&self, s: &ChunkSpan) -> f64 {
+        let end = if s.end_s.is_finite() {
+            s.end_s
+        } else {
+            self.info.duration_s.max(s.start_s)
+        };
+        (end - s.start_s).max(1e-3)
+    }
+
+    /// A fresh budget of `total_bits` over the chunks, where the title's bits are shared.
+    pub fn budget(&self, total_bits: f64) -> Option<Budget> {
+        let w: Vec<f64> = self.weights.as_ref()?.iter().map(|&b| b as f64).collect();
+        let secs: Vec<f64> = self.spans.iter().map(|s| self.secs(s)).collect();
+        Some(Budget::new(total_bits, &w, &secs))
+    }
+}
+
+/// Check `params` can be chunked, probe and index `input`, cut it in chunks of about
+/// `target_s` and, for a shared rate, measure every chunk on `slots` threads (scratch files in
+/// `scratch`; `on_progress` gets the fraction measured).
+pub(crate) fn prepare(
+    input: &Path,
+    params: &VideoParams,
+    target_s: f64,
+    scratch: &Path,
+    slots: usize,
+    cancel: &AtomicBool,
+    on_progress: &(dyn Fn(f64) + Sync),
+) -> Result<Prepared, MediaError> {
+    if !params.edit.is_empty() {
+        return Err(MediaError::InvalidSettings(
+            "an edited output is not encoded in chunks".into(),
+        ));
+    }
+    let info = super::probe(input)?;
+    let rate = title_rate(params, &info)?;
     if !params.container.holds(params.codec) {
         return Err(MediaError::InvalidSettings(format!(
             "{} cannot hold {}; use mp4 or mkv",
@@ -131,134 +230,19 @@ pub fn transcode_chunked(
         return Err(MediaError::Decode("the source has no video frames".into()));
     }
     let spans = plan(&index, target_s);
-    let scratch = output.with_extension("chunks");
-    std::fs::create_dir_all(&scratch)
-        .map_err(|e| MediaError::Io(format!("create {}: {e}", scratch.display())))?;
-    let result = run(
-        input,
-        output,
-        params,
-        &index,
-        &spans,
-        &scratch,
-        slots,
-        cancel,
-        on_progress,
-    );
-    let _ = std::fs::remove_dir_all(&scratch);
-    if result.is_err() {
-        let _ = std::fs::remove_file(output);
-    }
-    result
-}
-
-/// A chunk's report and the encoder that made it, or why it failed.
-type Encoded = Result<(ChunkReport, &'static str), MediaError>;
-
-#[allow(clippy::too_many_arguments)]
-fn run(
-    input: &Path,
-    output: &Path,
-    params: &VideoParams,
-    index: &FrameIndex,
-    spans: &[ChunkSpan],
-    scratch: &Path,
-    slots: usize,
-    cancel: &AtomicBool,
-    on_progress: &(dyn Fn(f32, u64) + Sync),
-) -> Result<ChunkedOutcome, MediaError> {
-    let total = index.frames.len() as f64;
-    let file = |s: &ChunkSpan| scratch.join(format!("chunk-{:05}.mp4", s.index));
-    let mut order: Vec<&ChunkSpan> = spans.iter().collect();
-    order.sort_by_key(|s| std::cmp::Reverse(s.frames));
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let done: Mutex<Vec<Option<Encoded>>> = Mutex::new((0..spans.len()).map(|_| None).collect());
-    let percent: Mutex<Vec<f32>> = Mutex::new(vec![0.0; spans.len()]);
-    let report = |i: usize, p: f32| {
-        let mut all = percent.lock().unwrap();
-        all[i] = p;
-        let frames: f64 = spans
-            .iter()
-            .map(|s| s.frames as f64 * all[s.index] as f64 / 100.0)
-            .sum();
-        on_progress((frames / total * 95.0) as f32, frames as u64);
+    let (weights, estimate_secs) = if matches!(rate, TitleRate::Shared { .. }) {
+        let started = Instant::now();
+        let w = run::estimate_all(input, &spans, scratch, slots, cancel, on_progress)?;
+        (Some(w), Some(started.elapsed().as_secs_f64()))
+    } else {
+        (None, None)
     };
-    std::thread::scope(|scope| {
-        for _ in 0..slots.clamp(1, spans.len()) {
-            scope.spawn(|| loop {
-                if cancel.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Some(span) = order.get(next.fetch_add(1, Ordering::SeqCst)) else {
-                    return;
-                };
-                let started = Instant::now();
-                let mut attempts = 0;
-                let r = loop {
-                    attempts += 1;
-                    let r = encode_chunk(input, &file(span), params, span, cancel, &mut |p| {
-                        report(span.index, p)
-                    });
-                    match r {
-                        // A chunk short of (or past) its frames is encoded once more.
-                        Ok(o) if o.frames != span.frames && attempts < 2 => continue,
-                        Ok(o) if o.frames != span.frames => {
-                            break Err(MediaError::Encode(format!(
-                                "chunk {} encoded {} frames of {}",
-                                span.index, o.frames, span.frames
-                            )))
-                        }
-                        Ok(o) => {
-                            break Ok((
-                                ChunkReport {
-                                    span: (*span).clone(),
-                                    video_bytes: o.video_bytes,
-                                    attempts,
-                                    secs: started.elapsed().as_secs_f64(),
-                                },
-                                o.encoder,
-                            ))
-                        }
-                        Err(e) => break Err(e),
-                    }
-                };
-                if r.is_err() {
-                    failed.store(true, Ordering::SeqCst);
-                }
-                report(span.index, 100.0);
-                done.lock().unwrap()[span.index] = Some(r);
-            });
-        }
-    });
-    if cancel.load(Ordering::Relaxed) {
-        return Err(MediaError::Cancelled);
-    }
-    let mut chunks = Vec::with_capacity(spans.len());
-    let mut encoder = "";
-    for r in done.into_inner().unwrap() {
-        match r {
-            Some(Ok((c, e))) => {
-                encoder = e;
-                chunks.push(c);
-            }
-            Some(Err(e)) => return Err(e),
-            None => return Err(MediaError::Encode("a chunk was never encoded".into())),
-        }
-    }
-    let files: Vec<(ChunkSpan, PathBuf)> = spans.iter().map(|s| (s.clone(), file(s))).collect();
-    let assembled = assemble(input, &files, index.origin_s, output, params.container)?;
-    if assembled.frames != index.frames.len() as u64 {
-        return Err(MediaError::Encode(format!(
-            "the joined title holds {} frames of the source's {}",
-            assembled.frames,
-            index.frames.len()
-        )));
-    }
-    on_progress(100.0, assembled.frames);
-    Ok(ChunkedOutcome {
-        chunks,
-        assembled,
-        encoder,
+    Ok(Prepared {
+        info,
+        rate,
+        index,
+        spans,
+        weights,
+        estimate_secs,
     })
 }

@@ -264,6 +264,7 @@ mod tests {
             bit_depth: 8,
             audio_codec: Some("aac".into()),
             audio_bitrate: 128_000,
+            audio_channels: 2,
         }
     }
 

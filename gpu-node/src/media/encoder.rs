@@ -147,6 +147,23 @@ impl EncoderSettings {
     }
 }
 
+/// Make `settings` write headers that do not depend on the content, so that separately encoded
+/// chunks share one: x264 otherwise sets the PPS's initial QP from a second pass's statistics
+/// (`--stitchable`, made for segmented encodes). x265's, SVT-AV1's and libvpx's headers
+/// already depend only on the settings.
+pub(crate) fn stitchable(encoder: &str, settings: &mut EncoderSettings) {
+    if encoder == "libx264" {
+        match settings
+            .options
+            .iter_mut()
+            .find(|(k, _)| k == "x264-params")
+        {
+            Some((_, v)) => v.push_str(":stitchable=1"),
+            None => settings.opt("x264-params", "stitchable=1"),
+        }
+    }
+}
+
 /// The settings for `encoder` at `preset` and `rate`, for `pass`.
 pub fn settings(encoder: &str, preset: Preset, rate: RateSpec, pass: &Pass) -> EncoderSettings {
     let mut s = EncoderSettings::default();

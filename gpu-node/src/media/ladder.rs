@@ -363,6 +363,7 @@ mod tests {
             bit_depth: 8,
             audio_codec: None,
             audio_bitrate: 0,
+            audio_channels: 0,
         }
     }
 

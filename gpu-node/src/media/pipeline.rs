@@ -43,6 +43,8 @@ pub(crate) struct PassSpec<'a> {
     pub pix_fmt: ffi::AVPixelFormat,
     /// Whether to carry the audio (first passes do without).
     pub with_audio: bool,
+    /// The audio re-encoded smaller (a `size` job's tight budget) rather than copied.
+    pub audio_shrink: Option<audio::Shrink>,
     /// Whether to try NVDEC.
     pub hw_decode: bool,
     /// Trim, crop, watermark, subtitles.
@@ -155,7 +157,13 @@ pub(crate) fn run_pass(
     let (enc, v_out_index) = sink::open_encoder(spec, in_tb, frame_rate, color, &mut octx)?;
 
     let audio = match super::probe::first_audio_stream(&ictx).filter(|_| spec.with_audio) {
-        Some(ai) => Some(audio::add_track(&ictx, ai, &mut octx, spec.container)?),
+        Some(ai) => Some(audio::add_track(
+            &ictx,
+            ai,
+            &mut octx,
+            spec.container,
+            spec.audio_shrink,
+        )?),
         None => None,
     };
 

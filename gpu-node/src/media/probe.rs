@@ -32,6 +32,8 @@ pub struct MediaInfo {
     pub audio_codec: Option<String>,
     /// The first audio stream's bitrate in bits/s when the container says (0 otherwise).
     pub audio_bitrate: u64,
+    /// The first audio stream's channel count (0 without audio).
+    pub audio_channels: u32,
 }
 
 impl MediaInfo {
@@ -42,6 +44,17 @@ impl MediaInfo {
         } else {
             (self.display_width, self.height)
         }
+    }
+
+    /// The audio track as a `size` plan sees it.
+    pub fn source_audio(&self) -> Option<kiln_protocol::video::SourceAudio> {
+        self.has_audio.then(|| kiln_protocol::video::SourceAudio {
+            bps: match self.audio_bitrate {
+                0 => kiln_protocol::video::ASSUMED_AUDIO_BPS,
+                b => b as f64,
+            },
+            channels: self.audio_channels.max(1),
+        })
     }
 }
 
@@ -105,7 +118,11 @@ pub fn probe(path: &Path) -> Result<MediaInfo, MediaError> {
         let name = unsafe { std::ffi::CStr::from_ptr(ffi::avcodec_get_name(par.codec_id)) }
             .to_string_lossy()
             .into_owned();
-        (name, par.bit_rate.max(0) as u64)
+        (
+            name,
+            par.bit_rate.max(0) as u64,
+            par.ch_layout.nb_channels.max(0) as u32,
+        )
     });
     let stream = input
         .streams()
@@ -140,6 +157,7 @@ pub fn probe(path: &Path) -> Result<MediaInfo, MediaError> {
         rotation,
         bit_depth,
         audio_bitrate: audio.as_ref().map(|a| a.1).unwrap_or(0),
+        audio_channels: audio.as_ref().map(|a| a.2).unwrap_or(0),
         audio_codec: audio.map(|a| a.0),
     })
 }

@@ -9,16 +9,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use kiln_protocol::video::{correct_video_bps, plan_video_bps, BYTES_PER_MB};
+use kiln_protocol::video::BYTES_PER_MB;
 use kiln_protocol::{EncodeReport, HardwarePolicy, Preset, RateControl, VideoCodec, VideoParams};
 use rsmpeg::ffi;
 
+use super::audio::Shrink;
 use super::edit::{edited_info, EditFiles, EditPlan};
 use super::encoder::{self, EncoderChoice, Pass, RateSpec};
 use super::geometry::{self, Geometry};
 use super::pipeline::{run_pass, PassResult, PassSpec};
 use super::probe::MediaInfo;
 use super::{capabilities, init_ffmpeg_logging, MediaError};
+
+mod size;
 
 /// How far along a transcode is.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,14 +47,8 @@ pub struct TranscodeOutcome {
     pub report: EncodeReport,
 }
 
-/// A `size` job is done when it lands this close to its target (the promise is ±5 %).
-const SIZE_TOLERANCE: f64 = 0.04;
-/// Encodes a `size` job may take beyond its planned passes to get there.
-const MAX_CORRECTIONS: u32 = 2;
 /// Where a `crf` output that came out larger than its input is aimed instead.
 const GUARD_FRACTION: f64 = 0.95;
-/// Audio bitrate assumed when the container does not say.
-const ASSUMED_AUDIO_BPS: f64 = 128_000.0;
 
 /// Transcode `input` to `output` as `params` say (an edit that reads files: see
 /// [`transcode_edited`]).
@@ -144,6 +141,10 @@ pub(crate) struct Job<'a> {
     done: u32,
     last_percent: f32,
     passes: u32,
+    /// The audio re-encoded smaller where a size plan said so.
+    audio_shrink: Option<Shrink>,
+    /// Headers that do not depend on the content (a chunk joined with others under one).
+    pub(crate) stitchable: bool,
 }
 
 impl<'a> Job<'a> {
@@ -207,6 +208,8 @@ impl<'a> Job<'a> {
             done: 0,
             last_percent: 0.0,
             passes: 0,
+            audio_shrink: None,
+            stitchable: false,
         })
     }
 
@@ -294,6 +297,7 @@ impl<'a> Job<'a> {
         report.hardware_fallback = self.hw_fallback.clone().or(last.hw_note.clone());
         report.passes = self.passes;
         report.audio = last.audio.to_string();
+        report.audio_shrunk = self.audio_shrunk(last.audio);
         on_progress(Progress {
             percent: 100.0,
             fps: 0.0,
@@ -307,73 +311,6 @@ impl<'a> Job<'a> {
             output_size: last.file_bytes,
             report,
         })
-    }
-
-    /// Encode to `target` bytes: two passes where the encoder has them, then corrections of
-    /// the video bitrate until the file lands within tolerance.
-    fn encode_to_size(
-        &mut self,
-        target: f64,
-        cancel: &AtomicBool,
-        on_progress: &mut dyn FnMut(Progress),
-    ) -> Result<PassResult, MediaError> {
-        let audio_bps = if self.info.has_audio {
-            match self.info.audio_bitrate {
-                0 => ASSUMED_AUDIO_BPS,
-                b => b as f64,
-            }
-        } else {
-            0.0
-        };
-        let mut bps = plan_video_bps(target, self.info.duration_s, audio_bps)
-            .map_err(|e| MediaError::InvalidSettings(e.to_string()))?;
-        let two_pass = encoder::supports_two_pass(self.encoder.name);
-        if two_pass {
-            let _ = std::fs::remove_file(&self.stats);
-            let first = Pass::First(self.stats.clone());
-            let out = self.pass1_out.clone();
-            self.pass_to(
-                &out,
-                RateSpec::Average { bps: bps as i64 },
-                first,
-                false,
-                cancel,
-                on_progress,
-            )?;
-            let _ = std::fs::remove_file(&out);
-        }
-        let mut corrections = 0;
-        loop {
-            let pass = if two_pass {
-                Pass::Second(self.stats.clone())
-            } else {
-                Pass::Only
-            };
-            let result = self.pass(
-                RateSpec::Average { bps: bps as i64 },
-                pass,
-                true,
-                cancel,
-                on_progress,
-            )?;
-            let off = (result.file_bytes as f64 - target) / target;
-            if off.abs() <= SIZE_TOLERANCE || corrections == MAX_CORRECTIONS {
-                return Ok(result);
-            }
-            let other = result.file_bytes.saturating_sub(result.video_bytes) as f64;
-            let next = correct_video_bps(bps, target, result.file_bytes as f64, other);
-            tracing::info!(
-                achieved = result.file_bytes,
-                target,
-                bps,
-                next,
-                "size off target by {:.1}%; correcting",
-                off * 100.0
-            );
-            bps = next;
-            corrections += 1;
-            self.planned += 1;
-        }
     }
 
     pub(crate) fn pass(
@@ -400,7 +337,10 @@ impl<'a> Job<'a> {
         on_progress: &mut dyn FnMut(Progress),
     ) -> Result<PassResult, MediaError> {
         loop {
-            let settings = encoder::settings(self.encoder.name, self.preset, rate, &pass);
+            let mut settings = encoder::settings(self.encoder.name, self.preset, rate, &pass);
+            if self.stitchable {
+                encoder::stitchable(self.encoder.name, &mut settings);
+            }
             let spec = PassSpec {
                 input: self.input,
                 output: out,
@@ -411,6 +351,7 @@ impl<'a> Job<'a> {
                 sar: ffi::AVRational { num: 1, den: 1 },
                 pix_fmt: target_pix_fmt(self.params.codec, self.encoder.name, self.info.bit_depth),
                 with_audio,
+                audio_shrink: self.audio_shrink.filter(|_| with_audio),
                 hw_decode: self.hw_decode,
                 edit: &self.edit,
             };

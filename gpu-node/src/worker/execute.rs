@@ -5,22 +5,24 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use kiln_protocol::edit::Asset;
-use kiln_protocol::{EventStream, JobErrorCode, JobSpec, NodeEventKind, Store, Task};
+use kiln_protocol::{Broker, JobErrorCode, JobSpec, NodeEventKind, Store, Task};
 use tokio::sync::mpsc;
 
-use super::{codec_label, WorkerConfig};
+use super::{codec_label, Shared, WorkerConfig};
 use crate::media::{self, MediaError};
 
 pub(super) type JobFailure = (JobErrorCode, String);
 
 /// Fetch, transcode, upload. Returns the `Completed` event or the failure.
 pub(super) async fn execute(
-    events: &Arc<dyn EventStream>,
+    broker: &Broker,
     store: &Arc<dyn Store>,
     config: &WorkerConfig,
+    shared: &Shared,
     job: &JobSpec,
     cancel: &Arc<AtomicBool>,
 ) -> Result<NodeEventKind, JobFailure> {
+    let events = &broker.events;
     let (params, ladder) = match &job.task {
         Task::Video(p) => (Some(p), None),
         Task::Ladder(p) => (None, Some(p)),
@@ -28,6 +30,7 @@ pub(super) async fn execute(
         Task::Thumbnails(_) | Task::Storyboard(_) => {
             return execute_stills(store, config, job, cancel).await
         }
+        Task::Chunk(c) => return super::chunk::execute(store, config, job, c, cancel).await,
     };
     let storage_err = |e: kiln_protocol::StoreError| (JobErrorCode::StorageFailed, e.to_string());
 
@@ -116,7 +119,18 @@ pub(super) async fn execute(
         })
     };
 
-    let result = {
+    let result = if let Some(p) = params.filter(|p| p.chunk_secs.is_some()) {
+        // A title in chunks: its chunks go through the queue to the fleet.
+        let ctx = super::title::Ctx {
+            broker,
+            store,
+            config,
+            shared,
+        };
+        let r = super::title::run(&ctx, job, p, &input, &scratch_out, cancel, &tx).await;
+        drop(tx);
+        Ok(r.map(Encoded::File))
+    } else {
         let (params, ladder) = (params.cloned(), ladder.cloned());
         let out = scratch_out.clone();
         let cancel = cancel.clone();
@@ -125,12 +139,6 @@ pub(super) async fn execute(
                 let _ = tx.send(p);
             };
             match (params, ladder) {
-                (Some(p), _) if p.chunk_secs.is_some() => {
-                    let report = |p| {
-                        let _ = tx.send(p);
-                    };
-                    media::chunked::transcode(&input, &out, &p, &cancel, &report).map(Encoded::File)
-                }
                 (Some(p), _) => {
                     media::transcode_edited(&input, &out, &p, &files, &cancel, &mut progress)
                         .map(Encoded::File)
@@ -143,12 +151,13 @@ pub(super) async fn execute(
             }
         })
         .await
+        .map(|r| r.map_err(media_failure))
     };
     let _ = forwarder.await;
 
     let outcome = match result {
         Ok(Ok(outcome)) => outcome,
-        Ok(Err(e)) => return Err(media_failure(e)),
+        Ok(Err(failure)) => return Err(failure),
         Err(join) => {
             let what = if join.is_panic() {
                 "the transcode panicked"
@@ -341,12 +350,12 @@ async fn execute_image(
     })
 }
 
-fn media_failure(e: MediaError) -> JobFailure {
+pub(super) fn media_failure(e: MediaError) -> JobFailure {
     (e.code(), e.to_string())
 }
 
 /// Removes scratch files when a job ends, however it ends.
-struct Cleanup(Vec<PathBuf>);
+pub(super) struct Cleanup(pub(super) Vec<PathBuf>);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {

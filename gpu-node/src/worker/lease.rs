@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use kiln_protocol::{
     now_ms, Broker, EventStream, JobQueue, JobSpec, Lease, NodeEvent, NodeEventKind, QueueError,
-    Store,
+    Store, Task,
 };
 
 use super::{codec_label, execute, Shared, Stop, StopReason, WorkerConfig};
@@ -58,6 +58,15 @@ async fn publish_final(events: &Arc<dyn EventStream>, e: &NodeEvent, stop: &Stop
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn ack_quietly(queue: &Arc<dyn JobQueue>, lease: &Lease) {
     if let Err(e) = queue.ack(lease).await {
         tracing::warn!(job = %lease.job.id, error = %e, "ack failed");
@@ -73,10 +82,61 @@ pub(super) async fn run_leased(
     shared: &Shared,
     lease: Lease,
 ) {
+    let job = lease.job.clone();
+    run_with_lease(broker, config, shared, lease, |stop| async move {
+        execute::execute(broker, store, config, shared, &job, &stop.flag).await
+    })
+    .await
+}
+
+/// A chunk claimed by a node waiting on its own title: run like any job, without the title
+/// path (a chunk never queues chunks).
+pub(super) async fn run_chunk_leased(
+    broker: &Broker,
+    store: &Arc<dyn Store>,
+    config: &WorkerConfig,
+    shared: &Shared,
+    lease: Lease,
+) {
+    let job = lease.job.clone();
+    run_with_lease(broker, config, shared, lease, |stop| async move {
+        match &job.task {
+            Task::Chunk(c) => super::chunk::execute(store, config, &job, c, &stop.flag).await,
+            _ => Err((
+                kiln_protocol::JobErrorCode::Internal,
+                "a chunk slot claimed a job that is not a chunk".into(),
+            )),
+        }
+    })
+    .await
+}
+
+/// The job whose cancel stops `job`: a chunk stops with its title.
+fn cancel_id(job: &JobSpec) -> &str {
+    match &job.task {
+        Task::Chunk(c) => &c.parent_id,
+        _ => &job.id,
+    }
+}
+
+/// Run `work` under `lease`: heartbeat, cancellation, the final event, then ack, hand-back or
+/// a quiet drop. A chunk publishes no events (the control plane knows only its title; the
+/// chunk's result goes to storage for the title's node).
+async fn run_with_lease<F, Fut>(
+    broker: &Broker,
+    config: &WorkerConfig,
+    shared: &Shared,
+    lease: Lease,
+    work: F,
+) where
+    F: FnOnce(Arc<Stop>) -> Fut,
+    Fut: std::future::Future<Output = Result<NodeEventKind, execute::JobFailure>>,
+{
     let queue = &broker.queue;
     let job = lease.job.clone();
+    let quiet = matches!(job.task, Task::Chunk(_));
     let started = Instant::now();
-    if queue.is_cancelled(&job.id).await.unwrap_or(false) {
+    if queue.is_cancelled(cancel_id(&job)).await.unwrap_or(false) {
         tracing::info!(job = %job.id, "claimed a cancelled job; dropping it");
         ack_quietly(queue, &lease).await;
         return;
@@ -88,13 +148,15 @@ pub(super) async fn run_leased(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(lease.token.clone(), stop.clone());
-    publish(
-        &broker.events,
-        &config.node_id,
-        &job,
-        NodeEventKind::Started,
-    )
-    .await;
+    if !quiet {
+        publish(
+            &broker.events,
+            &config.node_id,
+            &job,
+            NodeEventKind::Started,
+        )
+        .await;
+    }
 
     // Heartbeat the lease while the job runs; a lease taken back, or a cancellation through
     // the API, stops the work.
@@ -108,7 +170,11 @@ pub(super) async fn run_leased(
             let mut last_beat = Instant::now();
             loop {
                 tokio::time::sleep(CANCEL_POLL.min(every)).await;
-                if queue.is_cancelled(&lease.job.id).await.unwrap_or(false) {
+                if queue
+                    .is_cancelled(cancel_id(&lease.job))
+                    .await
+                    .unwrap_or(false)
+                {
                     tracing::info!(job = %lease.job.id, "cancelled; stopping");
                     stop.raise(StopReason::Cancelled);
                     return;
@@ -130,8 +196,10 @@ pub(super) async fn run_leased(
         })
     };
 
-    let outcome = execute::execute(&broker.events, store, config, &job, &stop.flag).await;
-    hb.abort();
+    // Dropped with this future too: a lease nobody works on must not be kept alive.
+    let hb = AbortOnDrop(hb);
+    let outcome = work(stop.clone()).await;
+    drop(hb);
     shared
         .running
         .lock()
@@ -187,12 +255,13 @@ pub(super) async fn run_leased(
     });
     // A completed output is reported even if the lease was lost meanwhile: the output is
     // valid, and the control plane counts a job's completion once whichever attempt sends it.
-    if publish_final(
-        &broker.events,
-        &event(&config.node_id, &job, final_kind),
-        &stop,
-    )
-    .await
+    if quiet
+        || publish_final(
+            &broker.events,
+            &event(&config.node_id, &job, final_kind),
+            &stop,
+        )
+        .await
     {
         match queue.ack(&lease).await {
             Ok(()) => {}

@@ -23,7 +23,7 @@ use crate::AppState;
 /// with its id. Multipart fields: `file` and the settings above, `webhook_url`,
 /// `webhook_events` (comma-separated, e.g. `job.progress`).
 #[utoipa::path(post, path = "/api/v1/compress", tag = "konvrt",
-    request_body(content_type = "multipart/form-data", description = "`file` and the settings: codec, quality, method, bitrate, target_size_mb, target_vmaf, encoder_crf, resolution, preset, format, hardware, allow_upscale, allow_larger, chunk_secs (encode in chunks of about that many seconds, 2 to 300: crf, encoder_crf and bitrate outputs), the edits start, end, crop (x,y,w,h or an aspect like 9:16), crop_gravity, watermark (an upload id), watermark_position, watermark_margin, watermark_opacity, watermark_width, subtitles (an upload id), webhook_url, webhook_events"),
+    request_body(content_type = "multipart/form-data", description = "`file` and the settings: codec, quality, method, bitrate, target_size_mb, target_vmaf, encoder_crf, resolution, preset, format, hardware, allow_upscale, allow_larger, chunk_secs (encode in chunks of about that many seconds, 2 to 300: crf, encoder_crf, bitrate and size outputs; a bitrate or size is met over the whole title, its bits shared by each chunk's complexity), the edits start, end, crop (x,y,w,h or an aspect like 9:16), crop_gravity, watermark (an upload id), watermark_position, watermark_margin, watermark_opacity, watermark_width, subtitles (an upload id), webhook_url, webhook_events"),
     responses((status = 202, body = AcceptedView),
         (status = 400, body = Error), (status = 401, body = Error),
         (status = 402, body = Error), (status = 403, body = Error),

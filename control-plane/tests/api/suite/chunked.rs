@@ -12,7 +12,7 @@ pub async fn run(t: &Target, dir: &Path, _s: &super::State) {
 
     for (output, needle) in [
         (
-            json!({"type": "video", "method": "size", "target_size_mb": 1, "chunk_secs": 2}),
+            json!({"type": "video", "target_vmaf": 90, "chunk_secs": 2}),
             "chunk_secs works with",
         ),
         (json!({"type": "video", "chunk_secs": 1}), "chunk_secs"),
@@ -69,4 +69,36 @@ pub async fn run(t: &Target, dir: &Path, _s: &super::State) {
     let text = String::from_utf8_lossy(&probe.stdout);
     assert!(text.lines().any(|l| l == "video,360,132"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("audio")), "{text}");
+
+    // A size target in chunks: met on the whole file, the 384 kbps 5.1 audio shrunk to fit
+    // (0.3 MB over 5.3 s is 449 kbps in all; a quarter of it is 112), each chunk aimed by its
+    // complexity.
+    let r = t
+        .post(
+            "/api/v1/jobs",
+            &key,
+            json!({"source": {"upload_id": clip},
+                   "outputs": [{"type": "video", "codec": "h264", "preset": "veryfast",
+                                "resolution": "360p", "method": "size",
+                                "target_size_mb": 0.3, "chunk_secs": 2}]}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    let id = r.json()["jobs"][0]["id"].as_str().unwrap().to_string();
+    let doc = t.wait_job(&key, &id).await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    let size = doc["output_size"].as_f64().unwrap();
+    assert!((size - 300_000.0).abs() / 300_000.0 <= 0.05, "{doc}");
+    let enc = &doc["encoding"];
+    assert_eq!(enc["target_size"], 300_000, "{doc}");
+    assert_eq!(enc["audio_shrunk"]["kbps"], 96, "{doc}");
+    assert_eq!(enc["audio_shrunk"]["channels"], 2, "{doc}");
+    assert_eq!(enc["audio"], "aac", "{doc}");
+    let list = enc["chunks"]["chunks"].as_array().unwrap();
+    assert_eq!(list.len(), 3, "{doc}");
+    assert!(
+        list.iter()
+            .all(|c| c["kbps"].as_f64().unwrap() > 0.0 && c["estimate_bytes"].as_u64().unwrap() > 0),
+        "{doc}"
+    );
 }

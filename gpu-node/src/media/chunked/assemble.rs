@@ -12,7 +12,7 @@ use rsmpeg::avutil::AVDictionary;
 use rsmpeg::ffi;
 
 use super::plan::ChunkSpan;
-use crate::media::audio::{self, AudioTrack};
+use crate::media::audio::{self, AudioTrack, Shrink};
 use crate::media::error::describe;
 use crate::media::pipeline::{copy_stream, mux_packet, one_frame, q2d};
 use crate::media::{path_cstring, MediaError};
@@ -86,12 +86,13 @@ impl Audio {
 /// Join `chunks` (each span with the file its encode wrote, in order) of `source` into
 /// `output`, a `container` file; the source's video starts at `origin_s` (its first video
 /// timestamp), which the joined video keeps so that the audio stays in sync.
-pub fn assemble(
+pub(crate) fn assemble(
     source: &Path,
     chunks: &[(ChunkSpan, PathBuf)],
     origin_s: f64,
     output: &Path,
     container: Container,
+    shrink: Option<Shrink>,
 ) -> Result<Assembled, MediaError> {
     let Some((_, first)) = chunks.first() else {
         return Err(MediaError::Encode("no chunks to join".into()));
@@ -116,7 +117,7 @@ pub fn assemble(
     let (src, _) = open(source)?;
     let mut audio = match crate::media::probe::first_audio_stream(&src) {
         Some(ai) => {
-            let track = audio::add_track(&src, ai, &mut octx, container)?;
+            let track = audio::add_track(&src, ai, &mut octx, container, shrink)?;
             let tb = src.streams().get(ai).expect("audio stream").time_base;
             Some(Audio {
                 ictx: src,

@@ -135,6 +135,7 @@ pub(super) fn run(
             sar: same_aspect(spec.rungs[0].0, *geometry),
             pix_fmt: spec.pix_fmt,
             with_audio: false,
+            audio_shrink: None,
             hw_decode: spec.hw_decode,
             edit: &no_edit,
         };
@@ -151,6 +152,7 @@ pub(super) fn run(
             &mut octx,
             Container::Mp4,
             spec.opus,
+            None,
         )?),
         None => None,
     };
