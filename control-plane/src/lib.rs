@@ -266,6 +266,7 @@ fn embedded_node(
     let node_id = format!("{}-local", config.instance_id);
     let scratch_dir = config.data_dir.join("scratch");
     let lease = Duration::from_secs(config.lease_secs);
+    let chunk_auto_secs = config.chunk_auto_secs.max(0.0);
     let node_metrics = kiln_gpu_node::metrics::NodeMetrics::register(metrics.registry());
     async move {
         let (caps, classes) =
@@ -295,6 +296,7 @@ fn embedded_node(
                 report_every: Duration::from_secs(2),
                 drain_timeout: Duration::from_secs(600),
                 metrics: Some(node_metrics),
+                chunk_auto_secs,
             },
             shutdown,
         )

@@ -37,6 +37,9 @@ pub struct NodeConfig {
     pub scratch_dir: PathBuf,
     /// `KILN_NODE_METRICS_LISTEN` (default `127.0.0.1:9101`; `off` for none).
     pub metrics_listen: Option<SocketAddr>,
+    /// `KILN_CHUNK_AUTO_SECS`: sources longer than this go in chunks (default 600; 0: never
+    /// unless asked).
+    pub chunk_auto_secs: f64,
 }
 
 fn hostname() -> String {
@@ -104,6 +107,11 @@ pub struct NodeSettings {
     #[arg(long, env = "KILN_NODE_METRICS_LISTEN", default_value = "127.0.0.1:9101",
           value_parser = metrics_listen, global = true)]
     pub metrics_listen: MetricsListen,
+    /// Video jobs whose source is longer than this (seconds) are encoded in chunks across the
+    /// fleet unless they say otherwise (`chunk_secs`); 0: only when they ask.
+    #[arg(long, env = "KILN_CHUNK_AUTO_SECS",
+          default_value_t = kiln_protocol::video::DEFAULT_CHUNK_AUTO_SECS, global = true)]
+    pub chunk_auto_secs: f64,
 }
 
 /// Where a node serves its metrics: an address, or nowhere (`off`).
@@ -172,6 +180,7 @@ impl NodeConfig {
             lease: Duration::from_secs(s.lease_secs),
             drain_timeout: Duration::from_secs(s.drain_timeout_secs),
             metrics_listen: s.metrics_listen.0,
+            chunk_auto_secs: s.chunk_auto_secs.max(0.0),
         })
     }
 }
@@ -375,6 +384,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             report_every: Duration::from_secs(2),
             drain_timeout: config.drain_timeout,
             metrics: Some(metrics),
+            chunk_auto_secs: config.chunk_auto_secs,
         },
         shutdown_rx,
     ));

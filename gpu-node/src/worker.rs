@@ -50,6 +50,9 @@ pub struct WorkerConfig {
     pub drain_timeout: Duration,
     /// Where job outcomes and load are counted.
     pub metrics: Option<NodeMetrics>,
+    /// Video jobs whose source is longer than this (s) go in chunks unless they say otherwise
+    /// (0: only when they ask).
+    pub chunk_auto_secs: f64,
 }
 
 /// Why a running job was stopped from outside.

@@ -134,6 +134,9 @@ pub struct AudioShrink {
 pub struct ChunksReport {
     /// The chunk length asked for (s).
     pub chunk_secs: f64,
+    /// Whether the title was chunked because it is long (no `chunk_secs` on the job).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto: bool,
     pub total: u32,
     pub done: u32,
     /// Chunks encoded at the same time.

@@ -40,14 +40,23 @@ pub struct VideoParams {
     /// Trim, crop, watermark and subtitles, applied before encoding.
     #[serde(default, skip_serializing_if = "crate::edit::Edit::is_empty")]
     pub edit: crate::edit::Edit,
-    /// Encode in chunks of about this many seconds, cut at the source's keyframes, several at
-    /// a time, joined into one file (crf and bitrate outputs, unedited).
+    /// Encode in chunks of about this many seconds, cut at the source's keyframes, spread over
+    /// the fleet, joined into one file (unedited crf, bitrate and size outputs). `Some(0)`:
+    /// never; `None`: in chunks of [`AUTO_CHUNK_SECS`] where the source is longer than the
+    /// node's threshold (`KILN_CHUNK_AUTO_SECS`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_secs: Option<f64>,
 }
 
-/// The range of `chunk_secs`.
+/// The range of `chunk_secs` (besides 0, never).
 pub const CHUNK_SECS: std::ops::RangeInclusive<f64> = 2.0..=300.0;
+
+/// Chunk length of a title chunked because it is long (`chunk_secs` not given).
+pub const AUTO_CHUNK_SECS: f64 = 30.0;
+
+/// Sources longer than this are encoded in chunks unless the job says otherwise (a node's
+/// `KILN_CHUNK_AUTO_SECS` changes it; 0 turns it off).
+pub const DEFAULT_CHUNK_AUTO_SECS: f64 = 600.0;
 
 impl VideoParams {
     /// A `crf` job at `quality` with every other setting at its default.

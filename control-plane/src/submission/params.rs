@@ -23,7 +23,8 @@ pub const VMAF_TARGET_MAX: f64 = *kiln_protocol::video::TARGET_VMAF.end();
 /// `size`, `vmaf`), `bitrate` / `max_bitrate` / `buffer_size` (kbps, kbit), `target_size_mb`,
 /// `target_vmaf`, `encoder_crf` (the encoder's own CRF scale, for tuning),
 /// `resolution`, `preset`, `format` (`mp4`, `webm`, `mkv`), `hardware` (`auto`, `cpu`, `gpu`, `nvenc`),
-/// `allow_upscale`, `allow_larger`, `chunk_secs` (encode in chunks of about that many seconds).
+/// `allow_upscale`, `allow_larger`, `chunk_secs` (encode in chunks of about that many seconds;
+/// 0 never; absent, the node chunks sources longer than its `KILN_CHUNK_AUTO_SECS`).
 pub fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, SubmitError> {
     let get = |k: &str| fields.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let bad = SubmitError::Invalid;
@@ -153,8 +154,12 @@ pub fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, Sub
         *kiln_protocol::video::CHUNK_SECS.start(),
         *kiln_protocol::video::CHUNK_SECS.end(),
     );
-    let chunk_secs = number("chunk_secs", lo, hi)?;
-    if chunk_secs.is_some() {
+    // 0 (or `off`): never in chunks, however long the source.
+    let chunk_secs = match get("chunk_secs").map(str::trim) {
+        Some("0" | "0.0" | "off") => Some(0.0),
+        _ => number("chunk_secs", lo, hi)?,
+    };
+    if chunk_secs.is_some_and(|c| c > 0.0) {
         if matches!(rate, RateControl::Vmaf { .. }) {
             return Err(bad(format!(
                 "chunk_secs works with the crf, encoder_crf, bitrate and size methods, not {}",

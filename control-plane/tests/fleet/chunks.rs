@@ -60,8 +60,9 @@ async fn a_title_in_chunks_spreads_over_the_fleet_and_survives_a_kill() {
     let clip = fleet.dir.path().join("long.mp4");
     // 60 s at 30 fps with x264's default keyframes (every 250 frames): chunks cut near 10 s.
     make_clip(&clip, 60, "640x360");
+    // Sources over 30 s go in chunks unless the job says otherwise.
     for id in ["node-a", "node-b", "node-c"] {
-        fleet.spawn_node(id);
+        fleet.spawn_node_with(id, &[("KILN_CHUNK_AUTO_SECS", "30")]);
     }
     let nodes = fleet.wait_nodes(3).await;
     assert!(
@@ -113,6 +114,25 @@ async fn a_title_in_chunks_spreads_over_the_fleet_and_survives_a_kill() {
     fleet.check_outputs(&docs, 60.0).await;
     let out = fleet.dir.path().join(format!("{id}.mp4"));
     assert_eq!(decoded_frames(&out), 1800);
+
+    // Not asked: chunked because the source is longer than the nodes' 30 s, in 30 s chunks;
+    // `chunk_secs=0` keeps a title whole.
+    let quick = [
+        ("codec", "h264"),
+        ("preset", "ultrafast"),
+        ("resolution", "180p"),
+    ];
+    let auto = fleet.submit(&clip, &quick).await;
+    let mut whole_fields = quick.to_vec();
+    whole_fields.push(("chunk_secs", "0"));
+    let whole = fleet.submit(&clip, &whole_fields).await;
+    let (docs, _) = fleet.wait_all(&[auto, whole]).await;
+    let chunks = &docs[0]["encoding"]["chunks"];
+    assert_eq!(chunks["auto"], true, "{}", docs[0]);
+    assert_eq!(chunks["chunk_secs"], 30.0, "{}", docs[0]);
+    assert_eq!(chunks["total"], 2, "{}", docs[0]);
+    assert_eq!(docs[1]["status"], "completed", "{}", docs[1]);
+    assert!(docs[1]["encoding"]["chunks"].is_null(), "{}", docs[1]);
 
     // A cancel of a title stops its chunks on every node.
     let id = fleet.submit(&clip, &fields).await;

@@ -119,6 +119,7 @@ pub fn transcode(
             target_size: c.target_bytes.map(|t| t.round() as u64),
             chunks: Some(ChunksReport {
                 chunk_secs,
+                auto: false,
                 total: chunks.len() as u32,
                 done: chunks.len() as u32,
                 slots: slots as u32,

@@ -119,7 +119,11 @@ pub(super) async fn execute(
         })
     };
 
-    let result = if let Some(p) = params.filter(|p| p.chunk_secs.is_some()) {
+    let chunked = match params {
+        Some(p) => chunk_plan(config, p, &input).await,
+        None => None,
+    };
+    let result = if let Some((p, auto)) = chunked {
         // A title in chunks: its chunks go through the queue to the fleet.
         let ctx = super::title::Ctx {
             broker,
@@ -127,7 +131,7 @@ pub(super) async fn execute(
             config,
             shared,
         };
-        let r = super::title::run(&ctx, job, p, &input, &scratch_out, cancel, &tx).await;
+        let r = super::title::run(&ctx, job, &p, auto, &input, &scratch_out, cancel, &tx).await;
         drop(tx);
         Ok(r.map(Encoded::File))
     } else {
@@ -192,6 +196,40 @@ pub(super) async fn execute(
         duration_s,
         report,
     })
+}
+
+/// Whether a video job goes in chunks, and whether because its source is long: as the job
+/// asks (`chunk_secs`; 0 never), or — asked nothing, unedited, not a VMAF target — where its
+/// source is longer than the node's `chunk_auto_secs`, in chunks of
+/// [`kiln_protocol::video::AUTO_CHUNK_SECS`].
+async fn chunk_plan(
+    config: &WorkerConfig,
+    p: &kiln_protocol::VideoParams,
+    input: &std::path::Path,
+) -> Option<(kiln_protocol::VideoParams, bool)> {
+    match p.chunk_secs {
+        Some(c) if c > 0.0 => Some((p.clone(), false)),
+        Some(_) => None,
+        None => {
+            if config.chunk_auto_secs <= 0.0
+                || !p.edit.is_empty()
+                || matches!(p.rate, kiln_protocol::RateControl::Vmaf { .. })
+            {
+                return None;
+            }
+            let input = input.to_path_buf();
+            let duration = tokio::task::spawn_blocking(move || media::probe(&input))
+                .await
+                .ok()?
+                .ok()?
+                .duration_s;
+            (duration > config.chunk_auto_secs).then(|| {
+                let mut q = p.clone();
+                q.chunk_secs = Some(kiln_protocol::video::AUTO_CHUNK_SECS);
+                (q, true)
+            })
+        }
+    }
 }
 
 /// A video job's result: one file, or a ladder's tree.

@@ -63,12 +63,14 @@ struct Finished {
     aim: Option<f64>,
 }
 
-/// Encode `params` (a `chunk_secs` output) of `input` to `out` in chunks across the fleet.
+/// Encode `params` (a `chunk_secs` output; `auto` where the node chose it for a long source)
+/// of `input` to `out` in chunks across the fleet.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
     ctx: &Ctx<'_>,
     job: &JobSpec,
     params: &VideoParams,
+    auto: bool,
     input: &Path,
     out: &Path,
     cancel: &Arc<AtomicBool>,
@@ -250,6 +252,7 @@ pub(super) async fn run(
             target_size: target_bytes.map(|t| t.round() as u64),
             chunks: Some(ChunksReport {
                 chunk_secs,
+                auto,
                 total: chunks.len() as u32,
                 done: chunks.len() as u32,
                 slots: slots as u32,
@@ -291,13 +294,16 @@ fn result_key(tree: &str, round: u32, index: usize) -> String {
     format!("{tree}/r{round}-{index:05}.json")
 }
 
+/// A node that has not reported for this long is not counted (nodes report every 2 s).
+const NODE_LIVE_MS: i64 = 15_000;
+
 /// Slots of the live nodes that take this title's chunks.
 async fn fleet_slots(ctx: &Ctx<'_>, params: &VideoParams) -> usize {
     let class = chunk_class(params.codec, params.hardware);
     let nodes = ctx.broker.nodes.list().await.unwrap_or_default();
     nodes
         .iter()
-        .filter(|n| !n.draining && n.classes.contains(&class))
+        .filter(|n| n.live(NODE_LIVE_MS) && !n.draining && n.classes.contains(&class))
         .map(|n| n.slots as usize)
         .sum::<usize>()
         .max(1)
