@@ -15,11 +15,15 @@
 //! `kiln-bench vmaf [--runs N] [REF DIST]`: VMAF throughput of the harness against libvmaf's
 //! `vmaf` CLI on the same pair (see `vmaf`).
 //!
+//! `kiln-bench chunks [--codecs h264,h265,av1] [--secs 60] [--slots 1,2,4]`: one long title in
+//! chunks vs the same encode whole: speedup per slot count and BD-rate (see `chunks`).
+//!
 //! `kiln-bench sched [--submissions N] [--clients N] [--latency-jobs N] [--database URL]`:
 //! scheduling overhead through the API against `redis-benchmark` on the same Redis (see
 //! `sched`).
 
 mod bdrate;
+mod chunks;
 mod image;
 mod ladder;
 mod per_title;
@@ -57,6 +61,9 @@ enum Bench {
     Ladder(ladder::Args),
     /// Per-title ladders vs the fixed default ladder: BD-rate of their hulls on VMAF.
     PerTitle(per_title::Args),
+    /// One long title in chunks on 1, 2 and 4 slots vs the same encode whole: speedup and
+    /// BD-rate.
+    Chunks(chunks::Args),
     /// Scheduling overhead through the API vs `redis-benchmark`.
     Sched(sched::Args),
     /// The codec-tuning harness: sweeps and target-quality searches.
@@ -94,6 +101,7 @@ fn main() -> ExitCode {
         Bench::Ladder(a) => ladder::main(a),
         Bench::LadderChild { args } => ladder::child(&args),
         Bench::PerTitle(a) => per_title::main(a),
+        Bench::Chunks(a) => chunks::main(a),
         Bench::Sched(a) => sched::main(a),
         Bench::Tune(a) => tune::main(a),
         Bench::Vmaf(a) => vmaf::main(a),
