@@ -327,6 +327,9 @@ impl Db {
         message: &str,
     ) -> Result<bool, DbError> {
         let now = kiln_protocol::now_ms();
+        // Failed and refunded in one step: nobody reads a failed job whose credit is still
+        // spent.
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query(&format!(
             "UPDATE jobs SET status = 'failed', error_code = $1, error_message = $2,
                     completed_at = $3, updated_at = $3, attempts = $5, expires_at = $3
@@ -337,9 +340,14 @@ impl Db {
         .bind(now)
         .bind(id)
         .bind(attempt)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(r.rows_affected() == 1)
+        let failed = r.rows_affected() == 1;
+        if failed {
+            refund_in(&mut tx, id).await?;
+        }
+        tx.commit().await?;
+        Ok(failed)
     }
 
     /// Attempt `attempt` failed but may be retried: back to `pending` as attempt + 1.
@@ -406,27 +414,7 @@ impl Db {
     /// Give back a failed or cancelled job's credits, once.
     pub async fn refund(&self, id: &str) -> Result<i64, DbError> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "UPDATE jobs SET credits_refunded = credits_charged
-             WHERE id = $1 AND credits_charged > 0 AND credits_refunded = 0
-               AND status IN ('failed', 'cancelled')
-             RETURNING account_id, credits_charged",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let mut n = 0;
-        if let Some(row) = row {
-            let account: String = row.try_get("account_id")?;
-            n = row.try_get("credits_charged")?;
-            sqlx::query(
-                "UPDATE accounts SET credits = credits + $1 WHERE id = $2 AND credits IS NOT NULL",
-            )
-            .bind(n)
-            .bind(&account)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let n = refund_in(&mut tx, id).await?;
         tx.commit().await?;
         Ok(n)
     }
@@ -508,4 +496,31 @@ impl Db {
             .map(JobRow::from_row)
             .collect::<Result<_, _>>()?)
     }
+}
+
+/// Give back a failed or cancelled job's credits, once, inside the caller's transaction;
+/// returns how many.
+async fn refund_in(conn: &mut sqlx::AnyConnection, id: &str) -> Result<i64, DbError> {
+    let row = sqlx::query(
+        "UPDATE jobs SET credits_refunded = credits_charged
+         WHERE id = $1 AND credits_charged > 0 AND credits_refunded = 0
+           AND status IN ('failed', 'cancelled')
+         RETURNING account_id, credits_charged",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let mut n = 0;
+    if let Some(row) = row {
+        let account: String = row.try_get("account_id")?;
+        n = row.try_get("credits_charged")?;
+        sqlx::query(
+            "UPDATE accounts SET credits = credits + $1 WHERE id = $2 AND credits IS NOT NULL",
+        )
+        .bind(n)
+        .bind(&account)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(n)
 }
