@@ -16,6 +16,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use kiln_protocol::video::correct_video_bps;
 use kiln_protocol::{AudioShrink, ChunkEntry, ChunksReport, EncodeReport, VideoParams};
 
 pub use assemble::Assembled;
@@ -26,6 +27,7 @@ pub use plan::{plan, ChunkSpan, FrameIndex};
 use encode::{title_rate, TitleRate};
 use run::Title;
 
+use super::transcode::SIZE_TOLERANCE;
 use super::{MediaError, MediaInfo, Progress, TranscodeOutcome};
 
 /// What happened to one chunk.
@@ -167,6 +169,19 @@ pub fn transcode_chunked(
         let _ = std::fs::remove_file(output);
     }
     result
+}
+
+/// How far a joined `size` title landed from `target` (a fraction), and, where that is past
+/// the tolerance on the first `round`, the video bits to aim the second at: the video scaled
+/// by what the miss shows, the audio and framing as measured (the whole-title correction,
+/// over the title's bits instead of its bitrate).
+pub(crate) fn size_miss(assembled: &Assembled, target: f64, round: u32) -> (f64, Option<f64>) {
+    let file = assembled.file_bytes as f64;
+    let off = (file - target) / target;
+    let video = assembled.video_bytes.max(1) as f64;
+    let again = (off.abs() > SIZE_TOLERANCE && round < 2)
+        .then(|| correct_video_bps(video * 8.0, target, file, file - video));
+    (off, again)
 }
 
 /// A title made ready for its chunks: probed, indexed and cut, its rate planned and, where its

@@ -47,6 +47,9 @@ pub struct TranscodeOutcome {
     pub report: EncodeReport,
 }
 
+/// A `size` job (whole or in chunks) is done when it lands this close to its target (the
+/// promise is ±5 %).
+pub(crate) const SIZE_TOLERANCE: f64 = 0.04;
 /// Where a `crf` output that came out larger than its input is aimed instead.
 const GUARD_FRACTION: f64 = 0.95;
 

@@ -12,7 +12,7 @@ use kiln_protocol::{ChunkTask, JobErrorCode, JobSpec, NodeEventKind, Store};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
-use super::execute::{media_failure, Cleanup, JobFailure};
+use super::execute::{local_source, media_failure, Cleanup, JobFailure};
 use super::WorkerConfig;
 use crate::media::chunked::encode::{encode_chunk, title_rate};
 use crate::media::chunked::ChunkSpan;
@@ -117,16 +117,7 @@ async fn encode(
     let scratch_out = config.scratch_dir.join(format!("{stem}.mp4"));
     let _cleanup = Cleanup(vec![scratch_in.clone(), scratch_out.clone()]);
     // Each chunk fetches the whole source (a local store is read in place).
-    let input = match store.local_path(&job.source_key) {
-        Some(p) if tokio::fs::try_exists(&p).await.unwrap_or(false) => p,
-        _ => {
-            store
-                .fetch_to_path(&job.source_key, &scratch_in)
-                .await
-                .map_err(storage_err)?;
-            scratch_in.clone()
-        }
-    };
+    let input = local_source(store, job, &scratch_in).await?;
     let started = Instant::now();
     let (task, out, cancel2) = (c.clone(), scratch_out.clone(), cancel.clone());
     let encoded =

@@ -44,16 +44,7 @@ pub(super) async fn execute(
     };
     let mut cleanup = Cleanup(vec![scratch_in.clone(), scratch_out.clone()]);
 
-    let input = match store.local_path(&job.source_key) {
-        Some(p) if tokio::fs::try_exists(&p).await.unwrap_or(false) => p,
-        _ => {
-            store
-                .fetch_to_path(&job.source_key, &scratch_in)
-                .await
-                .map_err(storage_err)?;
-            scratch_in.clone()
-        }
-    };
+    let input = local_source(store, job, &scratch_in).await?;
 
     // The files an edit reads (a watermark image, subtitles) come to the scratch folder too.
     let mut files = media::EditFiles::default();
@@ -271,16 +262,7 @@ async fn execute_stills(
     let scratch_in = config.scratch_dir.join(format!("{stem}.src"));
     let scratch_out = config.scratch_dir.join(format!("{stem}.stills"));
     let _cleanup = Cleanup(vec![scratch_in.clone(), scratch_out.clone()]);
-    let input = match store.local_path(&job.source_key) {
-        Some(p) if tokio::fs::try_exists(&p).await.unwrap_or(false) => p,
-        _ => {
-            store
-                .fetch_to_path(&job.source_key, &scratch_in)
-                .await
-                .map_err(storage_err)?;
-            scratch_in.clone()
-        }
-    };
+    let input = local_source(store, job, &scratch_in).await?;
     let (task, out, cancel2) = (job.task.clone(), scratch_out.clone(), cancel.clone());
     let made = tokio::task::spawn_blocking(move || match &task {
         Task::Thumbnails(p) => media::stills::thumbnails(&input, &out, p, &cancel2),
@@ -386,6 +368,25 @@ async fn execute_image(
             ..Default::default()
         },
     })
+}
+
+/// The job's source as a local file: read in place from a local store, else fetched to
+/// `scratch_in`.
+pub(super) async fn local_source(
+    store: &Arc<dyn Store>,
+    job: &JobSpec,
+    scratch_in: &std::path::Path,
+) -> Result<PathBuf, JobFailure> {
+    match store.local_path(&job.source_key) {
+        Some(p) if tokio::fs::try_exists(&p).await.unwrap_or(false) => Ok(p),
+        _ => {
+            store
+                .fetch_to_path(&job.source_key, scratch_in)
+                .await
+                .map_err(|e| (JobErrorCode::StorageFailed, e.to_string()))?;
+            Ok(scratch_in.to_path_buf())
+        }
+    }
 }
 
 pub(super) fn media_failure(e: MediaError) -> JobFailure {

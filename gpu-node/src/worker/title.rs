@@ -36,8 +36,6 @@ use crate::media::{self, Progress, TranscodeOutcome};
 const MAX_TRIES: u32 = 3;
 /// How often the title's node looks at its chunks' results.
 const POLL: Duration = Duration::from_millis(300);
-/// A `size` title is done when it lands this close to its target (the promise is ±5 %).
-const SIZE_TOLERANCE: f64 = 0.04;
 
 /// What a title's node works with.
 pub(super) struct Ctx<'a> {
@@ -53,6 +51,23 @@ struct Flying {
     aim: Option<f64>,
     /// When its node was last seen starting it (a `Running` marker), for the deadline.
     seen_running: Option<Instant>,
+}
+
+impl Flying {
+    /// Queue the chunk's next try, at the same aim.
+    async fn again(
+        &mut self,
+        ctx: &Ctx<'_>,
+        job: &JobSpec,
+        params: &VideoParams,
+        tree: &str,
+        round: u32,
+        s: &ChunkSpan,
+    ) -> Result<(), JobFailure> {
+        self.tries += 1;
+        self.seen_running = None;
+        enqueue(ctx, job, params, tree, round, s, self.tries, self.aim).await
+    }
 }
 
 /// One finished chunk as the title's node saw it.
@@ -192,13 +207,10 @@ pub(super) async fn run(
             ));
         }
         if let Some(target) = target_bytes {
-            let file = assembled.file_bytes as f64;
-            let off = (file - target) / target;
-            tracing::info!(job = %job.id, file, target, round, "chunked size title {:+.1}% off", off * 100.0);
-            if off.abs() > SIZE_TOLERANCE && round < 2 {
-                let video = assembled.video_bytes.max(1) as f64;
-                let scale = ((target - (file - video)) / video).clamp(0.5, 2.0);
-                total_bits = video * 8.0 * scale;
+            let (off, again) = chunked::size_miss(&assembled, target, round);
+            tracing::info!(job = %job.id, target, round, "chunked size title {:+.1}% off", off * 100.0);
+            if let Some(bits) = again {
+                total_bits = bits;
                 round += 1;
                 continue;
             }
@@ -507,10 +519,7 @@ async fn round_loop<'a>(
                     }
                     tracing::warn!(job = %job.id, chunk = i, %code, %message, "chunk failed; trying it again");
                     store.delete(&key).await.map_err(storage_err)?;
-                    f.tries += 1;
-                    f.seen_running = None;
-                    let (tries, aim) = (f.tries, f.aim);
-                    enqueue(ctx, job, params, tree, round, &spans[i], tries, aim).await?;
+                    f.again(ctx, job, params, tree, round, &spans[i]).await?;
                 }
             }
         }
@@ -533,10 +542,7 @@ async fn round_loop<'a>(
                 ));
             }
             tracing::warn!(job = %job.id, chunk = i, "chunk overdue; queueing it again");
-            f.tries += 1;
-            f.seen_running = None;
-            let (tries, aim) = (f.tries, f.aim);
-            enqueue(ctx, job, params, tree, round, &spans[i], tries, aim).await?;
+            f.again(ctx, job, params, tree, round, &spans[i]).await?;
         }
 
         let frames: u64 = spans

@@ -11,11 +11,8 @@ use kiln_protocol::VideoParams;
 
 use super::assemble::assemble;
 use super::encode::{encode_chunk, estimate_chunk};
-use super::{Budget, ChunkReport, ChunkSpan, ChunkedOutcome, Prepared};
+use super::{size_miss, Budget, ChunkReport, ChunkSpan, ChunkedOutcome, Prepared};
 use crate::media::MediaError;
-
-/// A `size` title is done when it lands this close to its target (the promise is ±5 %).
-const SIZE_TOLERANCE: f64 = 0.04;
 
 /// One title's chunks and where they go.
 pub(super) struct Title<'a> {
@@ -89,23 +86,17 @@ impl Title<'_> {
                     assembled.frames, total
                 )));
             }
-            // A size title that missed is aimed again, once, with its video scaled by what
-            // the miss shows (the audio and framing as measured).
+            // A size title that missed is aimed again, once.
             if let Some(target) = target_bytes {
-                let file = assembled.file_bytes as f64;
-                let off = (file - target) / target;
+                let (off, again) = size_miss(&assembled, target, rounds);
                 tracing::info!(
-                    file,
                     target,
                     round = rounds,
                     "chunked size title {:+.1}% off",
                     off * 100.0
                 );
-                if off.abs() > SIZE_TOLERANCE && rounds < 2 {
-                    let video = assembled.video_bytes.max(1) as f64;
-                    let other = file - video;
-                    let scale = ((target - other) / video).clamp(0.5, 2.0);
-                    total_bits = video * 8.0 * scale;
+                if let Some(bits) = again {
+                    total_bits = bits;
                     continue;
                 }
             }

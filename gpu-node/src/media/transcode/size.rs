@@ -6,14 +6,12 @@ use std::sync::atomic::AtomicBool;
 use kiln_protocol::video::{correct_video_bps, plan_size, AudioBudget};
 use kiln_protocol::AudioShrink;
 
-use super::{Job, Progress};
+use super::{Job, Progress, SIZE_TOLERANCE};
 use crate::media::audio::Shrink;
 use crate::media::encoder::{self, Pass, RateSpec};
 use crate::media::pipeline::PassResult;
 use crate::media::MediaError;
 
-/// A `size` job is done when it lands this close to its target (the promise is ±5 %).
-const SIZE_TOLERANCE: f64 = 0.04;
 /// Encodes a `size` job may take beyond its planned passes to get there.
 const MAX_CORRECTIONS: u32 = 2;
 
