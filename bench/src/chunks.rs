@@ -18,6 +18,8 @@ use kiln_protocol::{Preset, VideoCodec, VideoParams};
 
 use crate::bdrate::bd_rate;
 
+mod nodes;
+
 /// `kiln-bench chunks`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,6 +43,11 @@ pub struct Args {
     /// Chunk slots to time.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     pub slots: Vec<usize>,
+    /// Time node processes instead of slots: the title through a fleet on this machine (its
+    /// own Redis, a control plane, `kiln-gpu-node` processes pinned to their share of the
+    /// cores), whole on one node against chunked on each of these node counts.
+    #[arg(long, value_delimiter = ',')]
+    pub nodes: Vec<usize>,
     /// Qualities (Kiln's crf scale) of the BD-rate sweep.
     #[arg(long, value_delimiter = ',', default_value = "23,28,33")]
     pub qualities: Vec<u8>,
@@ -76,6 +83,27 @@ fn run(a: &Args) -> Result<(), String> {
         .unwrap_or_else(|| crate::media("video/bigbuckbunny.mp4"));
     let title = make_title(&clip, dir.path(), a.secs, a.height)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if !a.nodes.is_empty() {
+        if a.nodes.contains(&0) {
+            return Err("--nodes needs counts of at least 1".into());
+        }
+        let mid = a.qualities[a.qualities.len() / 2];
+        println!(
+            "chunked on node processes vs whole on one: {} s of {} at {}p, {} s chunks, preset {}, quality {mid}",
+            a.secs,
+            clip.file_name().unwrap_or_default().to_string_lossy(),
+            a.height,
+            a.chunk_secs,
+            a.preset
+        );
+        return nodes::table(&title, &a.codecs, &a.nodes, a.chunk_secs, &|codec| {
+            vec![
+                ("codec", codec.to_string()),
+                ("preset", a.preset.clone()),
+                ("quality", mid.to_string()),
+            ]
+        });
+    }
     println!(
         "chunked vs whole: {} s of {} at {}p, {} s chunks, preset {}, {cores} cores",
         a.secs,

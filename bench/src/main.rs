@@ -16,7 +16,8 @@
 //! `vmaf` CLI on the same pair (see `vmaf`).
 //!
 //! `kiln-bench chunks [--codecs h264,h265,av1] [--secs 60] [--slots 1,2,4]`: one long title in
-//! chunks vs the same encode whole: speedup per slot count and BD-rate (see `chunks`).
+//! chunks vs the same encode whole: speedup per slot count and BD-rate (see `chunks`);
+//! `--nodes 1,2` times it through a fleet of node processes pinned to their cores instead.
 //!
 //! `kiln-bench sched [--submissions N] [--clients N] [--latency-jobs N] [--database URL]`:
 //! scheduling overhead through the API against `redis-benchmark` on the same Redis (see

@@ -194,7 +194,9 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
             percent,
             fps,
             eta_s,
+            chunks,
         } => {
+            let chunks = chunks.and_then(|c| serde_json::to_string(&c).ok());
             let moved = state
                 .db
                 .record_progress(
@@ -203,6 +205,7 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
                     *percent as f64,
                     *fps as f64,
                     eta_s.map(|v| v as f64),
+                    chunks.as_deref(),
                 )
                 .await?;
             if moved {

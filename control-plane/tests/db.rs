@@ -58,13 +58,18 @@ async fn conformance(db: &Db) {
 
     assert!(db.mark_started(&id, 1, "n1").await.unwrap());
     assert!(db
-        .record_progress(&id, 1, 50.0, 30.0, Some(2.0))
+        .record_progress(&id, 1, 50.0, 30.0, Some(2.0), Some(r#"{"total":3}"#))
         .await
         .unwrap());
+    let job = db.get_job(&account, &id).await.unwrap().unwrap();
+    assert_eq!(job.chunks_live.as_deref(), Some(r#"{"total":3}"#));
     // Progress never goes backwards.
-    db.record_progress(&id, 1, 30.0, 30.0, None).await.unwrap();
+    db.record_progress(&id, 1, 30.0, 30.0, None, None)
+        .await
+        .unwrap();
     let job = db.get_job(&account, &id).await.unwrap().unwrap();
     assert_eq!((job.status, job.progress), (JobStatus::Processing, 50.0));
+    assert_eq!(job.chunks_live, None, "the latest progress holds no chunks");
     assert_eq!(job.node_id.as_deref(), Some("n1"));
 
     // The queue took attempt 1 back (its node died) and queued attempt 2; a late event from
@@ -77,7 +82,10 @@ async fn conformance(db: &Db) {
         !db.mark_requeued(&id, 2, "replayed").await.unwrap(),
         "applied once"
     );
-    assert!(!db.record_progress(&id, 1, 90.0, 1.0, None).await.unwrap());
+    assert!(!db
+        .record_progress(&id, 1, 90.0, 1.0, None, None)
+        .await
+        .unwrap());
     let job = db.get_job(&account, &id).await.unwrap().unwrap();
     assert_eq!(
         (job.status, job.attempts, job.progress, job.node_id.clone()),
@@ -89,7 +97,10 @@ async fn conformance(db: &Db) {
     assert!(!db.mark_requeued(&id, 3, "late").await.unwrap());
     let job = db.get_job(&account, &id).await.unwrap().unwrap();
     assert_eq!((job.status, job.attempts), (JobStatus::Processing, 3));
-    assert!(db.record_progress(&id, 3, 10.0, 30.0, None).await.unwrap());
+    assert!(db
+        .record_progress(&id, 3, 10.0, 30.0, None, None)
+        .await
+        .unwrap());
 
     // A retryable failure moves to the next attempt; the old attempt's events are then stale.
     assert!(db

@@ -45,6 +45,34 @@ fn long_source(dir: &Path, secs: u32, gop: u32) -> PathBuf {
     out
 }
 
+/// bikes (10 s of busy motion, cut between shots) then bigbuckbunny played 7 times (37 s,
+/// calmer), at 320x180 and 25 fps, video only: chunks of different complexity.
+fn mixed_source(dir: &Path) -> PathBuf {
+    let out = dir.join("mixed.mp4");
+    let chain = "[0:v]scale=320:180,setsar=1,fps=25[a];[1:v]scale=320:180,setsar=1,fps=25[b];\
+                 [a][b]concat=n=2:v=1:a=0[v]";
+    ffmpeg(&[
+        "-i",
+        media("video/bikes.mp4").to_str().unwrap(),
+        "-stream_loop",
+        "6",
+        "-i",
+        media("video/bigbuckbunny.mp4").to_str().unwrap(),
+        "-filter_complex",
+        chain,
+        "-map",
+        "[v]",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-x264-params",
+        "keyint=100:min-keyint=100:scenecut=40",
+        out.to_str().unwrap(),
+    ]);
+    out
+}
+
 fn params() -> VideoParams {
     let mut p = VideoParams::crf(VideoCodec::H264, 23);
     p.preset = Some(Preset::Veryfast);
@@ -136,6 +164,13 @@ fn a_chunked_encode_matches_the_same_encode_made_whole() {
     // Every frame once, at the source's times.
     let n = c.chunks.len();
     assert!((5..=8).contains(&n), "{n} chunks of ~10 s in 62 s");
+    // The clip loops every 5.28 s: a scene change at each join at least, and cuts made there.
+    assert!(c.scene_changes.unwrap() >= 11, "{:?}", c.scene_changes);
+    assert!(
+        c.chunks.iter().filter(|ch| ch.span.at_scene).count() >= n - 2,
+        "{:?}",
+        c.chunks.iter().map(|ch| &ch.span).collect::<Vec<_>>()
+    );
     assert_eq!(c.assembled.frames, o.frames);
     // Both keep every frame of the source, its last one's duration included (Kiln's packets
     // once had none, and MP4 then dropped the last frame: 1549 of 1550 decoded).
@@ -185,6 +220,52 @@ fn a_chunked_encode_matches_the_same_encode_made_whole() {
         "{n} chunks: {sc} B vs {sw} B ({:+.1} %), VMAF {vc:.2} vs {vw:.2}",
         (sc / sw - 1.0) * 100.0
     );
+}
+
+/// Two real clips joined (bikes, then bigbuckbunny) with one keyframe in all: the scene
+/// detection finds the join, and the title is cut there, frame-exact.
+#[test]
+fn a_scene_change_is_found_and_cut_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("two.mp4");
+    let chain = "[0:v]scale=320:180,setsar=1,fps=25[a];[1:v]scale=320:180,setsar=1,fps=25[b];\
+                 [a][b]concat=n=2:v=1:a=0[v]";
+    ffmpeg(&[
+        "-i",
+        media("video/bikes.mp4").to_str().unwrap(),
+        "-i",
+        media("video/bigbuckbunny.mp4").to_str().unwrap(),
+        "-filter_complex",
+        chain,
+        "-map",
+        "[v]",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-x264-params",
+        "keyint=1000:min-keyint=1000:scenecut=0",
+        src.to_str().unwrap(),
+    ]);
+    assert_eq!(keyframe_times(&src).len(), 1, "one keyframe in all");
+    let index = chunked::FrameIndex::read(&src).unwrap();
+    let cuts = chunked::scenes::detect(&src, index.origin_s, &AtomicBool::new(false)).unwrap();
+    assert!(cuts.windows(2).all(|w| w[0] < w[1]), "{cuts:?}");
+    assert!(cuts.iter().any(|t| (t - 10.0).abs() < 0.03), "{cuts:?}");
+    // bikes cuts between its own shots too (1.2, 3.0, 5.5, 7.5 and 9.7 s): asked for 10 s
+    // chunks, the cut goes to the scene change nearest the mark, the join.
+    let spans = chunked::plan(&index, 10.0, &cuts);
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.at_scene && !s.on_keyframe && (s.start_s - 10.0).abs() < 0.03),
+        "{spans:?} (scene changes {cuts:?})"
+    );
+    let cancel = AtomicBool::new(true);
+    assert!(matches!(
+        chunked::scenes::detect(&src, index.origin_s, &cancel),
+        Err(MediaError::Cancelled)
+    ));
 }
 
 #[test]
@@ -241,6 +322,7 @@ fn cancelling_stops_every_chunk_and_leaves_nothing() {
 fn outputs_chunking_cannot_split_yet_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.mp4");
+    // A VMAF target reaches the chunks as the CRF its search found (`chunked::transcode`).
     let mut vmaf = params();
     vmaf.rate = kiln_protocol::RateControl::Vmaf { target: 90.0 };
     let mut edited = params();
@@ -265,7 +347,8 @@ fn outputs_chunking_cannot_split_yet_are_refused() {
 #[test]
 fn size_and_bitrate_targets_hold_for_the_whole_title() {
     let dir = tempfile::tempdir().unwrap();
-    let src = long_source(dir.path(), 62, 100);
+    // Not the looped clip: cut at its scene changes, its chunks would be the same loops.
+    let src = mixed_source(dir.path());
     let out = dir.path().join("sized.mp4");
     let mut p = params();
     p.rate = kiln_protocol::RateControl::Size { target_mb: 2.5 };

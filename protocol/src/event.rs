@@ -32,6 +32,9 @@ pub enum NodeEventKind {
         percent: f32,
         fps: f32,
         eta_s: Option<f32>,
+        /// A title in chunks: where its chunks stand.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chunks: Option<ChunkCounts>,
     },
     /// The output is in storage.
     Completed {
@@ -128,6 +131,40 @@ pub struct AudioShrink {
     pub codec: String,
 }
 
+/// Where a title's chunks stand: live while it encodes (from the node's progress), final once
+/// it is done (from its report).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChunkCounts {
+    pub total: u32,
+    /// Encoded and stored.
+    pub done: u32,
+    /// Started by a node and not yet done.
+    pub running: u32,
+    /// Queued (or being cut and measured) and not yet started.
+    pub queued: u32,
+    /// Tries that failed and were run again (a chunk error, or a node lost mid-chunk).
+    pub failed: u32,
+}
+
+impl ChunksReport {
+    /// A finished title's counts: every chunk done, each attempt past a chunk's first one a
+    /// failed try.
+    pub fn counts(&self) -> ChunkCounts {
+        ChunkCounts {
+            total: self.total,
+            done: self.done,
+            running: 0,
+            queued: self.total.saturating_sub(self.done),
+            failed: self
+                .chunks
+                .iter()
+                .map(|c| c.attempts.saturating_sub(1))
+                .sum(),
+        }
+    }
+}
+
 /// How a title encoded in chunks was cut and encoded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -141,6 +178,9 @@ pub struct ChunksReport {
     pub done: u32,
     /// Chunks encoded at the same time.
     pub slots: u32,
+    /// Scene changes found in the title (cuts are made at those near the chunk length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scene_changes: Option<u32>,
     /// For `bitrate` and `size` titles: seconds the fast first pass took that measured each
     /// chunk's complexity (the title's bits are shared by it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,6 +198,10 @@ pub struct ChunkEntry {
     pub frames: u64,
     /// Whether it starts on a source keyframe (else it was decoded from the one before).
     pub on_keyframe: bool,
+    /// Whether it starts at a scene change (the title is cut at one where one falls near the
+    /// chunk length asked for).
+    #[serde(default)]
+    pub at_scene: bool,
     /// Video bytes it encoded to.
     pub bytes: u64,
     pub attempts: u32,
@@ -265,4 +309,12 @@ pub struct VmafReport {
     pub met: bool,
     /// Sample encodes the search took.
     pub probes: u32,
+    /// Where the CRF was searched: `title` (one CRF for the whole title, found on its sampled
+    /// scenes; a title in chunks encodes every chunk at it).
+    #[serde(default = "title_scope")]
+    pub search: String,
+}
+
+fn title_scope() -> String {
+    "title".into()
 }

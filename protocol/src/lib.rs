@@ -18,8 +18,8 @@ pub mod video;
 
 pub use error::JobErrorCode;
 pub use event::{
-    AudioShrink, ChunkEntry, ChunksReport, EncodeReport, NodeEvent, NodeEventKind, PerTitleReport,
-    ProbePoint, VmafReport,
+    AudioShrink, ChunkCounts, ChunkEntry, ChunksReport, EncodeReport, NodeEvent, NodeEventKind,
+    PerTitleReport, ProbePoint, VmafReport,
 };
 pub use job::{ChunkTask, ImageParams, JobSpec, Resolution, Task};
 pub use ladder::{LadderParams, Packaging, PerTitle, Rung, RungRate};

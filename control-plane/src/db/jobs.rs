@@ -97,6 +97,8 @@ pub struct JobRow {
     pub dialect: Option<String>,
     /// What the dialect keeps for its client (JSON).
     pub dialect_data: Option<String>,
+    /// A title in chunks, while it encodes: where its chunks stand (JSON `ChunkCounts`).
+    pub chunks_live: Option<String>,
 }
 
 impl JobRow {
@@ -137,6 +139,7 @@ impl JobRow {
             gpu: opt_i64(r, "gpu")?,
             dialect: r.try_get("dialect")?,
             dialect_data: r.try_get("dialect_data")?,
+            chunks_live: r.try_get("chunks_live")?,
         })
     }
 }
@@ -246,7 +249,7 @@ impl Db {
     pub async fn mark_started(&self, id: &str, attempt: i64, node: &str) -> Result<bool, DbError> {
         let now = kiln_protocol::now_ms();
         let r = sqlx::query(&format!(
-            "UPDATE jobs SET status = 'processing', node_id = $1, attempts = $4,
+            "UPDATE jobs SET status = 'processing', node_id = $1, attempts = $4, chunks_live = NULL,
                     started_at = COALESCE(started_at, $2), updated_at = $2
              WHERE id = $3 AND attempts <= $4 AND {LIVE}"
         ))
@@ -267,13 +270,15 @@ impl Db {
         percent: f64,
         fps: f64,
         eta_s: Option<f64>,
+        chunks: Option<&str>,
     ) -> Result<bool, DbError> {
         let now = kiln_protocol::now_ms();
         let r = sqlx::query(&format!(
             "UPDATE jobs SET status = 'processing',
                     progress = CASE WHEN attempts < $6 OR $1 > progress THEN $1 ELSE progress END,
                     attempts = $6,
-                    fps = $2, eta_s = $3, started_at = COALESCE(started_at, $4), updated_at = $4
+                    fps = $2, eta_s = $3, started_at = COALESCE(started_at, $4), updated_at = $4,
+                    chunks_live = $7
              WHERE id = $5 AND attempts <= $6 AND {LIVE}"
         ))
         .bind(percent)
@@ -282,6 +287,7 @@ impl Db {
         .bind(now)
         .bind(id)
         .bind(attempt)
+        .bind(chunks)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
@@ -360,7 +366,7 @@ impl Db {
     ) -> Result<bool, DbError> {
         let now = kiln_protocol::now_ms();
         let r = sqlx::query(&format!(
-            "UPDATE jobs SET status = 'pending', attempts = attempts + 1, progress = 0,
+            "UPDATE jobs SET status = 'pending', attempts = attempts + 1, progress = 0, chunks_live = NULL,
                     error_code = $1, error_message = $2, updated_at = $3
              WHERE id = $4 AND attempts = $5 AND {LIVE}"
         ))
@@ -379,7 +385,7 @@ impl Db {
     pub async fn mark_requeued(&self, id: &str, next: i64, reason: &str) -> Result<bool, DbError> {
         let now = kiln_protocol::now_ms();
         let r = sqlx::query(&format!(
-            "UPDATE jobs SET status = 'pending', attempts = $1, progress = 0, fps = NULL,
+            "UPDATE jobs SET status = 'pending', attempts = $1, progress = 0, fps = NULL, chunks_live = NULL,
                     eta_s = NULL, node_id = NULL, error_code = $5, error_message = $2,
                     updated_at = $3, enqueue_after = NULL
              WHERE id = $4 AND attempts < $1 AND {LIVE}"

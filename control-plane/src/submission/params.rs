@@ -159,18 +159,11 @@ pub fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, Sub
         Some("0" | "0.0" | "off") => Some(0.0),
         _ => number("chunk_secs", lo, hi)?,
     };
-    if chunk_secs.is_some_and(|c| c > 0.0) {
-        if matches!(rate, RateControl::Vmaf { .. }) {
-            return Err(bad(format!(
-                "chunk_secs works with the crf, encoder_crf, bitrate and size methods, not {}",
-                rate.method()
-            )));
-        }
-        if !edit.is_empty() {
-            return Err(bad(
-                "chunk_secs does not yet apply to trimmed, cropped, watermarked or subtitled outputs".into(),
-            ));
-        }
+    if chunk_secs.is_some_and(|c| c > 0.0) && !edit.is_empty() {
+        return Err(bad(
+            "chunk_secs does not yet apply to trimmed, cropped, watermarked or subtitled outputs"
+                .into(),
+        ));
     }
     Ok(VideoParams {
         codec,

@@ -5,7 +5,7 @@
 use kiln_gpu_node::imaging::OutputFormat;
 use kiln_protocol::video::BYTES_PER_MB;
 use kiln_protocol::{
-    Container, EncodeReport, JobErrorCode, JobSpec, RateControl, Task, VmafReport,
+    ChunkCounts, Container, EncodeReport, JobErrorCode, JobSpec, RateControl, Task, VmafReport,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -28,6 +28,11 @@ pub struct JobView {
     /// Frames per second of the running encode.
     pub fps: Option<f64>,
     pub eta_seconds: Option<f64>,
+    /// A title encoded in chunks: how many are done, running, queued, and how many tries failed
+    /// and ran again — live while it encodes, final once it is done (the chunks themselves
+    /// are listed in `encoding.chunks`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<ChunkCounts>,
     pub input: JobInput,
     pub input_size: i64,
     pub output_size: Option<i64>,
@@ -377,6 +382,16 @@ impl JobView {
             progress: (job.progress * 10.0).round() / 10.0,
             fps: job.fps.filter(|_| processing),
             eta_seconds: job.eta_s.filter(|_| processing),
+            chunks: if processing {
+                job.chunks_live
+                    .as_deref()
+                    .and_then(|c| serde_json::from_str(c).ok())
+            } else {
+                report
+                    .as_ref()
+                    .and_then(|r| r.chunks.as_ref())
+                    .map(|c| c.counts())
+            },
             input: JobInput {
                 filename: job.input_name.clone(),
                 size_bytes: job.input_size,
@@ -531,6 +546,7 @@ mod tests {
             gpu: None,
             dialect: None,
             dialect_data: None,
+            chunks_live: None,
         }
     }
 

@@ -81,6 +81,22 @@ async fn a_title_in_chunks_spreads_over_the_fleet_and_survives_a_kill() {
     ];
     let id = fleet.submit(&clip, &fields).await;
     let (parent, victim) = fleet.wait_chunk_running(&id).await;
+    // While the title encodes, its document counts its chunks live.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = fleet.status(&id).await;
+        let c = &d["chunks"];
+        if c["running"].as_u64().unwrap_or(0) >= 1 {
+            let sum: u64 = ["done", "running", "queued"]
+                .iter()
+                .map(|k| c[k].as_u64().unwrap())
+                .sum();
+            assert_eq!(sum, c["total"].as_u64().unwrap(), "{d}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no live chunk counts: {d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     fleet.signal(&victim, "KILL");
     let mut killed = fleet.nodes.remove(&victim).unwrap();
     let _ = killed.wait();
@@ -111,6 +127,9 @@ async fn a_title_in_chunks_spreads_over_the_fleet_and_survives_a_kill() {
             .any(|c| c["attempts"].as_u64().unwrap() >= 2 && c["node"] != victim.as_str()),
         "no chunk was taken over from {victim}: {doc}"
     );
+    let counts = &doc["chunks"];
+    assert_eq!(counts["done"], counts["total"], "{doc}");
+    assert!(counts["failed"].as_u64().unwrap() >= 1, "{doc}");
     fleet.check_outputs(&docs, 60.0).await;
     let out = fleet.dir.path().join(format!("{id}.mp4"));
     assert_eq!(decoded_frames(&out), 1800);

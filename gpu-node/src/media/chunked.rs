@@ -11,13 +11,16 @@ pub mod budget;
 pub mod encode;
 pub mod plan;
 mod run;
+pub mod scenes;
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use kiln_protocol::video::correct_video_bps;
-use kiln_protocol::{AudioShrink, ChunkEntry, ChunksReport, EncodeReport, VideoParams};
+use kiln_protocol::{
+    AudioShrink, ChunkEntry, ChunksReport, EncodeReport, RateControl, VideoParams,
+};
 
 pub use assemble::Assembled;
 pub use budget::Budget;
@@ -52,6 +55,8 @@ pub struct ChunkedOutcome {
     pub encoder: &'static str,
     /// Seconds the first pass (complexity estimates) took, where one ran.
     pub estimate_secs: Option<f64>,
+    /// Scene changes found, where the scene detection ran.
+    pub scene_changes: Option<u32>,
     /// Times the chunks were encoded: 2 where a `size` title missed and was aimed again.
     pub rounds: u32,
     /// A `size` target in bytes.
@@ -77,6 +82,31 @@ pub fn transcode(
     cancel: &AtomicBool,
     on_progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<TranscodeOutcome, MediaError> {
+    if let RateControl::Vmaf { target } = params.rate {
+        // One CRF for the whole title, searched on its sampled scenes; every chunk at it.
+        let (p, searched) = crate::quality::target::search_title(
+            input,
+            params,
+            &output.with_extension("vmaf-search"),
+            cancel,
+            &mut |f| {
+                on_progress(Progress {
+                    percent: f * 15.0,
+                    fps: 0.0,
+                    eta_s: None,
+                    chunks: None,
+                })
+            },
+        )?;
+        let mut outcome = transcode(input, output, &p, cancel, &|pr| {
+            on_progress(Progress {
+                percent: 15.0 + pr.percent * 0.75,
+                ..pr
+            })
+        })?;
+        crate::quality::target::score_title(input, output, target, &searched, &mut outcome)?;
+        return Ok(outcome);
+    }
     let chunk_secs = params.chunk_secs.unwrap_or(30.0);
     let slots = local_slots();
     let started = Instant::now();
@@ -87,6 +117,7 @@ pub fn transcode(
             percent,
             fps: (frames as f64 / elapsed) as f32,
             eta_s: (done > 0.0).then(|| (elapsed * (1.0 - done) / done) as f32),
+            chunks: None,
         })
     };
     let c = transcode_chunked(input, output, params, chunk_secs, slots, cancel, &report)?;
@@ -99,6 +130,7 @@ pub fn transcode(
             start_s: ch.span.start_s,
             frames: ch.span.frames,
             on_keyframe: ch.span.on_keyframe,
+            at_scene: ch.span.at_scene,
             bytes: ch.video_bytes,
             attempts: ch.attempts,
             secs: (ch.secs * 100.0).round() / 100.0,
@@ -125,6 +157,7 @@ pub fn transcode(
                 total: chunks.len() as u32,
                 done: chunks.len() as u32,
                 slots: slots as u32,
+                scene_changes: c.scene_changes,
                 estimate_secs: c.estimate_secs.map(|s| (s * 100.0).round() / 100.0),
                 chunks,
             }),
@@ -191,6 +224,8 @@ pub(crate) struct Prepared {
     pub rate: TitleRate,
     pub index: FrameIndex,
     pub spans: Vec<ChunkSpan>,
+    /// Scene changes found, where the scene detection ran.
+    pub scene_changes: Option<u32>,
     /// The first pass's bytes per chunk, by index (shared rates only).
     pub weights: Option<Vec<u64>>,
     pub estimate_secs: Option<f64>,
@@ -245,7 +280,17 @@ pub(crate) fn prepare(
     if index.frames.is_empty() {
         return Err(MediaError::Decode("the source has no video frames".into()));
     }
-    let spans = plan(&index, target_s);
+    // Scene changes, where the title is best cut. Only a cancel stops the title here: a source
+    // whose decode stumbles is cut at keyframes, and its encode says what is wrong with it.
+    let scenes = match scenes::detect(input, index.origin_s, cancel) {
+        Ok(s) => Some(s),
+        Err(MediaError::Cancelled) => return Err(MediaError::Cancelled),
+        Err(e) => {
+            tracing::warn!(error = %e, "scene detection failed; cutting at keyframes");
+            None
+        }
+    };
+    let spans = plan(&index, target_s, scenes.as_deref().unwrap_or(&[]));
     let (weights, estimate_secs) = if matches!(rate, TitleRate::Shared { .. }) {
         let started = Instant::now();
         let w = run::estimate_all(input, &spans, scratch, slots, cancel, on_progress)?;
@@ -258,6 +303,7 @@ pub(crate) fn prepare(
         rate,
         index,
         spans,
+        scene_changes: scenes.map(|s| s.len() as u32),
         weights,
         estimate_secs,
     })

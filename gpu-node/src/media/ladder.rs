@@ -113,6 +113,7 @@ pub fn encode_ladder_edited(
                         percent: f * 45.0,
                         fps: 0.0,
                         eta_s: None,
+                        chunks: None,
                     })
                 },
             );
@@ -160,6 +161,7 @@ pub fn encode_ladder_edited(
             percent: encode_from + fraction as f32 * encode_span,
             fps,
             eta_s,
+            chunks: None,
         });
     });
     let ran = match ran {
@@ -197,6 +199,7 @@ pub fn encode_ladder_edited(
             percent: 90.0,
             fps: 0.0,
             eta_s: None,
+            chunks: None,
         });
         let measured =
             per_title::measure(input, out_dir, &mut renditions, report, &scratch, cancel);

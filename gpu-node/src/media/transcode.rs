@@ -32,6 +32,8 @@ pub struct Progress {
     pub fps: f32,
     /// Seconds left at the current speed, when known.
     pub eta_s: Option<f32>,
+    /// A title in chunks: where its chunks stand.
+    pub chunks: Option<kiln_protocol::ChunkCounts>,
 }
 
 /// What a finished transcode produced.
@@ -305,6 +307,7 @@ impl<'a> Job<'a> {
             percent: 100.0,
             fps: 0.0,
             eta_s: Some(0.0),
+            chunks: None,
         });
         Ok(TranscodeOutcome {
             width: self.geometry.width,
@@ -375,6 +378,7 @@ impl<'a> Job<'a> {
                     percent,
                     fps: (frames as f64 / pass_elapsed) as f32,
                     eta_s: (overall > 0.0).then(|| (elapsed * (1.0 - overall) / overall) as f32),
+                    chunks: None,
                 });
             });
             self.last_percent = last_percent;

@@ -264,31 +264,70 @@ pub fn transcode_to_vmaf(
     cancel: &AtomicBool,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<TranscodeOutcome, MediaError> {
-    let RateControl::Vmaf { target } = params.rate else {
-        return Err(MediaError::InvalidSettings("not a target_vmaf job".into()));
-    };
-    let scratch = output.with_extension("vmaf-search");
     let mut report = |percent: f32| {
         on_progress(Progress {
             percent,
             fps: 0.0,
             eta_s: None,
+            chunks: None,
         })
     };
-    let opts = SearchOptions::default();
-    let searched = find_crf(input, params, target, &opts, &scratch, cancel, &mut |f| {
-        report(f * 40.0)
-    });
-    let _ = std::fs::remove_dir_all(&scratch);
-    let searched = searched.map_err(QualityError::into_media)?;
-    let crf = searched.found.crf as u8;
-    let mut p = params.clone();
-    p.rate = RateControl::EncoderCrf { crf };
+    let scratch = output.with_extension("vmaf-search");
+    let (p, searched) = search_title(input, params, &scratch, cancel, &mut |f| report(f * 40.0))?;
     let mut outcome = media::transcode(input, output, &p, cancel, &mut |pr| {
         report(40.0 + pr.percent.min(99.0) * 0.5)
     })?;
     report(90.0);
-    let scores = match compare(input, output, opts.threads) {
+    let RateControl::Vmaf { target } = params.rate else {
+        return Err(MediaError::InvalidSettings("not a target_vmaf job".into()));
+    };
+    score_title(input, output, target, &searched, &mut outcome)?;
+    report(100.0);
+    Ok(outcome)
+}
+
+/// A `target_vmaf` title's search: the largest CRF meeting its target on the title's sampled
+/// scenes (`on_progress` gets the fraction searched; probes go to `scratch`, removed after),
+/// and `params` set to encode at it — the whole title at once, or every chunk of it.
+pub fn search_title(
+    input: &Path,
+    params: &VideoParams,
+    scratch: &Path,
+    cancel: &AtomicBool,
+    on_progress: &mut dyn FnMut(f32),
+) -> Result<(VideoParams, SearchOutcome), MediaError> {
+    let RateControl::Vmaf { target } = params.rate else {
+        return Err(MediaError::InvalidSettings("not a target_vmaf job".into()));
+    };
+    let searched = find_crf(
+        input,
+        params,
+        target,
+        &SearchOptions::default(),
+        scratch,
+        cancel,
+        on_progress,
+    );
+    let _ = std::fs::remove_dir_all(scratch);
+    let searched = searched.map_err(QualityError::into_media)?;
+    let mut p = params.clone();
+    p.rate = RateControl::EncoderCrf {
+        crf: searched.found.crf as u8,
+    };
+    Ok((p, searched))
+}
+
+/// Score the `output` of a title that asked for VMAF `target` against its `input` and put
+/// what the search chose and the output achieved on `outcome`'s report; an output that cannot
+/// be scored is removed.
+pub fn score_title(
+    input: &Path,
+    output: &Path,
+    target: f64,
+    searched: &SearchOutcome,
+    outcome: &mut TranscodeOutcome,
+) -> Result<(), MediaError> {
+    let scores = match compare(input, output, default_threads()) {
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_file(output);
@@ -298,16 +337,16 @@ pub fn transcode_to_vmaf(
     outcome.report.passes += searched.probes.len() as u32;
     outcome.report.vmaf = Some(VmafReport {
         target,
-        crf,
+        crf: searched.found.crf as u8,
         achieved: round2(scores.vmaf.mean),
         achieved_p5: round2(scores.vmaf.p5),
         predicted: round2(searched.found.score),
         predicted_size_bytes: searched.predicted_bytes,
         met: searched.found.met,
         probes: searched.probes.len() as u32,
+        search: "title".into(),
     });
-    report(100.0);
-    Ok(outcome)
+    Ok(())
 }
 
 /// `v` to two decimals, as job reports show scores.

@@ -14,7 +14,7 @@ use tokio::io::AsyncReadExt;
 
 use super::execute::{local_source, media_failure, Cleanup, JobFailure};
 use super::WorkerConfig;
-use crate::media::chunked::encode::{encode_chunk, title_rate};
+use crate::media::chunked::encode::{encode_counted, title_rate};
 use crate::media::chunked::ChunkSpan;
 use crate::media::{self, MediaError};
 
@@ -58,6 +58,7 @@ pub(super) fn span_of(c: &ChunkTask) -> ChunkSpan {
         end_s: c.end_s.unwrap_or(f64::INFINITY),
         frames: c.frames,
         on_keyframe: false,
+        at_scene: false,
     }
 }
 
@@ -159,20 +160,16 @@ fn encode_blocking(
     let info = media::probe(input)?;
     let rate = title_rate(&c.params, &info)?.chunk(c.aim_bps.unwrap_or(0.0));
     let span = span_of(c);
-    let mut encodes = 0;
-    loop {
-        encodes += 1;
-        let o = encode_chunk(input, out, &c.params, rate, &span, cancel, &mut |_| {})?;
-        if o.frames == c.frames {
-            return Ok((o.frames, o.video_bytes, o.encoder, encodes));
-        }
-        if encodes == 2 {
-            return Err(MediaError::Encode(format!(
-                "chunk {} encoded {} frames of {}",
-                c.index, o.frames, c.frames
-            )));
-        }
-    }
+    let (o, encodes) = encode_counted(
+        input,
+        out,
+        &c.params,
+        &span,
+        cancel,
+        &mut |_| {},
+        &mut |_| rate,
+    )?;
+    Ok((o.frames, o.video_bytes, o.encoder, encodes))
 }
 
 /// Store `value` as JSON at `key`.

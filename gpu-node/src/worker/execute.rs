@@ -104,6 +104,7 @@ pub(super) async fn execute(
                     percent: p.percent,
                     fps: p.fps,
                     eta_s: p.eta_s,
+                    chunks: p.chunks,
                 };
                 super::lease::publish(&events, &node, &job, kind).await;
             }
@@ -190,7 +191,7 @@ pub(super) async fn execute(
 }
 
 /// Whether a video job goes in chunks, and whether because its source is long: as the job
-/// asks (`chunk_secs`; 0 never), or — asked nothing, unedited, not a VMAF target — where its
+/// asks (`chunk_secs`; 0 never), or — asked nothing, unedited — where its
 /// source is longer than the node's `chunk_auto_secs`, in chunks of
 /// [`kiln_protocol::video::AUTO_CHUNK_SECS`].
 async fn chunk_plan(
@@ -202,10 +203,7 @@ async fn chunk_plan(
         Some(c) if c > 0.0 => Some((p.clone(), false)),
         Some(_) => None,
         None => {
-            if config.chunk_auto_secs <= 0.0
-                || !p.edit.is_empty()
-                || matches!(p.rate, kiln_protocol::RateControl::Vmaf { .. })
-            {
+            if config.chunk_auto_secs <= 0.0 || !p.edit.is_empty() {
                 return None;
             }
             let input = input.to_path_buf();

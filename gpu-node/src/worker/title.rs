@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesUnordered, StreamExt};
 use kiln_protocol::job::chunk_class;
 use kiln_protocol::{
-    Broker, ChunkEntry, ChunkTask, ChunksReport, EncodeReport, JobErrorCode, JobSpec, Store, Task,
-    VideoParams,
+    Broker, ChunkCounts, ChunkEntry, ChunkTask, ChunksReport, EncodeReport, JobErrorCode, JobSpec,
+    RateControl, Store, Task, VideoParams,
 };
 use tokio::sync::mpsc;
 
@@ -98,15 +98,51 @@ pub(super) async fn run(
     tokio::fs::create_dir_all(&scratch)
         .await
         .map_err(|e| (JobErrorCode::Internal, format!("scratch: {e}")))?;
-    let report = |percent: f32, frames: u64| {
+    // A `target_vmaf` title: one CRF for the whole title, searched here on its sampled scenes
+    // (the first 15 %), every chunk encoded at it, the joined title scored (the last 10 %).
+    let target_vmaf = match params.rate {
+        RateControl::Vmaf { target } => Some(target),
+        _ => None,
+    };
+    let vmaf = target_vmaf.is_some();
+    let (base, span) = if vmaf { (15.0, 75.0) } else { (0.0, 100.0) };
+    let report = |percent: f32, frames: u64, chunks: Option<ChunkCounts>| {
         let elapsed = started.elapsed().as_secs_f64().max(1e-3);
         let done = percent as f64 / 100.0;
         let _ = progress.send(Progress {
-            percent,
+            percent: base + percent * span / 100.0,
             fps: (frames as f64 / elapsed) as f32,
             eta_s: (done > 0.0).then(|| (elapsed * (1.0 - done) / done) as f32),
+            chunks,
         });
     };
+
+    let searched = if vmaf {
+        let (input, p, at, cancel, tx) = (
+            input.to_path_buf(),
+            params.clone(),
+            scratch.join("vmaf-search"),
+            cancel.clone(),
+            progress.clone(),
+        );
+        let found = tokio::task::spawn_blocking(move || {
+            crate::quality::target::search_title(&input, &p, &at, &cancel, &mut |f| {
+                let _ = tx.send(Progress {
+                    percent: f * base,
+                    fps: 0.0,
+                    eta_s: None,
+                    chunks: None,
+                });
+            })
+        })
+        .await
+        .map_err(|_| (JobErrorCode::Internal, "the VMAF search panicked".into()))?
+        .map_err(media_failure)?;
+        Some(found)
+    } else {
+        None
+    };
+    let params = searched.as_ref().map_or(params, |(p, _)| p);
 
     // Cut (and measure) on this node's cores.
     let prep = {
@@ -127,9 +163,10 @@ pub(super) async fn run(
                 &cancel,
                 &|f| {
                     let _ = tx.send(Progress {
-                        percent: (f * 10.0) as f32,
+                        percent: base + (f * 10.0) as f32 * span / 100.0,
                         fps: 0.0,
                         eta_s: None,
+                        chunks: None,
                     });
                 },
             )
@@ -158,7 +195,7 @@ pub(super) async fn run(
             round,
             total_bits,
             cancel,
-            &|f, frames| report((lo + f * (hi - lo)) as f32, frames),
+            &|f, frames, counts| report((lo + f * (hi - lo)) as f32, frames, Some(counts)),
         )
         .await
         {
@@ -215,7 +252,16 @@ pub(super) async fn run(
                 continue;
             }
         }
-        report(100.0, assembled.frames);
+        let n = prep.spans.len() as u32;
+        report(
+            100.0,
+            assembled.frames,
+            Some(ChunkCounts {
+                total: n,
+                done: n,
+                ..ChunkCounts::default()
+            }),
+        );
         break Ok((assembled, finished));
     };
     // The chunks are joined, or the title failed or was cancelled: its tree goes either way.
@@ -249,7 +295,7 @@ pub(super) async fn run(
         })
         .unwrap_or_default();
     let slots = fleet_slots(ctx, params).await;
-    Ok(TranscodeOutcome {
+    let mut outcome = TranscodeOutcome {
         width: info.width,
         height: info.height,
         frames: assembled.frames,
@@ -268,12 +314,24 @@ pub(super) async fn run(
                 total: chunks.len() as u32,
                 done: chunks.len() as u32,
                 slots: slots as u32,
+                scene_changes: prep.scene_changes,
                 estimate_secs: prep.estimate_secs.map(|s| (s * 100.0).round() / 100.0),
                 chunks,
             }),
             ..EncodeReport::default()
         },
-    })
+    };
+    if let (Some((_, searched)), Some(target)) = (searched, target_vmaf) {
+        let (input, out) = (input.to_path_buf(), out.to_path_buf());
+        outcome = tokio::task::spawn_blocking(move || {
+            crate::quality::target::score_title(&input, &out, target, &searched, &mut outcome)
+                .map(|()| outcome)
+        })
+        .await
+        .map_err(|_| (JobErrorCode::Internal, "scoring the title panicked".into()))?
+        .map_err(media_failure)?;
+    }
+    Ok(outcome)
 }
 
 fn entry(s: &ChunkSpan, f: &Finished, prep: &Prepared) -> ChunkEntry {
@@ -288,6 +346,7 @@ fn entry(s: &ChunkSpan, f: &Finished, prep: &Prepared) -> ChunkEntry {
         start_s: s.start_s,
         frames: s.frames,
         on_keyframe: s.on_keyframe,
+        at_scene: s.at_scene,
         bytes,
         // Queue attempts of the try that made it, after the tries that failed.
         attempts: f.result.attempt + f.tries - 1,
@@ -364,7 +423,7 @@ type Lent<'a> = FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>;
 /// One encode of every chunk: queued longest first (where the title's bits are shared, no
 /// more at once than the fleet has slots, so later chunks are aimed with what earlier ones
 /// spent), results collected, failed chunks tried again. `on_progress` gets the fraction of
-/// frames done and the frames. Meanwhile this node runs chunks too (up to
+/// frames done, the frames and where the chunks stand. Meanwhile this node runs chunks too (up to
 /// [`chunked::local_slots`] at once, in the slot its title holds), each to its end.
 #[allow(clippy::too_many_arguments)]
 async fn run_round(
@@ -376,7 +435,7 @@ async fn run_round(
     round: u32,
     total_bits: f64,
     cancel: &Arc<AtomicBool>,
-    on_progress: &(dyn Fn(f64, u64) + Sync),
+    on_progress: &(dyn Fn(f64, u64, ChunkCounts) + Sync),
 ) -> Result<Vec<Finished>, JobFailure> {
     let mut lent: Lent<'_> = FuturesUnordered::new();
     let r = round_loop(
@@ -406,7 +465,7 @@ async fn round_loop<'a>(
     round: u32,
     total_bits: f64,
     cancel: &Arc<AtomicBool>,
-    on_progress: &(dyn Fn(f64, u64) + Sync),
+    on_progress: &(dyn Fn(f64, u64, ChunkCounts) + Sync),
     lent: &mut Lent<'a>,
 ) -> Result<Vec<Finished>, JobFailure> {
     let spans = &prep.spans;
@@ -464,6 +523,7 @@ async fn round_loop<'a>(
         .collect();
     let consumer = format!("{}/title-{}", ctx.config.node_id, job.id);
     let mut longest_done = 0.0f64;
+    let mut failed_tries = 0u32;
 
     loop {
         if cancel.load(Ordering::SeqCst) {
@@ -518,6 +578,7 @@ async fn round_loop<'a>(
                         return Err((*code, format!("chunk {i}: {message}")));
                     }
                     tracing::warn!(job = %job.id, chunk = i, %code, %message, "chunk failed; trying it again");
+                    failed_tries += 1;
                     store.delete(&key).await.map_err(storage_err)?;
                     f.again(ctx, job, params, tree, round, &spans[i]).await?;
                 }
@@ -542,6 +603,7 @@ async fn round_loop<'a>(
                 ));
             }
             tracing::warn!(job = %job.id, chunk = i, "chunk overdue; queueing it again");
+            failed_tries += 1;
             f.again(ctx, job, params, tree, round, &spans[i]).await?;
         }
 
@@ -550,7 +612,22 @@ async fn round_loop<'a>(
             .filter(|s| done[s.index].is_some())
             .map(|s| s.frames)
             .sum();
-        on_progress(frames as f64 / total_frames.max(1) as f64, frames);
+        let running = flying.values().filter(|f| f.seen_running.is_some()).count() as u32;
+        let counts = ChunkCounts {
+            total: n as u32,
+            done: done.iter().flatten().count() as u32,
+            running,
+            queued: (flying.len() + order.len()) as u32 - running,
+            // Tries this title's node retried, and attempts the queue re-leased (a node lost
+            // mid-chunk) of the chunks finished so far.
+            failed: failed_tries
+                + done
+                    .iter()
+                    .flatten()
+                    .map(|d| d.result.attempt.saturating_sub(1))
+                    .sum::<u32>(),
+        };
+        on_progress(frames as f64 / total_frames.max(1) as f64, frames, counts);
         if flying.is_empty() && order.is_empty() {
             return Ok(done
                 .into_iter()

@@ -315,6 +315,7 @@ async fn events_arrive_in_order(q: &impl Backend) {
                 percent: i as f32 * 10.0,
                 fps: 30.0,
                 eta_s: None,
+                chunks: None,
             },
         })
         .await

@@ -84,7 +84,9 @@ pub async fn run(t: &Target, s: &super::State) {
             &tuner,
             json!({"source": {"upload_id": upload}, "outputs": [
                 {"codec": "h264", "preset": "veryfast", "resolution": "320x136", "target_vmaf": 85},
-                {"codec": "h264", "preset": "ultrafast", "resolution": "160x68", "encoder_crf": 30}
+                {"codec": "h264", "preset": "ultrafast", "resolution": "160x68", "encoder_crf": 30},
+                {"codec": "h264", "preset": "veryfast", "resolution": "320x136", "target_vmaf": 85,
+                 "chunk_secs": 3}
             ]}),
         )
         .await;
@@ -107,6 +109,28 @@ pub async fn run(t: &Target, s: &super::State) {
     assert!((10..=51).contains(&v["crf"].as_i64().unwrap()), "{doc}");
     assert!(v["probes"].as_i64().unwrap() >= 2, "{doc}");
     assert_eq!(doc["encoding"]["vmaf"], *v);
+    assert_eq!(v["search"], "title", "{doc}");
+    let whole_crf = v["crf"].as_i64().unwrap();
+    // The same target in chunks: one CRF searched for the whole title, every chunk at it, the
+    // joined title scored.
+    let doc = t.wait_job(&tuner, &ids[2]).await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    let v = &doc["vmaf"];
+    assert_eq!(
+        (v["met"].as_bool(), v["search"].as_str()),
+        (Some(true), Some("title")),
+        "{doc}"
+    );
+    assert!(v["achieved"].as_f64().unwrap() >= 84.0, "{doc}");
+    assert!((v["crf"].as_i64().unwrap() - whole_crf).abs() <= 1, "{doc}");
+    let total = doc["chunks"]["total"].as_u64().unwrap();
+    assert!(total >= 2, "{doc}");
+    assert_eq!(doc["chunks"]["done"].as_u64(), Some(total), "{doc}");
+    assert_eq!(
+        doc["encoding"]["chunks"]["total"].as_u64(),
+        Some(total),
+        "{doc}"
+    );
     let doc = t.wait_job(&tuner, &ids[1]).await;
     assert_eq!(doc["status"], "completed", "{doc}");
     assert_eq!(

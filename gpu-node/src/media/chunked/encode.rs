@@ -124,7 +124,7 @@ pub(crate) fn title_rate(params: &VideoParams, info: &MediaInfo) -> Result<Title
             .map(TitleRate::Fixed)
             .ok_or_else(|| {
                 MediaError::InvalidSettings(format!(
-                    "a {} output is not encoded in chunks yet; use crf, bitrate or size",
+                    "a {} output reaches its chunks as a CRF, bitrate or size (a VMAF target as the CRF its search found)",
                     params.rate.method()
                 ))
             }),
@@ -150,6 +150,43 @@ pub fn estimate_chunk(
     job.cleanup_scratch();
     let _ = std::fs::remove_file(scratch);
     Ok(r?.video_bytes)
+}
+
+/// Encode `span` through [`encode_chunk`] at `rate(n)` for its `n`th encode, checking its
+/// frame count: a chunk short of (or past) its frames is encoded once more, then fails. The
+/// outcome and the encodes it took. The local runner and a fleet node's chunk both run this.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode_counted(
+    input: &Path,
+    output: &Path,
+    params: &VideoParams,
+    span: &ChunkSpan,
+    cancel: &AtomicBool,
+    on_progress: &mut dyn FnMut(f32),
+    rate: &mut dyn FnMut(u32) -> RateSpec,
+) -> Result<(ChunkOutcome, u32), MediaError> {
+    let mut encodes = 0;
+    loop {
+        encodes += 1;
+        let o = encode_chunk(
+            input,
+            output,
+            params,
+            rate(encodes),
+            span,
+            cancel,
+            on_progress,
+        )?;
+        if o.frames == span.frames {
+            return Ok((o, encodes));
+        }
+        if encodes == 2 {
+            return Err(MediaError::Encode(format!(
+                "chunk {} encoded {} frames of {}",
+                span.index, o.frames, span.frames
+            )));
+        }
+    }
 }
 
 /// Encode `span` of `input` to `output` as `params` say at `rate` (their edit must be empty:

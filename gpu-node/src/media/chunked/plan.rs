@@ -1,6 +1,7 @@
-//! Where a title is cut: at the source's own keyframes, ~`target_s` apart, from a demux of
-//! the video packets (no decode). A stretch with no keyframe for longer than a chunk is cut
-//! frame-exact at a frame on the cadence instead; its chunk decodes from the keyframe before.
+//! Where a title is cut, ~`target_s` apart: at a scene change ([`super::scenes`]) where one
+//! falls near the mark, else at the source's own keyframe nearest it (from a demux of the
+//! video packets), else — a stretch with neither for longer than a chunk — frame-exact on the
+//! mark. A chunk that does not start on a source keyframe decodes from the keyframe before.
 
 use std::path::Path;
 
@@ -22,6 +23,8 @@ pub struct ChunkSpan {
     pub frames: u64,
     /// Whether the chunk starts on a source keyframe (else it is decoded from the one before).
     pub on_keyframe: bool,
+    /// Whether it starts at a scene change.
+    pub at_scene: bool,
 }
 
 /// A title's frames as the demuxer sees them: timestamps from the first one, in seconds
@@ -83,12 +86,29 @@ impl FrameIndex {
 }
 
 /// Cut `index` into chunks of about `target_s` (none shorter than half of it, but a title
-/// shorter than that is one chunk): at the keyframe nearest each `target_s` mark within
-/// `[target_s / 2, target_s * 3 / 2]` of the last cut, else frame-exact on the mark.
-pub fn plan(index: &FrameIndex, target_s: f64) -> Vec<ChunkSpan> {
+/// shorter than that is one chunk): within `[target_s / 2, target_s * 3 / 2]` of the last cut,
+/// at the scene change (of `scenes`, times as `index` has them) nearest each `target_s` mark,
+/// else at the keyframe nearest it, else frame-exact on the mark.
+pub fn plan(index: &FrameIndex, target_s: f64, scenes: &[f64]) -> Vec<ChunkSpan> {
     let f = &index.frames;
     let (min, max) = (target_s / 2.0, target_s * 1.5);
     let total = f.last().map(|&(t, _)| t).unwrap_or(0.0);
+    // Which frames start a scene: each scene time to the first frame at or after it (half a
+    // millisecond of slack for rounding).
+    let mut scene = vec![false; f.len()];
+    for &t in scenes {
+        let i = f.partition_point(|&(ft, _)| ft < t - 5e-4);
+        if let Some(s) = scene.get_mut(i) {
+            *s = i > 0;
+        }
+    }
+    let nearest = |last: f64, mark: f64, pick: &dyn Fn(usize) -> bool| {
+        f.iter()
+            .enumerate()
+            .filter(|&(i, &(t, _))| t >= last + min && t <= last + max && pick(i))
+            .min_by(|a, b| (a.1 .0 - mark).abs().total_cmp(&(b.1 .0 - mark).abs()))
+            .map(|(i, _)| i)
+    };
     // Cut positions, as indices into `f`.
     let mut cuts = vec![0usize];
     loop {
@@ -97,13 +117,9 @@ pub fn plan(index: &FrameIndex, target_s: f64) -> Vec<ChunkSpan> {
             break;
         }
         let mark = last + target_s;
-        let key = f
-            .iter()
-            .enumerate()
-            .filter(|&(_, &(t, k))| k && t >= last + min && t <= last + max)
-            .min_by(|a, b| (a.1 .0 - mark).abs().total_cmp(&(b.1 .0 - mark).abs()))
-            .map(|(i, _)| i);
-        let cut = key.unwrap_or_else(|| f.partition_point(|&(t, _)| t < mark));
+        let cut = nearest(last, mark, &|i| scene[i])
+            .or_else(|| nearest(last, mark, &|i| f[i].1))
+            .unwrap_or_else(|| f.partition_point(|&(t, _)| t < mark));
         if cut >= f.len() {
             break;
         }
@@ -118,6 +134,7 @@ pub fn plan(index: &FrameIndex, target_s: f64) -> Vec<ChunkSpan> {
             end_s: next.map(|i| f[i].0).unwrap_or(f64::INFINITY),
             frames: (next.unwrap_or(f.len()) - c) as u64,
             on_keyframe: f.get(c).is_none_or(|&(_, k)| k),
+            at_scene: scene.get(c).copied().unwrap_or(false),
         });
     }
     spans
@@ -140,7 +157,7 @@ mod tests {
     fn cuts_at_keyframes_near_the_target_and_covers_every_frame_once() {
         // 60 s at 25 fps with a keyframe every 2 s and one odd one at 11.2 s.
         let keys: Vec<usize> = (1..30).map(|k| k * 50).chain([280]).collect();
-        let spans = plan(&frames(1500, 25.0, &keys), 10.0);
+        let spans = plan(&frames(1500, 25.0, &keys), 10.0, &[]);
         let starts: Vec<f64> = spans.iter().map(|s| s.start_s).collect();
         assert_eq!(starts, vec![0.0, 10.0, 20.0, 30.0, 40.0, 50.0]);
         assert!(spans.iter().all(|s| s.on_keyframe));
@@ -154,7 +171,7 @@ mod tests {
     #[test]
     fn a_long_stretch_without_keyframes_is_cut_frame_exact() {
         // 40 s, one keyframe at the start only.
-        let spans = plan(&frames(1000, 25.0, &[]), 10.0);
+        let spans = plan(&frames(1000, 25.0, &[]), 10.0, &[]);
         assert_eq!(spans.len(), 4);
         assert!(!spans[1].on_keyframe);
         assert_eq!(spans[1].start_s, 10.0);
@@ -163,10 +180,33 @@ mod tests {
 
     #[test]
     fn a_short_title_is_one_chunk_and_no_chunk_is_a_sliver() {
-        assert_eq!(plan(&frames(200, 25.0, &[100]), 10.0).len(), 1);
+        assert_eq!(plan(&frames(200, 25.0, &[100]), 10.0, &[]).len(), 1);
         // 24 s: 10 + 14, not 10 + 10 + 4.
-        let spans = plan(&frames(600, 25.0, &[250, 500]), 10.0);
+        let spans = plan(&frames(600, 25.0, &[250, 500]), 10.0, &[]);
         assert_eq!(spans.len(), 2);
         assert_eq!(spans[1].frames, 350);
+    }
+
+    #[test]
+    fn a_scene_change_near_the_mark_wins_over_a_keyframe() {
+        // 60 s at 25 fps, keyframes every 2 s; scenes change at 8.4 s (no keyframe there),
+        // 17.0 s and 33.0 s, and at 2.0 s (too close to the start to cut).
+        let keys: Vec<usize> = (1..30).map(|k| k * 50).collect();
+        let scenes = [2.0, 8.4, 17.0, 33.0];
+        let spans = plan(&frames(1500, 25.0, &keys), 10.0, &scenes);
+        let starts: Vec<f64> = spans.iter().map(|s| s.start_s).collect();
+        // 8.4 and 17.0 (scenes), 26.0 (no scene within 22–32: the keyframe nearest the 27 mark,
+        // the first of two as near), 33.0 (a scene), then keyframes on the cadence.
+        assert_eq!(starts, [0.0, 8.4, 17.0, 26.0, 33.0, 42.0, 52.0]);
+        assert!(spans[1].at_scene && !spans[1].on_keyframe);
+        assert!(spans[2].at_scene && !spans[2].on_keyframe);
+        assert!(!spans[3].at_scene && spans[3].on_keyframe);
+        assert!(spans[4].at_scene);
+        assert_eq!(spans.iter().map(|s| s.frames).sum::<u64>(), 1500);
+        // Every chunk between half and one and a half times the target, the last one aside.
+        for w in spans.windows(2) {
+            let len = w[1].start_s - w[0].start_s;
+            assert!((5.0..=15.0).contains(&len), "{starts:?}");
+        }
     }
 }

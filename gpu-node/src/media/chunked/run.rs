@@ -10,7 +10,7 @@ use std::time::Instant;
 use kiln_protocol::VideoParams;
 
 use super::assemble::assemble;
-use super::encode::{encode_chunk, estimate_chunk};
+use super::encode::{encode_counted, estimate_chunk};
 use super::{size_miss, Budget, ChunkReport, ChunkSpan, ChunkedOutcome, Prepared};
 use crate::media::MediaError;
 
@@ -106,6 +106,7 @@ impl Title<'_> {
                 encoder: encoders.first().copied().unwrap_or(""),
                 assembled: assembled.clone(),
                 estimate_secs: prep.estimate_secs,
+                scene_changes: prep.scene_changes,
                 rounds,
                 target_bytes,
                 audio_shrunk: shrink
@@ -124,54 +125,44 @@ impl Title<'_> {
         report: &(dyn Fn(usize, f32) + Sync),
     ) -> Encoded {
         let started = Instant::now();
-        let mut attempts = 0;
-        let r = loop {
-            attempts += 1;
-            let bps = budget.map(|b| b.lock().unwrap().start(span.index));
-            let rate = self.prep.rate.chunk(bps.unwrap_or(0.0));
-            let r = encode_chunk(
-                self.input,
-                &self.file(span),
-                self.params,
-                rate,
-                span,
-                self.cancel,
-                &mut |p| report(span.index, p),
-            );
-            match r {
-                Ok(o) if o.frames != span.frames && attempts < 2 => {
-                    if let Some(b) = budget {
-                        b.lock().unwrap().reset(span.index);
+        let mut bps = None;
+        let r = encode_counted(
+            self.input,
+            &self.file(span),
+            self.params,
+            span,
+            self.cancel,
+            &mut |p| report(span.index, p),
+            &mut |n| {
+                // An encode again (its frames were off) is aimed afresh.
+                if let Some(b) = budget {
+                    let mut b = b.lock().unwrap();
+                    if n > 1 {
+                        b.reset(span.index);
                     }
-                    continue;
+                    bps = Some(b.start(span.index));
                 }
-                Ok(o) if o.frames != span.frames => {
-                    break Err(MediaError::Encode(format!(
-                        "chunk {} encoded {} frames of {}",
-                        span.index, o.frames, span.frames
-                    )))
-                }
-                Ok(o) => {
-                    if let Some(b) = budget {
-                        b.lock()
-                            .unwrap()
-                            .finish(span.index, o.video_bytes as f64 * 8.0);
-                    }
-                    break Ok((
-                        ChunkReport {
-                            span: span.clone(),
-                            video_bytes: o.video_bytes,
-                            attempts,
-                            secs: started.elapsed().as_secs_f64(),
-                            aimed_bps: bps,
-                            estimate_bytes: weights.as_ref().map(|w| w[span.index]),
-                        },
-                        o.encoder,
-                    ));
-                }
-                Err(e) => break Err(e),
+                self.prep.rate.chunk(bps.unwrap_or(0.0))
+            },
+        )
+        .map(|(o, attempts)| {
+            if let Some(b) = budget {
+                b.lock()
+                    .unwrap()
+                    .finish(span.index, o.video_bytes as f64 * 8.0);
             }
-        };
+            (
+                ChunkReport {
+                    span: span.clone(),
+                    video_bytes: o.video_bytes,
+                    attempts,
+                    secs: started.elapsed().as_secs_f64(),
+                    aimed_bps: bps,
+                    estimate_bytes: weights.as_ref().map(|w| w[span.index]),
+                },
+                o.encoder,
+            )
+        });
         report(span.index, 100.0);
         r
     }

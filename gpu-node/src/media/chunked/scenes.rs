@@ -1,0 +1,138 @@
+//! Where a title's scenes change, so its chunks can be cut there: a chunk's first frame is a
+//! fresh keyframe, and at a scene change the encoder would have placed one anyway.
+//!
+//! One decode of the video, cheap: the CPU decoder on every core with its loop filter
+//! skipped (blockier pictures, the same cuts), each frame shrunk to a thumbnail and scored
+//! against the one before by FFmpeg's own `scdet` filter, which passes on only the frames
+//! past its threshold.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rsmpeg::avcodec::{AVCodecContext, AVPacket};
+use rsmpeg::avformat::AVFormatContextInput;
+use rsmpeg::avutil::AVFrame;
+use rsmpeg::error::RsmpegError;
+use rsmpeg::ffi;
+use rsmpeg::UnsafeDerefMut;
+
+use crate::media::error::describe;
+use crate::media::filter::{FilterGraph, Pulled};
+use crate::media::pipeline::q2d;
+use crate::media::{path_cstring, MediaError};
+
+/// `scdet`'s score (0–100, the mean absolute frame difference past the previous one's) above
+/// which a frame starts a new scene: FFmpeg's own default.
+pub const THRESHOLD: f64 = 10.0;
+
+/// Width of the thumbnails scored.
+const THUMB_WIDTH: u32 = 160;
+
+/// The times of the frames of `input` that start a new scene, in seconds from `origin_s` (the
+/// first frame's timestamp, as [`super::FrameIndex`] has it), in order.
+pub fn detect(input: &Path, origin_s: f64, cancel: &AtomicBool) -> Result<Vec<f64>, MediaError> {
+    let mut ictx = AVFormatContextInput::open(&path_cstring(input)?, None, &mut None)
+        .map_err(|e| MediaError::InvalidMedia(describe("open input", &e)))?;
+    let (v, decoder) = ictx
+        .find_best_stream(ffi::AVMediaType_AVMEDIA_TYPE_VIDEO)
+        .map_err(|e| MediaError::InvalidMedia(describe("find video stream", &e)))?
+        .ok_or(MediaError::NoVideoStream)?;
+    let (tb, fr) = {
+        let st = ictx.streams().get(v).expect("stream index from FFmpeg");
+        (st.time_base, st.guess_framerate().filter(|r| r.num > 0))
+    };
+    let mut dec = AVCodecContext::new(&decoder);
+    dec.apply_codecpar(&ictx.streams().get(v).expect("index").codecpar())
+        .map_err(|e| MediaError::InvalidMedia(describe("decoder parameters", &e)))?;
+    // SAFETY: the context is allocated and not yet opened; these are plain fields FFmpeg reads
+    // on open.
+    unsafe {
+        let raw = dec.deref_mut();
+        raw.pkt_timebase = tb;
+        raw.thread_count = 0;
+        raw.skip_loop_filter = ffi::AVDiscard_AVDISCARD_ALL;
+    }
+    dec.open(None)
+        .map_err(|e| MediaError::Decode(describe("open decoder", &e)))?;
+
+    let mut scorer = Scorer {
+        graph: None,
+        tb,
+        fr,
+        origin_s,
+        cuts: Vec::new(),
+    };
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(MediaError::Cancelled);
+        }
+        let packet: Option<AVPacket> = ictx
+            .read_packet()
+            .map_err(|e| MediaError::Decode(describe("read packet", &e)))?;
+        if packet
+            .as_ref()
+            .is_some_and(|p| p.stream_index as usize != v)
+        {
+            continue;
+        }
+        let end = packet.is_none();
+        match dec.send_packet(packet.as_ref()) {
+            Ok(()) | Err(RsmpegError::DecoderFlushedError) => {}
+            Err(e) => return Err(MediaError::Decode(describe("decode", &e))),
+        }
+        loop {
+            match dec.receive_frame() {
+                Ok(f) => scorer.frame(Some(f))?,
+                Err(RsmpegError::DecoderDrainError) | Err(RsmpegError::DecoderFlushedError) => {
+                    break
+                }
+                Err(e) => return Err(MediaError::Decode(describe("decode", &e))),
+            }
+        }
+        if end {
+            break;
+        }
+    }
+    scorer.frame(None)?;
+    Ok(scorer.cuts)
+}
+
+struct Scorer {
+    /// Built on the first frame (its size and pixel format).
+    graph: Option<FilterGraph>,
+    tb: ffi::AVRational,
+    fr: Option<ffi::AVRational>,
+    origin_s: f64,
+    cuts: Vec<f64>,
+}
+
+impl Scorer {
+    /// Score `frame` (`None`: flush) and keep the times of the scene changes that come out.
+    fn frame(&mut self, frame: Option<AVFrame>) -> Result<(), MediaError> {
+        let err = |e: String| MediaError::Decode(format!("scene detection: {e}"));
+        let mut frame = frame;
+        if let Some(f) = frame.as_mut() {
+            f.set_pts(f.best_effort_timestamp);
+            if self.graph.is_none() {
+                let chain = format!(
+                    "scale=w={THUMB_WIDTH}:h=-2:flags=fast_bilinear,scdet=threshold={THRESHOLD}:sc_pass=1"
+                );
+                self.graph = Some(FilterGraph::video(f, self.tb, self.fr, &chain).map_err(err)?);
+            }
+        }
+        let Some(g) = self.graph.as_mut() else {
+            return Ok(());
+        };
+        g.push(frame.as_mut()).map_err(err)?;
+        let step = q2d(g.sink_time_base());
+        loop {
+            match g.pull().map_err(err)? {
+                Pulled::Frame(f) if f.pts != ffi::AV_NOPTS_VALUE => {
+                    self.cuts.push(f.pts as f64 * step - self.origin_s)
+                }
+                Pulled::Frame(_) => {}
+                Pulled::Again | Pulled::End => return Ok(()),
+            }
+        }
+    }
+}
