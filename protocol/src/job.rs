@@ -94,6 +94,9 @@ pub struct ChunkTask {
     pub end_s: Option<f64>,
     /// Frames the chunk must hold.
     pub frames: u64,
+    /// Frames of the title's longest chunk: every chunk's GOP is set from it, the same for all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest: Option<u64>,
     /// The title's settings (codec, preset, resolution, hardware).
     pub params: VideoParams,
     /// The video bitrate the chunk is aimed at, where the title's bits are shared (bits/s).

@@ -1,9 +1,12 @@
 //! `kiln-bench chunks --nodes 1,2,4`: the same long title through a real fleet on this
 //! machine — a control plane in fleet mode (its own `redis-server`, SQLite, a shared
-//! `file://` store) and `kiln-gpu-node run` processes, each pinned with `taskset` to its share
-//! of the cores — whole on one node (pinned to every core) against chunked on N nodes, timed
-//! from submission to completion through the API. What the slot table leaves out, this
-//! counts: the queue, the chunks' storage round trips, the title node's waits and the join.
+//! `file://` store) and `kiln-gpu-node run` processes, every node pinned with `taskset` to the
+//! same share of the cores (the cores over the most nodes timed: 16 cores and up to 8 nodes
+//! make 2-core nodes) — whole on one node against chunked on N nodes, timed from submission to
+//! completion through the API. N nodes add N shares of cores, as a fleet adds machines: the
+//! speedup over the whole encode is the fleet's, and N× is linear. What the slot table leaves
+//! out, this counts: the queue, the chunks' storage round trips, the title node's waits and
+//! the join.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -158,6 +161,18 @@ impl Fleet {
             match d["status"].as_str() {
                 Some("completed") => {
                     let chunks = d["chunks"]["total"].as_u64().unwrap_or(1);
+                    if std::env::var_os("KILN_BENCH_VERBOSE").is_some() {
+                        for c in d["encoding"]["chunks"]["chunks"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                        {
+                            eprintln!(
+                                "  chunk {} on {} in {} s ({} frames)",
+                                c["index"], c["node"], c["secs"], c["frames"]
+                            );
+                        }
+                    }
                     return Ok((started.elapsed().as_secs_f64(), chunks));
                 }
                 Some("failed" | "cancelled") => return Err(format!("the title failed: {d}")),
@@ -187,21 +202,15 @@ fn node_binary() -> Result<PathBuf, String> {
     }
 }
 
-/// The cores each of `n` nodes is pinned to: an equal share of `cores` each (a node per core,
-/// round robin, past one node per core).
-pub fn shares(n: usize, cores: usize) -> Vec<String> {
+/// The cores each of `n` nodes is pinned to, `share` cores each of `cores` (wrapping round
+/// past the last core: nodes then share cores, and the table says so).
+pub fn pins(n: usize, share: usize, cores: usize) -> Vec<String> {
     (0..n)
         .map(|i| {
-            if n >= cores {
-                (i % cores).to_string()
-            } else {
-                let (lo, hi) = (i * cores / n, (i + 1) * cores / n - 1);
-                if lo == hi {
-                    lo.to_string()
-                } else {
-                    format!("{lo}-{hi}")
-                }
-            }
+            (0..share.min(cores))
+                .map(|k| ((i * share + k) % cores).to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         })
         .collect()
 }
@@ -220,14 +229,16 @@ pub fn table(
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut fleet = Fleet::start(dir.path()).await?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let most = counts.iter().copied().max().unwrap_or(1);
+        let share = (cores / most).max(1);
         let bytes = std::fs::read(title).map_err(|e| e.to_string())?;
         println!(
-            "node processes ({cores} cores; node i pinned to {}):",
-            counts
-                .iter()
-                .map(|&n| format!("{n}: {}", shares(n, cores).join(" ")))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "node processes of {share} core(s) each, pinned with taskset ({cores} cores{}):",
+            if most * share > cores {
+                "; more nodes than cores: they share"
+            } else {
+                ""
+            }
         );
         println!(
             "{:<6} {:>9} {}",
@@ -235,24 +246,25 @@ pub fn table(
             "whole s",
             counts
                 .iter()
-                .map(|n| format!("{:>16}", format!("{n} node(s) ×")))
+                .map(|n| format!("{:>22}", format!("{n} node(s) × (linear)")))
                 .collect::<Vec<_>>()
                 .join("")
         );
         for codec in codecs {
             let mut f = fields(codec);
-            fleet.nodes(&shares(1, cores)).await?;
+            fleet.nodes(&pins(1, share, cores)).await?;
             f.push(("chunk_secs", "0".into()));
             let (whole, _) = fleet.time(&bytes, &f).await?;
             f.pop();
             f.push(("chunk_secs", chunk_secs.to_string()));
             let mut cells = Vec::new();
             for &n in counts {
-                fleet.nodes(&shares(n, cores)).await?;
+                fleet.nodes(&pins(n, share, cores)).await?;
                 let (secs, chunks) = fleet.time(&bytes, &f).await?;
+                let x = whole / secs;
                 cells.push(format!(
-                    "{:>16}",
-                    format!("{:.2} ({chunks} ch)", whole / secs)
+                    "{:>22}",
+                    format!("{x:.2} ({:.0} %, {chunks} ch)", x / n as f64 * 100.0)
                 ));
             }
             println!("{codec:<6} {whole:>9.1} {}", cells.join(""));
@@ -260,7 +272,7 @@ pub fn table(
         fleet.stop_nodes();
         println!(
             "(× = whole on one node / chunked on N nodes, submission to completion through the \
-             API, side by side in this run; ch = chunks the title was cut into)"
+             API, side by side in this run; linear = × / N; ch = chunks the title was cut into)"
         );
         Ok(())
     })
@@ -268,14 +280,14 @@ pub fn table(
 
 #[cfg(test)]
 mod tests {
-    use super::shares;
+    use super::pins;
 
     #[test]
-    fn each_node_gets_its_share_of_the_cores() {
-        assert_eq!(shares(1, 16), ["0-15"]);
-        assert_eq!(shares(4, 16), ["0-3", "4-7", "8-11", "12-15"]);
-        assert_eq!(shares(2, 2), ["0", "1"]);
-        assert_eq!(shares(4, 2), ["0", "1", "0", "1"]);
-        assert_eq!(shares(3, 8), ["0-1", "2-4", "5-7"]);
+    fn each_node_gets_its_own_cores_until_they_run_out() {
+        assert_eq!(pins(1, 2, 16), ["0,1"]);
+        assert_eq!(pins(4, 2, 16), ["0,1", "2,3", "4,5", "6,7"]);
+        assert_eq!(pins(2, 1, 2), ["0", "1"]);
+        assert_eq!(pins(4, 1, 2), ["0", "1", "0", "1"]);
+        assert_eq!(pins(3, 2, 5), ["0,1", "2,3", "4,0"]);
     }
 }

@@ -65,12 +65,14 @@ pub struct ChunkedOutcome {
     pub audio_shrunk: Option<AudioShrink>,
 }
 
-/// Chunks encoded at once on this node: half its cores, 2 to 8 (each encoder threads too).
+/// Chunks encoded at once on this node: half the cores it may run on (its CPU affinity), 1 to
+/// 8 (each encoder threads too). Not more than one on 2 cores or fewer: two x265 chunks on one
+/// core ran each 5× slower than one (`kiln-bench chunks --nodes`, README).
 pub fn local_slots() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get() / 2)
-        .unwrap_or(2)
-        .clamp(2, 8)
+        .unwrap_or(1)
+        .clamp(1, 8)
 }
 
 /// A job's `chunk_secs` output: [`transcode_chunked`] on [`local_slots`], reported as a
@@ -215,6 +217,11 @@ pub(crate) fn size_miss(assembled: &Assembled, target: f64, round: u32) -> (f64,
     let again = (off.abs() > SIZE_TOLERANCE && round < 2)
         .then(|| correct_video_bps(video * 8.0, target, file, file - video));
     (off, again)
+}
+
+/// Frames of the longest of `spans`.
+pub(crate) fn longest_chunk(spans: &[ChunkSpan]) -> u64 {
+    spans.iter().map(|s| s.frames).max().unwrap_or(0)
 }
 
 /// A title made ready for its chunks: probed, indexed and cut, its rate planned and, where its

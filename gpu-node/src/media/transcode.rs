@@ -150,6 +150,8 @@ pub(crate) struct Job<'a> {
     audio_shrink: Option<Shrink>,
     /// Headers that do not depend on the content (a chunk joined with others under one).
     pub(crate) stitchable: bool,
+    /// A chunk's frames: the chunk is one GOP where it is short enough ([`encoder::one_gop`]).
+    pub(crate) chunk_frames: Option<u64>,
 }
 
 impl<'a> Job<'a> {
@@ -215,6 +217,7 @@ impl<'a> Job<'a> {
             passes: 0,
             audio_shrink: None,
             stitchable: false,
+            chunk_frames: None,
         })
     }
 
@@ -346,6 +349,9 @@ impl<'a> Job<'a> {
             let mut settings = encoder::settings(self.encoder.name, self.preset, rate, &pass);
             if self.stitchable {
                 encoder::stitchable(self.encoder.name, &mut settings);
+            }
+            if let Some(frames) = self.chunk_frames {
+                encoder::one_gop(self.encoder.name, frames, &mut settings);
             }
             let spec = PassSpec {
                 input: self.input,

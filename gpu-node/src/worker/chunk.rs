@@ -165,6 +165,7 @@ fn encode_blocking(
         out,
         &c.params,
         &span,
+        c.longest.unwrap_or(c.frames),
         cancel,
         &mut |_| {},
         &mut |_| rate,

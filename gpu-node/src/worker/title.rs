@@ -55,6 +55,7 @@ struct Flying {
 
 impl Flying {
     /// Queue the chunk's next try, at the same aim.
+    #[allow(clippy::too_many_arguments)]
     async fn again(
         &mut self,
         ctx: &Ctx<'_>,
@@ -63,10 +64,14 @@ impl Flying {
         tree: &str,
         round: u32,
         s: &ChunkSpan,
+        longest: u64,
     ) -> Result<(), JobFailure> {
         self.tries += 1;
         self.seen_running = None;
-        enqueue(ctx, job, params, tree, round, s, self.tries, self.aim).await
+        enqueue(
+            ctx, job, params, tree, round, s, longest, self.tries, self.aim,
+        )
+        .await
     }
 }
 
@@ -389,6 +394,7 @@ async fn enqueue(
     tree: &str,
     round: u32,
     s: &ChunkSpan,
+    longest: u64,
     tries: u32,
     aim: Option<f64>,
 ) -> Result<(), JobFailure> {
@@ -405,6 +411,7 @@ async fn enqueue(
             start_s: s.start_s,
             end_s: s.end_s.is_finite().then_some(s.end_s),
             frames: s.frames,
+            longest: Some(longest),
             params: params.clone(),
             aim_bps: aim,
             result_key: result_key(tree, round, s.index),
@@ -470,6 +477,7 @@ async fn round_loop<'a>(
 ) -> Result<Vec<Finished>, JobFailure> {
     let spans = &prep.spans;
     let n = spans.len();
+    let longest = chunked::longest_chunk(spans);
     let total_frames: u64 = spans.iter().map(|s| s.frames).sum();
     let mut budget = prep.budget(total_bits);
     let mut done: Vec<Option<Finished>> = vec![None; n];
@@ -532,7 +540,7 @@ async fn round_loop<'a>(
         while flying.len() < window {
             let Some(s) = order.pop_front() else { break };
             let aim = budget.as_mut().map(|b| b.start(s.index));
-            enqueue(ctx, job, params, tree, round, s, 1, aim).await?;
+            enqueue(ctx, job, params, tree, round, s, longest, 1, aim).await?;
             flying.insert(
                 s.index,
                 Flying {
@@ -580,7 +588,8 @@ async fn round_loop<'a>(
                     tracing::warn!(job = %job.id, chunk = i, %code, %message, "chunk failed; trying it again");
                     failed_tries += 1;
                     store.delete(&key).await.map_err(storage_err)?;
-                    f.again(ctx, job, params, tree, round, &spans[i]).await?;
+                    f.again(ctx, job, params, tree, round, &spans[i], longest)
+                        .await?;
                 }
             }
         }
@@ -604,7 +613,8 @@ async fn round_loop<'a>(
             }
             tracing::warn!(job = %job.id, chunk = i, "chunk overdue; queueing it again");
             failed_tries += 1;
-            f.again(ctx, job, params, tree, round, &spans[i]).await?;
+            f.again(ctx, job, params, tree, round, &spans[i], longest)
+                .await?;
         }
 
         let frames: u64 = spans

@@ -155,12 +155,15 @@ pub fn estimate_chunk(
 /// Encode `span` through [`encode_chunk`] at `rate(n)` for its `n`th encode, checking its
 /// frame count: a chunk short of (or past) its frames is encoded once more, then fails. The
 /// outcome and the encodes it took. The local runner and a fleet node's chunk both run this.
+/// `longest` is the frames of the title's longest chunk: every chunk's GOP is set from it
+/// ([`crate::media::encoder::one_gop`]), the same for all, as their headers must be.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_counted(
     input: &Path,
     output: &Path,
     params: &VideoParams,
     span: &ChunkSpan,
+    longest: u64,
     cancel: &AtomicBool,
     on_progress: &mut dyn FnMut(f32),
     rate: &mut dyn FnMut(u32) -> RateSpec,
@@ -174,6 +177,7 @@ pub(crate) fn encode_counted(
             params,
             rate(encodes),
             span,
+            longest,
             cancel,
             on_progress,
         )?;
@@ -190,13 +194,15 @@ pub(crate) fn encode_counted(
 }
 
 /// Encode `span` of `input` to `output` as `params` say at `rate` (their edit must be empty:
-/// the chunk's span is the only trim).
+/// the chunk's span is the only trim); `longest` as [`encode_counted`] takes it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_chunk(
     input: &Path,
     output: &Path,
     params: &VideoParams,
     rate: RateSpec,
     span: &ChunkSpan,
+    longest: u64,
     cancel: &AtomicBool,
     on_progress: &mut dyn FnMut(f32),
 ) -> Result<ChunkOutcome, MediaError> {
@@ -211,6 +217,7 @@ pub(crate) fn encode_chunk(
     p.edit.end_s = span.end_s.is_finite().then_some(span.end_s);
     let mut job = Job::plan(input, output, &p, &EditFiles::default())?;
     job.stitchable = true;
+    job.chunk_frames = Some(longest);
     let mut progress = |pr: crate::media::Progress| on_progress(pr.percent);
     let r = match rate {
         RateSpec::Crf(_) => job.pass(rate, Pass::Only, false, cancel, &mut progress),

@@ -131,6 +131,7 @@ impl Title<'_> {
             &self.file(span),
             self.params,
             span,
+            super::longest_chunk(&self.prep.spans),
             self.cancel,
             &mut |p| report(span.index, p),
             &mut |n| {
