@@ -249,10 +249,11 @@ pub fn settings(encoder: &str, preset: Preset, rate: RateSpec, pass: &Pass) -> E
             }
             let mut params = "log-level=error".to_string();
             if let Some(n) = pinned_cores() {
-                // x265 moves its worker threads onto every core of the NUMA node (libnuma),
-                // out of a node pinned to fewer: `taskset -c 0` measured 1.6 cores busy. A
-                // pool of the node's own size keeps it in its share.
-                params.push_str(&format!(":pools={n}"));
+                // x265's thread pool moves its workers onto every core of the NUMA node
+                // (libnuma), out of a node pinned to fewer: under `taskset -c 1` its workers
+                // ran with CPUs 0-1 allowed (`pools=1` too) and competed with the node pinned
+                // there. Without a pool it keeps the node's cores, parallel over frames.
+                params.push_str(&format!(":pools=none:frame-threads={}", n.min(16)));
             }
             match pass {
                 Pass::Only => {}
