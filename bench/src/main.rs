@@ -23,6 +23,7 @@
 //! scheduling overhead through the API against `redis-benchmark` on the same Redis (see
 //! `sched`).
 
+mod api;
 mod bdrate;
 mod chunks;
 mod image;

@@ -66,37 +66,11 @@ async fn submit(
     clip: &[u8],
     fields: &[(&str, &str)],
 ) -> Result<String, String> {
-    let mut form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(clip.to_vec()).file_name("clip.mp4"),
-    );
-    for (k, v) in fields {
-        form = form.text(k.to_string(), v.to_string());
-    }
-    let r = http
-        .post(format!("{base}/compress"))
-        .bearer_auth(KEY)
-        .multipart(form)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = r.status();
-    let body: Value = r.json().await.map_err(|e| e.to_string())?;
-    if status.as_u16() != 202 {
-        return Err(format!("submit answered {status}: {body}"));
-    }
-    Ok(body["job_id"].as_str().unwrap_or_default().to_string())
+    crate::api::submit(http, base, KEY, "clip.mp4", clip, fields).await
 }
 
 async fn status(http: &reqwest::Client, base: &str, id: &str) -> Result<Value, String> {
-    http.get(format!("{base}/status/{id}"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())
+    crate::api::get(http, base, KEY, &format!("/status/{id}")).await
 }
 
 /// ms since the epoch of an API timestamp (the seconds-of-the-day parse it replaces broke

@@ -45,17 +45,21 @@ fn long_source(dir: &Path, secs: u32, gop: u32) -> PathBuf {
     out
 }
 
-/// bikes (10 s of busy motion, cut between shots) then bigbuckbunny played 7 times (37 s,
-/// calmer), at 320x180 and 25 fps, video only: chunks of different complexity.
-fn mixed_source(dir: &Path) -> PathBuf {
-    let out = dir.join("mixed.mp4");
+/// bikes (10 s, cut between shots) then bigbuckbunny played `plays` times (5.28 s each), at
+/// 320x180 and 25 fps, video only, x264 with `x264_params`: a scene change where they meet,
+/// and stretches of different complexity.
+fn bikes_then_bunny(dir: &Path, plays: u32, x264_params: &str) -> PathBuf {
+    let out = dir.join(format!(
+        "bikes-bunny-{plays}-{}.mp4",
+        x264_params.replace(':', "_")
+    ));
     let chain = "[0:v]scale=320:180,setsar=1,fps=25[a];[1:v]scale=320:180,setsar=1,fps=25[b];\
                  [a][b]concat=n=2:v=1:a=0[v]";
     ffmpeg(&[
         "-i",
         media("video/bikes.mp4").to_str().unwrap(),
         "-stream_loop",
-        "6",
+        &(plays - 1).to_string(),
         "-i",
         media("video/bigbuckbunny.mp4").to_str().unwrap(),
         "-filter_complex",
@@ -67,7 +71,7 @@ fn mixed_source(dir: &Path) -> PathBuf {
         "-preset",
         "ultrafast",
         "-x264-params",
-        "keyint=100:min-keyint=100:scenecut=40",
+        x264_params,
         out.to_str().unwrap(),
     ]);
     out
@@ -227,26 +231,7 @@ fn a_chunked_encode_matches_the_same_encode_made_whole() {
 #[test]
 fn a_scene_change_is_found_and_cut_at() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("two.mp4");
-    let chain = "[0:v]scale=320:180,setsar=1,fps=25[a];[1:v]scale=320:180,setsar=1,fps=25[b];\
-                 [a][b]concat=n=2:v=1:a=0[v]";
-    ffmpeg(&[
-        "-i",
-        media("video/bikes.mp4").to_str().unwrap(),
-        "-i",
-        media("video/bigbuckbunny.mp4").to_str().unwrap(),
-        "-filter_complex",
-        chain,
-        "-map",
-        "[v]",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-x264-params",
-        "keyint=1000:min-keyint=1000:scenecut=0",
-        src.to_str().unwrap(),
-    ]);
+    let src = bikes_then_bunny(dir.path(), 1, "keyint=1000:min-keyint=1000:scenecut=0");
     assert_eq!(keyframe_times(&src).len(), 1, "one keyframe in all");
     let index = chunked::FrameIndex::read(&src).unwrap();
     let cuts = chunked::scenes::detect(&src, index.origin_s, &AtomicBool::new(false)).unwrap();
@@ -348,7 +333,7 @@ fn outputs_chunking_cannot_split_yet_are_refused() {
 fn size_and_bitrate_targets_hold_for_the_whole_title() {
     let dir = tempfile::tempdir().unwrap();
     // Not the looped clip: cut at its scene changes, its chunks would be the same loops.
-    let src = mixed_source(dir.path());
+    let src = bikes_then_bunny(dir.path(), 7, "keyint=100:min-keyint=100:scenecut=40");
     let out = dir.path().join("sized.mp4");
     let mut p = params();
     p.rate = kiln_protocol::RateControl::Size { target_mb: 2.5 };

@@ -119,42 +119,16 @@ impl Fleet {
     }
 
     async fn get(&self, path: &str) -> Result<Value, String> {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())
+        crate::api::get(&self.http, &self.base, KEY, path).await
     }
 
     /// Submit `title` with `fields` and wait for it: seconds from submission to completion,
     /// and the chunks it was cut into.
     async fn time(&self, title: &[u8], fields: &[(&str, String)]) -> Result<(f64, u64), String> {
-        let mut form = reqwest::multipart::Form::new().part(
-            "file",
-            reqwest::multipart::Part::bytes(title.to_vec()).file_name("title.mp4"),
-        );
-        for (k, v) in fields {
-            form = form.text(k.to_string(), v.clone());
-        }
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let started = Instant::now();
-        let r = self
-            .http
-            .post(format!("{}/compress", self.base))
-            .bearer_auth(KEY)
-            .multipart(form)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = r.status();
-        let body: Value = r.json().await.map_err(|e| e.to_string())?;
-        if status.as_u16() != 202 {
-            return Err(format!("submit answered {status}: {body}"));
-        }
-        let id = body["job_id"].as_str().unwrap_or_default().to_string();
+        let id =
+            crate::api::submit(&self.http, &self.base, KEY, "title.mp4", title, &fields).await?;
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let d = self.get(&format!("/jobs/{id}")).await?;

@@ -4,15 +4,13 @@
 //! and writes the WebVTT file players use for seek previews (`sheet.jpg#xywh=x,y,w,h`).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use kiln_protocol::stills::{
     vtt_time, StillFormat, StoryboardParams, ThumbnailParams, STORYBOARD_VTT, THUMBNAILS_INDEX,
 };
-use rsmpeg::avcodec::AVPacket;
 use rsmpeg::avformat::AVFormatContextInput;
 use rsmpeg::avutil::AVFrame;
-use rsmpeg::error::RsmpegError;
 use rsmpeg::ffi;
 
 use super::error::describe;
@@ -223,40 +221,11 @@ fn take(
         start,
         fr,
     };
-    loop {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(MediaError::Cancelled);
-        }
-        if taker.next >= times.len() {
-            break;
-        }
-        let packet: Option<AVPacket> = match ictx.read_packet() {
-            Ok(p) => p,
-            Err(e) => return Err(MediaError::Decode(describe("read packet", &e))),
-        };
-        if packet
-            .as_ref()
-            .is_some_and(|p| p.stream_index as usize != v_index)
-        {
-            continue;
-        }
-        let end = packet.is_none();
-        match dec.send_packet(packet.as_ref()) {
-            Ok(()) | Err(RsmpegError::DecoderFlushedError) => {}
-            Err(e) => return Err(MediaError::Decode(describe("decode", &e))),
-        }
-        loop {
-            match dec.receive_frame() {
-                Ok(f) => taker.frame(f)?,
-                Err(RsmpegError::DecoderDrainError) | Err(RsmpegError::DecoderFlushedError) => {
-                    break
-                }
-                Err(e) => return Err(MediaError::Decode(describe("decode", &e))),
-            }
-        }
-        if end {
-            break;
-        }
+    if !times.is_empty() {
+        decode::each_frame(&mut ictx, v_index, &mut dec, cancel, &mut |f| {
+            taker.frame(f)?;
+            Ok(taker.next < times.len())
+        })?;
     }
     // Times past the last frame: the last frame.
     while taker.next < times.len() {

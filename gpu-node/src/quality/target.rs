@@ -264,6 +264,9 @@ pub fn transcode_to_vmaf(
     cancel: &AtomicBool,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<TranscodeOutcome, MediaError> {
+    let RateControl::Vmaf { target } = params.rate else {
+        return Err(MediaError::InvalidSettings("not a target_vmaf job".into()));
+    };
     let mut report = |percent: f32| {
         on_progress(Progress {
             percent,
@@ -278,9 +281,6 @@ pub fn transcode_to_vmaf(
         report(40.0 + pr.percent.min(99.0) * 0.5)
     })?;
     report(90.0);
-    let RateControl::Vmaf { target } = params.rate else {
-        return Err(MediaError::InvalidSettings("not a target_vmaf job".into()));
-    };
     score_title(input, output, target, &searched, &mut outcome)?;
     report(100.0);
     Ok(outcome)

@@ -7,18 +7,16 @@
 //! past its threshold.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
-use rsmpeg::avcodec::{AVCodecContext, AVPacket};
 use rsmpeg::avformat::AVFormatContextInput;
 use rsmpeg::avutil::AVFrame;
-use rsmpeg::error::RsmpegError;
 use rsmpeg::ffi;
 use rsmpeg::UnsafeDerefMut;
 
 use crate::media::error::describe;
 use crate::media::filter::{FilterGraph, Pulled};
-use crate::media::pipeline::q2d;
+use crate::media::pipeline::{decode, q2d};
 use crate::media::{path_cstring, MediaError};
 
 /// `scdet`'s score (0–100, the mean absolute frame difference past the previous one's) above
@@ -41,19 +39,10 @@ pub fn detect(input: &Path, origin_s: f64, cancel: &AtomicBool) -> Result<Vec<f6
         let st = ictx.streams().get(v).expect("stream index from FFmpeg");
         (st.time_base, st.guess_framerate().filter(|r| r.num > 0))
     };
-    let mut dec = AVCodecContext::new(&decoder);
-    dec.apply_codecpar(&ictx.streams().get(v).expect("index").codecpar())
-        .map_err(|e| MediaError::InvalidMedia(describe("decoder parameters", &e)))?;
-    // SAFETY: the context is allocated and not yet opened; these are plain fields FFmpeg reads
-    // on open.
-    unsafe {
-        let raw = dec.deref_mut();
-        raw.pkt_timebase = tb;
-        raw.thread_count = 0;
-        raw.skip_loop_filter = ffi::AVDiscard_AVDISCARD_ALL;
-    }
-    dec.open(None)
-        .map_err(|e| MediaError::Decode(describe("open decoder", &e)))?;
+    let mut dec = decode::open(&ictx, v, &decoder, tb, fr, false)?.dec;
+    // SAFETY: a plain field the decoder reads for every frame (FFmpeg: "decoding: set by user",
+    // at any time; frame threads copy it from this context).
+    unsafe { dec.deref_mut().skip_loop_filter = ffi::AVDiscard_AVDISCARD_ALL };
 
     let mut scorer = Scorer {
         graph: None,
@@ -62,37 +51,10 @@ pub fn detect(input: &Path, origin_s: f64, cancel: &AtomicBool) -> Result<Vec<f6
         origin_s,
         cuts: Vec::new(),
     };
-    loop {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(MediaError::Cancelled);
-        }
-        let packet: Option<AVPacket> = ictx
-            .read_packet()
-            .map_err(|e| MediaError::Decode(describe("read packet", &e)))?;
-        if packet
-            .as_ref()
-            .is_some_and(|p| p.stream_index as usize != v)
-        {
-            continue;
-        }
-        let end = packet.is_none();
-        match dec.send_packet(packet.as_ref()) {
-            Ok(()) | Err(RsmpegError::DecoderFlushedError) => {}
-            Err(e) => return Err(MediaError::Decode(describe("decode", &e))),
-        }
-        loop {
-            match dec.receive_frame() {
-                Ok(f) => scorer.frame(Some(f))?,
-                Err(RsmpegError::DecoderDrainError) | Err(RsmpegError::DecoderFlushedError) => {
-                    break
-                }
-                Err(e) => return Err(MediaError::Decode(describe("decode", &e))),
-            }
-        }
-        if end {
-            break;
-        }
-    }
+    decode::each_frame(&mut ictx, v, &mut dec, cancel, &mut |f| {
+        scorer.frame(Some(f))?;
+        Ok(true)
+    })?;
     scorer.frame(None)?;
     Ok(scorer.cuts)
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rsmpeg::avcodec::{AVCodec, AVCodecContext, AVPacket};
 use rsmpeg::avformat::AVFormatContextInput;
+use rsmpeg::avutil::AVFrame;
 use rsmpeg::error::RsmpegError;
 use rsmpeg::ffi;
 use rsmpeg::UnsafeDerefMut;
@@ -76,6 +77,53 @@ pub(crate) fn open(
         hw_requested,
         hw_note,
     })
+}
+
+/// Decode stream `v` of `ictx` with `dec` to its end (the decoder flushed), handing every frame
+/// to `on_frame`, which says whether to go on; stops at a cancel. For the passes that only look
+/// at frames (stills, scene detection), on the caller's thread.
+pub(crate) fn each_frame(
+    ictx: &mut AVFormatContextInput,
+    v: usize,
+    dec: &mut AVCodecContext,
+    cancel: &AtomicBool,
+    on_frame: &mut dyn FnMut(AVFrame) -> Result<bool, MediaError>,
+) -> Result<(), MediaError> {
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(MediaError::Cancelled);
+        }
+        let packet: Option<AVPacket> = ictx
+            .read_packet()
+            .map_err(|e| MediaError::Decode(describe("read packet", &e)))?;
+        if packet
+            .as_ref()
+            .is_some_and(|p| p.stream_index as usize != v)
+        {
+            continue;
+        }
+        let end = packet.is_none();
+        match dec.send_packet(packet.as_ref()) {
+            Ok(()) | Err(RsmpegError::DecoderFlushedError) => {}
+            Err(e) => return Err(MediaError::Decode(describe("decode", &e))),
+        }
+        loop {
+            match dec.receive_frame() {
+                Ok(f) => {
+                    if !on_frame(f)? {
+                        return Ok(());
+                    }
+                }
+                Err(RsmpegError::DecoderDrainError) | Err(RsmpegError::DecoderFlushedError) => {
+                    break
+                }
+                Err(e) => return Err(MediaError::Decode(describe("decode", &e))),
+            }
+        }
+        if end {
+            return Ok(());
+        }
+    }
 }
 
 /// The decode side, on the pass's own thread.
