@@ -175,6 +175,7 @@ fn run(clips: &[PathBuf], runs: usize, preset: &str) -> Result<(), String> {
         hardware: HardwarePolicy::Cpu,
         audio: Default::default(),
         edit: Default::default(),
+        chunk_secs: None,
     };
     let json = serde_json::to_string(&params).map_err(|e| e.to_string())?;
     println!(

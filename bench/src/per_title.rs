@@ -122,6 +122,7 @@ fn params(codec: VideoCodec, preset: Preset, per_title: Option<PerTitle>) -> Lad
         hardware: HardwarePolicy::Cpu,
         audio: Default::default(),
         edit: Default::default(),
+        chunk_secs: None,
     }
 }
 

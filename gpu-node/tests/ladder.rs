@@ -255,6 +255,7 @@ fn h264_ladder_of_three_with_audio_once() {
         hardware: HardwarePolicy::Cpu,
         audio: Default::default(),
         edit: Default::default(),
+        chunk_secs: None,
     };
     let out = run(&src, dir.path(), &params);
     check_ladder(
@@ -292,6 +293,7 @@ fn av1_ladder_keyframes_line_up() {
         hardware: HardwarePolicy::Cpu,
         audio: Default::default(),
         edit: Default::default(),
+        chunk_secs: None,
     };
     let out = run(&src, dir.path(), &params);
     check_ladder(&src, dir.path(), &out, &[(640, 272), (320, 136)], false);
@@ -317,6 +319,7 @@ fn dash_only_ladders_keep_no_playlists_and_a_failed_one_leaves_nothing() {
         hardware: HardwarePolicy::Cpu,
         audio: Default::default(),
         edit: Default::default(),
+        chunk_secs: None,
     };
     let out = run(&src, &tree, &params);
     assert_eq!(out.files.last().unwrap(), Path::new("manifest.mpd"));
@@ -383,6 +386,7 @@ fn an_edited_ladder_is_trimmed_cropped_and_marked_once_for_every_rendition() {
             watermark: Some(w),
             ..Edit::default()
         },
+        chunk_secs: None,
     };
     let files = EditFiles {
         watermark: Some(mark),
@@ -459,6 +463,7 @@ fn an_av1_ladder_with_opus_audio_once() {
         hardware: HardwarePolicy::Cpu,
         audio: kiln_protocol::ladder::LadderAudio::Opus,
         edit: Default::default(),
+        chunk_secs: None,
     };
     let out = run(&src, dir.path(), &params);
     check_ladder(&src, dir.path(), &out, &[(640, 360), (320, 180)], true);
@@ -512,6 +517,7 @@ fn a_per_title_ladder_lies_on_its_measured_hull_and_meets_its_target() {
         hardware: HardwarePolicy::Cpu,
         audio: Default::default(),
         edit: Default::default(),
+        chunk_secs: None,
     };
     let out = run(&src, &out_dir, &params);
     let pt = out.report.per_title.clone().expect("a per-title report");
@@ -605,6 +611,7 @@ fn a_rung_whose_even_size_bends_the_aspect_past_the_muxers_tolerance_still_muxes
         hardware: HardwarePolicy::Cpu,
         audio: Default::default(),
         edit: Default::default(),
+        chunk_secs: None,
     };
     let out = run(&src, dir.path(), &params);
     let sizes: Vec<(u32, u32)> = out
@@ -615,4 +622,111 @@ fn a_rung_whose_even_size_bends_the_aspect_past_the_muxers_tolerance_still_muxes
         .collect();
     assert_eq!((sizes[0].1, sizes[1].1), (144, 96), "{sizes:?}");
     check_ladder(&src, dir.path(), &out, &sizes, false);
+}
+
+/// Bytes of rendition `i`'s segments in a ladder's folder.
+fn segment_bytes(dir: &Path, i: usize) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("chunk-stream{i}-"))
+        })
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn a_chunked_ladder_cuts_on_segments_and_matches_the_whole_one() {
+    // bigbuckbunny looped to 21 s at 640x360 with its AAC: 4 chunks of 3 two-second
+    // segments and a last one of 4 segments and a half.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("long.mp4");
+    common::ffmpeg(&[
+        "-stream_loop",
+        "-1",
+        "-i",
+        media("video/bigbuckbunny.mp4").to_str().unwrap(),
+        "-t",
+        "21",
+        "-vf",
+        "scale=640:360",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "copy",
+        src.to_str().unwrap(),
+    ]);
+    let mut params = LadderParams {
+        codec: VideoCodec::H264,
+        per_title: None,
+        renditions: Some(vec![
+            rung(360, RungRate::Quality { quality: 26 }),
+            rung(240, RungRate::Bitrate { kbps: 300 }),
+        ]),
+        segment_secs: 2,
+        packaging: Packaging::both(),
+        preset: Some(Preset::Veryfast),
+        hardware: HardwarePolicy::Cpu,
+        audio: Default::default(),
+        edit: Default::default(),
+        chunk_secs: None,
+    };
+    let whole_dir = tmp.path().join("whole");
+    let whole = run(&src, &whole_dir, &params);
+    params.chunk_secs = Some(6.0);
+    let dir = tmp.path().join("chunked");
+    let out = run(&src, &dir, &params);
+    let sizes = [(640, 360), (426, 240)];
+    check_ladder(&src, &dir, &out, &sizes, true);
+    assert_eq!(out.report.audio, "copied");
+
+    // Every chunk × rendition encoded once, chunks of whole segments.
+    let chunks = out
+        .report
+        .chunks
+        .as_ref()
+        .expect("a chunked ladder lists its chunks");
+    assert_eq!(chunks.total, 4, "{chunks:?}");
+    assert_eq!(chunks.chunks.len(), 8);
+    for (n, c) in chunks.chunks.iter().enumerate() {
+        assert_eq!((c.index, c.rung), ((n / 2) as u32, Some((n % 2) as u32)));
+        assert_eq!(c.frames % 50, if n < 6 { 0 } else { 25 }, "{c:?}");
+        assert!(c.bytes > 0 && c.attempts == 1, "{c:?}");
+    }
+
+    // The same segments as the whole ladder: keyframes at the same times, as many segments,
+    // as many bytes give or take a few per cent.
+    for (i, (c, w)) in out
+        .report
+        .renditions
+        .iter()
+        .zip(&whole.report.renditions)
+        .enumerate()
+    {
+        let (keys, ..) = video_of(&dir.join(&c.playlist));
+        let (whole_keys, ..) = video_of(&whole_dir.join(&w.playlist));
+        assert_eq!(keys, whole_keys, "rendition {i}");
+        let (a, b) = (segment_bytes(&dir, i), segment_bytes(&whole_dir, i));
+        let off = (a as f64 - b as f64) / b as f64;
+        eprintln!(
+            "rendition {i}: {:+.1} % against the whole ladder",
+            off * 100.0
+        );
+        assert!(
+            off.abs() < 0.05,
+            "rendition {i}: {a} bytes chunked, {b} whole"
+        );
+    }
+    let playlist = |d: &Path| std::fs::read_to_string(d.join("media_0.m3u8")).unwrap();
+    assert_eq!(
+        playlist(&dir).matches("#EXTINF").count(),
+        playlist(&whole_dir).matches("#EXTINF").count()
+    );
+    // Nothing of the chunks is left beside the tree.
+    assert!(!tmp.path().join("chunked.chunks").exists());
 }

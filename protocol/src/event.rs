@@ -216,6 +216,9 @@ pub struct ChunkEntry {
     /// The node that encoded it, where the chunks went through the queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// A ladder's chunk: which rendition (0 the largest; one entry per chunk and rendition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rung: Option<u32>,
 }
 
 /// How a per-title ladder was chosen: every probe encode of the sampled scenes with its

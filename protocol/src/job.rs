@@ -104,6 +104,24 @@ pub struct ChunkTask {
     /// Storage key the chunk's result (JSON: frames, bytes, node, …) is written to; the
     /// bitstream goes to the job's `output_key`.
     pub result_key: String,
+    /// A ladder's chunk: one rendition of it (its size and rate in `params`, at
+    /// `params.resolution` exactly), with keyframes on the segment cadence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ladder: Option<LadderChunk>,
+}
+
+/// How a ladder rendition's chunk differs from a title's: fixed, closed GOPs of `gop` frames
+/// (so that every rendition's keyframes, and the segments cut at them, line up) and the
+/// sample aspect that gives every rendition the top one's display aspect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LadderChunk {
+    /// The rendition, 0 the largest.
+    pub rung: u32,
+    /// The chunk of the title this is a rendition of.
+    pub chunk: u32,
+    pub gop: u32,
+    /// Sample aspect ratio, `[num, den]`.
+    pub sar: [i32; 2],
 }
 
 /// Settings of an image conversion: the same fields, with the same meaning and validation,

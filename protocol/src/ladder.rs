@@ -36,6 +36,12 @@ pub struct LadderParams {
     /// Trim, crop, watermark and subtitles, applied once before the renditions are scaled.
     #[serde(default, skip_serializing_if = "crate::edit::Edit::is_empty")]
     pub edit: crate::edit::Edit,
+    /// Encode in chunks of about this many seconds (rounded to whole segments, so every chunk
+    /// boundary is a segment boundary), each chunk × rendition its own queue entry across the
+    /// fleet, the renditions joined and packaged once. `Some(0)`: never; `None`: in chunks of
+    /// [`crate::video::AUTO_CHUNK_SECS`] where the source is longer than the node's threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_secs: Option<f64>,
 }
 
 /// A per-title ladder's settings: the node encodes sampled scenes at a grid of resolutions ×
@@ -177,6 +183,21 @@ impl LadderParams {
         if self.packaging.is_empty() {
             return Err("packaging must name hls, dash or both".into());
         }
+        if let Some(c) = self.chunk_secs.filter(|&c| c != 0.0) {
+            if !crate::video::CHUNK_SECS.contains(&c) {
+                return Err(format!(
+                    "chunk_secs must be 0 (never) or between {} and {}",
+                    crate::video::CHUNK_SECS.start(),
+                    crate::video::CHUNK_SECS.end()
+                ));
+            }
+            if !self.edit.is_empty() {
+                return Err(
+                    "chunk_secs does not yet apply to trimmed, cropped, watermarked or subtitled outputs"
+                        .into(),
+                );
+            }
+        }
         if let Some(pt) = &self.per_title {
             if self.renditions.is_some() {
                 return Err("renditions are either a list of rungs or \"auto\", not both".into());
@@ -315,6 +336,7 @@ mod tests {
             hardware: HardwarePolicy::Auto,
             audio: Default::default(),
             edit: Default::default(),
+            chunk_secs: None,
         };
         assert!(p.validate().is_ok());
         assert_eq!(p.entry_file(), MASTER_PLAYLIST);

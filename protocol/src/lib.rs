@@ -21,7 +21,7 @@ pub use event::{
     AudioShrink, ChunkCounts, ChunkEntry, ChunksReport, EncodeReport, NodeEvent, NodeEventKind,
     PerTitleReport, ProbePoint, VmafReport,
 };
-pub use job::{ChunkTask, ImageParams, JobSpec, Resolution, Task};
+pub use job::{ChunkTask, ImageParams, JobSpec, LadderChunk, Resolution, Task};
 pub use ladder::{LadderParams, Packaging, PerTitle, Rung, RungRate};
 pub use node::{NodeCapabilities, NodeStatus};
 pub use queue::{

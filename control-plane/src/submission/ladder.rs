@@ -194,6 +194,7 @@ pub fn ladder_output(
         hardware: hardware(text("hardware").map_err(at)?.as_deref()).map_err(at)?,
         audio: audio(text("audio").map_err(at)?.as_deref()).map_err(at)?,
         edit,
+        chunk_secs: None,
     })
     .map_err(at)
 }
@@ -314,6 +315,7 @@ pub fn ladder_from_fields(
         hardware: hardware(get("hardware"))?,
         audio: audio(get("audio"))?,
         edit: super::edit::from_fields(&get)?,
+        chunk_secs: None,
     })
 }
 

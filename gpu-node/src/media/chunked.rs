@@ -10,7 +10,7 @@ pub mod assemble;
 pub mod budget;
 pub mod encode;
 pub mod plan;
-mod run;
+pub(crate) mod run;
 pub mod scenes;
 
 use std::path::Path;
@@ -139,6 +139,7 @@ pub fn transcode(
             kbps: ch.aimed_bps.map(|b| (b / 100.0).round() / 10.0),
             estimate_bytes: ch.estimate_bytes,
             node: None,
+            rung: None,
         })
         .collect();
     Ok(TranscodeOutcome {

@@ -19,7 +19,9 @@ use super::probe::MediaInfo;
 use super::transcode::Progress;
 use super::{capabilities, init_ffmpeg_logging, MediaError};
 
+pub(crate) mod chunked;
 mod manifest;
+mod package;
 mod per_title;
 mod run;
 
@@ -78,54 +80,42 @@ pub fn encode_ladder_edited(
 ) -> Result<LadderOutcome, MediaError> {
     init_ffmpeg_logging();
     params.validate().map_err(MediaError::InvalidSettings)?;
+    if let Some(target_s) = params.chunk_secs.filter(|&c| c > 0.0) {
+        return chunked::encode(
+            input,
+            out_dir,
+            params,
+            target_s,
+            super::chunked::local_slots(),
+            cancel,
+            on_progress,
+        );
+    }
     let source = super::probe(input)?;
     let edit = EditPlan::new(&source, &params.edit, files)?;
     // Rungs are planned on the picture the edit leaves (cropped, upright).
     let info = edited_info(&source, &params.edit).map_err(MediaError::InvalidSettings)?;
-    // Before any work (a per-title search encodes a dozen probes): can this node encode it?
     let caps = capabilities();
-    let choice = encoder::choose_encoder(params.codec, params.hardware, caps);
-    if !caps.encoder(choice.name) {
-        return Err(MediaError::UnsupportedCodec(format!(
-            "{} does not open on this node",
-            choice.name
-        )));
-    }
-    let preset = params.preset.unwrap_or(Preset::Medium);
     // Progress: a per-title search takes the first 45 %, measuring the renditions the last 9 %.
     let (encode_from, encode_span) = match params.per_title {
         Some(_) => (45.0, 45.0),
         None => (0.0, 99.0),
     };
     let scratch = out_dir.with_extension("per-title");
-    let (rungs, notes, mut chosen) = match params.per_title {
-        Some(pt) => {
-            let planned = per_title::plan(
-                input,
-                &info,
-                params,
-                preset,
-                pt,
-                &scratch,
-                cancel,
-                &mut |f| {
-                    on_progress(Progress {
-                        percent: f * 45.0,
-                        fps: 0.0,
-                        eta_s: None,
-                        chunks: None,
-                    })
-                },
-            );
-            let _ = std::fs::remove_dir_all(&scratch);
-            let (rungs, report) = planned?;
-            (rungs, Vec::new(), Some(report))
-        }
-        None => {
-            let (rungs, notes) = plan_rungs(&info, params)?;
-            (rungs, notes, None)
-        }
-    };
+    let Planned {
+        rungs,
+        notes,
+        mut chosen,
+        choice,
+    } = plan_ladder(input, &info, params, &scratch, cancel, &mut |f| {
+        on_progress(Progress {
+            percent: f * 45.0,
+            fps: 0.0,
+            eta_s: None,
+            chunks: None,
+        })
+    })?;
+    let preset = params.preset.unwrap_or(Preset::Medium);
     let pix_fmt = super::transcode::target_pix_fmt(params.codec, choice.name, info.bit_depth);
     std::fs::create_dir_all(out_dir)
         .map_err(|e| MediaError::Io(format!("create the ladder folder: {e}")))?;
@@ -176,24 +166,7 @@ pub fn encode_ladder_edited(
         manifest::finish(out_dir, &params.packaging, ran.frame_rate).inspect_err(|_| {
             let _ = std::fs::remove_dir_all(out_dir);
         })?;
-    let mut renditions: Vec<RenditionReport> = rungs
-        .iter()
-        .zip(&measured.video)
-        .map(|(r, m)| RenditionReport {
-            width: r.geometry.width,
-            height: r.geometry.height,
-            codecs: m.codecs.clone(),
-            bandwidth: m.peak_bps,
-            average_bandwidth: m.average_bps,
-            target_kbps: r.target_kbps,
-            quality: r.quality,
-            playlist: m.playlist.clone(),
-            crf: r.per_title.map(|p| p.crf),
-            kbps_predicted: r.per_title.map(|p| p.kbps),
-            vmaf_predicted: r.per_title.map(|p| p.vmaf),
-            vmaf_measured: None,
-        })
-        .collect();
+    let mut renditions = renditions(&rungs, &measured.video);
     if let Some(report) = &mut chosen {
         on_progress(Progress {
             percent: 90.0,
@@ -201,13 +174,7 @@ pub fn encode_ladder_edited(
             eta_s: None,
             chunks: None,
         });
-        let measured =
-            per_title::measure(input, out_dir, &mut renditions, report, &scratch, cancel);
-        let _ = std::fs::remove_dir_all(&scratch);
-        if let Err(e) = measured {
-            let _ = std::fs::remove_dir_all(out_dir);
-            return Err(e);
-        }
+        measure_per_title(input, out_dir, &mut renditions, report, &scratch, cancel)?;
     }
     let top = rungs[0].geometry;
     Ok(LadderOutcome {
@@ -230,6 +197,104 @@ pub fn encode_ladder_edited(
             per_title: chosen,
             ..EncodeReport::default()
         },
+    })
+}
+
+/// A ladder's renditions chosen, and the encoder that makes them.
+pub(crate) struct Planned {
+    pub rungs: Vec<RungPlan>,
+    pub notes: Vec<String>,
+    /// A per-title ladder's search.
+    pub chosen: Option<kiln_protocol::event::PerTitleReport>,
+    pub choice: encoder::EncoderChoice,
+}
+
+/// Plan `params`' renditions of `input` (as the edit leaves it: `info`): the rungs asked for,
+/// or — per-title — searched in `scratch` (removed after), `on_progress` getting the fraction
+/// searched. Fails first, before any work, where this node cannot open the encoder.
+pub(crate) fn plan_ladder(
+    input: &Path,
+    info: &MediaInfo,
+    params: &LadderParams,
+    scratch: &Path,
+    cancel: &AtomicBool,
+    on_progress: &mut dyn FnMut(f32),
+) -> Result<Planned, MediaError> {
+    // Before any work (a per-title search encodes a dozen probes): can this node encode it?
+    let caps = capabilities();
+    let choice = encoder::choose_encoder(params.codec, params.hardware, caps);
+    if !caps.encoder(choice.name) {
+        return Err(MediaError::UnsupportedCodec(format!(
+            "{} does not open on this node",
+            choice.name
+        )));
+    }
+    let preset = params.preset.unwrap_or(Preset::Medium);
+    let (rungs, notes, chosen) = match params.per_title {
+        Some(pt) => {
+            let planned = per_title::plan(
+                input,
+                info,
+                params,
+                preset,
+                pt,
+                scratch,
+                cancel,
+                on_progress,
+            );
+            let _ = std::fs::remove_dir_all(scratch);
+            let (rungs, report) = planned?;
+            (rungs, Vec::new(), Some(report))
+        }
+        None => {
+            let (rungs, notes) = plan_rungs(info, params)?;
+            (rungs, notes, None)
+        }
+    };
+    Ok(Planned {
+        rungs,
+        notes,
+        chosen,
+        choice,
+    })
+}
+
+/// The report of each rung as its segments measured.
+fn renditions(rungs: &[RungPlan], measured: &[manifest::RenditionStats]) -> Vec<RenditionReport> {
+    rungs
+        .iter()
+        .zip(measured)
+        .map(|(r, m)| RenditionReport {
+            width: r.geometry.width,
+            height: r.geometry.height,
+            codecs: m.codecs.clone(),
+            bandwidth: m.peak_bps,
+            average_bandwidth: m.average_bps,
+            target_kbps: r.target_kbps,
+            quality: r.quality,
+            playlist: m.playlist.clone(),
+            crf: r.per_title.map(|p| p.crf),
+            kbps_predicted: r.per_title.map(|p| p.kbps),
+            vmaf_predicted: r.per_title.map(|p| p.vmaf),
+            vmaf_measured: None,
+        })
+        .collect()
+}
+
+/// A per-title ladder's renditions scored against the source (scratch in `scratch`); the
+/// tree goes where that fails.
+fn measure_per_title(
+    input: &Path,
+    out_dir: &Path,
+    renditions: &mut [RenditionReport],
+    report: &mut kiln_protocol::event::PerTitleReport,
+    scratch: &Path,
+    cancel: &AtomicBool,
+) -> Result<(), MediaError> {
+    let measured = per_title::measure(input, out_dir, renditions, report, scratch, cancel);
+    let _ = std::fs::remove_dir_all(scratch);
+    measured.inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(out_dir);
     })
 }
 
@@ -381,6 +446,7 @@ mod tests {
             hardware: HardwarePolicy::Cpu,
             audio: Default::default(),
             edit: Default::default(),
+            chunk_secs: None,
         }
     }
 

@@ -152,6 +152,11 @@ pub(crate) struct Job<'a> {
     pub(crate) stitchable: bool,
     /// A chunk's frames: the chunk is one GOP where it is short enough ([`encoder::one_gop`]).
     pub(crate) chunk_frames: Option<u64>,
+    /// A ladder rendition's chunk: closed GOPs of exactly this many frames
+    /// ([`super::ladder::fixed_gop`]).
+    pub(crate) fixed_gop: Option<u32>,
+    /// The stream's sample aspect ratio (square unless a ladder rendition's says otherwise).
+    pub(crate) sar: ffi::AVRational,
 }
 
 impl<'a> Job<'a> {
@@ -218,6 +223,8 @@ impl<'a> Job<'a> {
             audio_shrink: None,
             stitchable: false,
             chunk_frames: None,
+            fixed_gop: None,
+            sar: ffi::AVRational { num: 1, den: 1 },
         })
     }
 
@@ -353,6 +360,9 @@ impl<'a> Job<'a> {
             if let Some(frames) = self.chunk_frames {
                 encoder::one_gop(self.encoder.name, frames, &mut settings);
             }
+            if let Some(gop) = self.fixed_gop {
+                settings = super::ladder::fixed_gop(self.encoder.name, gop, settings);
+            }
             let spec = PassSpec {
                 input: self.input,
                 output: out,
@@ -360,7 +370,7 @@ impl<'a> Job<'a> {
                 encoder: self.encoder.name,
                 settings,
                 geometry: self.geometry,
-                sar: ffi::AVRational { num: 1, den: 1 },
+                sar: self.sar,
                 pix_fmt: target_pix_fmt(self.params.codec, self.encoder.name, self.info.bit_depth),
                 with_audio,
                 audio_shrink: self.audio_shrink.filter(|_| with_audio),

@@ -14,8 +14,9 @@ use tokio::io::AsyncReadExt;
 
 use super::execute::{local_source, media_failure, Cleanup, JobFailure};
 use super::WorkerConfig;
-use crate::media::chunked::encode::{encode_counted, title_rate};
+use crate::media::chunked::encode::{encode_counted, title_rate, Shape};
 use crate::media::chunked::ChunkSpan;
+use crate::media::encoder::RateSpec;
 use crate::media::{self, MediaError};
 
 /// What a chunk's node tells the title's node, as JSON at the chunk's `result_key`.
@@ -157,15 +158,34 @@ fn encode_blocking(
     c: &ChunkTask,
     cancel: &AtomicBool,
 ) -> Result<(u64, u64, &'static str, u32), MediaError> {
-    let info = media::probe(input)?;
-    let rate = title_rate(&c.params, &info)?.chunk(c.aim_bps.unwrap_or(0.0));
+    let (rate, shape) = match c.ladder {
+        // A ladder rendition's rate is its own, as `params` says it (a CRF or a capped bitrate).
+        Some(l) => (
+            RateSpec::one_pass(&c.params).ok_or_else(|| {
+                MediaError::InvalidSettings("a ladder chunk's rate is a CRF or a bitrate".into())
+            })?,
+            Shape::Rung {
+                gop: l.gop,
+                sar: l.sar,
+            },
+        ),
+        None => {
+            let info = media::probe(input)?;
+            (
+                title_rate(&c.params, &info)?.chunk(c.aim_bps.unwrap_or(0.0)),
+                Shape::Title {
+                    longest: c.longest.unwrap_or(c.frames),
+                },
+            )
+        }
+    };
     let span = span_of(c);
     let (o, encodes) = encode_counted(
         input,
         out,
         &c.params,
         &span,
-        c.longest.unwrap_or(c.frames),
+        shape,
         cancel,
         &mut |_| {},
         &mut |_| rate,

@@ -233,7 +233,7 @@ pub(super) async fn run(
                 prep.index.origin_s,
             );
             tokio::task::spawn_blocking(move || {
-                assemble(&input, &files, origin, &out, container, shrink)
+                assemble(&input, &files, origin, &out, container, Some(shrink))
             })
             .await
             .map_err(|_| (JobErrorCode::Internal, "joining the chunks panicked".into()))?
@@ -359,6 +359,7 @@ fn entry(s: &ChunkSpan, f: &Finished, prep: &Prepared) -> ChunkEntry {
         kbps: f.aim.map(|b| (b / 100.0).round() / 10.0),
         estimate_bytes: prep.weights.as_ref().map(|w| w[s.index]),
         node: Some(f.result.node.clone()),
+        rung: None,
     }
 }
 
@@ -415,6 +416,7 @@ async fn enqueue(
             params: params.clone(),
             aim_bps: aim,
             result_key: result_key(tree, round, s.index),
+            ladder: None,
         }),
     };
     ctx.broker

@@ -85,14 +85,16 @@ impl Audio {
 
 /// Join `chunks` (each span with the file its encode wrote, in order) of `source` into
 /// `output`, a `container` file; the source's video starts at `origin_s` (its first video
-/// timestamp), which the joined video keeps so that the audio stays in sync.
+/// timestamp), which the joined video keeps so that the audio stays in sync. `audio`: the
+/// source's audio goes alongside (shrunk where a size plan said so); `None`: video only (a
+/// ladder rendition, packaged with the audio afterwards).
 pub(crate) fn assemble(
     source: &Path,
     chunks: &[(ChunkSpan, PathBuf)],
     origin_s: f64,
     output: &Path,
     container: Container,
-    shrink: Option<Shrink>,
+    audio: Option<Option<Shrink>>,
 ) -> Result<Assembled, MediaError> {
     let Some((_, first)) = chunks.first() else {
         return Err(MediaError::Encode("no chunks to join".into()));
@@ -115,7 +117,9 @@ pub(crate) fn assemble(
     drop(head);
 
     let (src, _) = open(source)?;
-    let mut audio = match crate::media::probe::first_audio_stream(&src) {
+    let with_audio = audio.is_some();
+    let shrink = audio.flatten();
+    let mut audio = match crate::media::probe::first_audio_stream(&src).filter(|_| with_audio) {
         Some(ai) => {
             let track = audio::add_track(&src, ai, &mut octx, container, shrink)?;
             let tb = src.streams().get(ai).expect("audio stream").time_base;
@@ -128,8 +132,9 @@ pub(crate) fn assemble(
         }
         None => None,
     };
-    let mut header_opts =
-        (container == Container::Mp4).then(|| AVDictionary::new(c"movflags", c"+faststart", 0));
+    // A video-only rendition is read once more to be packaged: no need to move its index.
+    let mut header_opts = (container == Container::Mp4 && with_audio)
+        .then(|| AVDictionary::new(c"movflags", c"+faststart", 0));
     octx.write_header(&mut header_opts)
         .map_err(|e| MediaError::Encode(describe("write header", &e)))?;
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 use kiln_protocol::VideoParams;
 
 use super::assemble::assemble;
-use super::encode::{encode_counted, estimate_chunk};
+use super::encode::{encode_counted, estimate_chunk, Shape};
 use super::{size_miss, Budget, ChunkReport, ChunkSpan, ChunkedOutcome, Prepared};
 use crate::media::MediaError;
 
@@ -78,7 +78,7 @@ impl Title<'_> {
                 prep.index.origin_s,
                 self.output,
                 self.params.container,
-                shrink,
+                Some(shrink),
             )?;
             if assembled.frames != total as u64 {
                 return Err(MediaError::Encode(format!(
@@ -131,7 +131,9 @@ impl Title<'_> {
             &self.file(span),
             self.params,
             span,
-            super::longest_chunk(&self.prep.spans),
+            Shape::Title {
+                longest: super::longest_chunk(&self.prep.spans),
+            },
             self.cancel,
             &mut |p| report(span.index, p),
             &mut |n| {

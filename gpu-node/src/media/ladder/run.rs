@@ -68,6 +68,13 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// Frame rate assumed for the keyframe cadence when the source declares none.
 const ASSUMED_FPS: f64 = 30.0;
 
+/// The keyframe cadence of `segment_secs` segments at `frame_rate` (the stream's guess):
+/// frames per GOP, and the frame rate it was counted at.
+pub(super) fn cadence(frame_rate: Option<ffi::AVRational>, segment_secs: u32) -> (u32, f64) {
+    let fps = frame_rate.map(q2d).unwrap_or(ASSUMED_FPS);
+    (((segment_secs as f64 * fps).round() as u32).max(1), fps)
+}
+
 enum MuxMsg {
     Video {
         index: usize,
@@ -114,8 +121,7 @@ pub(super) fn run(
             ),
         )
     };
-    let fps = frame_rate.map(q2d).unwrap_or(ASSUMED_FPS);
-    let gop = ((spec.segment_secs as f64 * fps).round() as u32).max(1);
+    let (gop, fps) = cadence(frame_rate, spec.segment_secs);
 
     let trim = trim::open(spec.edit.span, &mut ictx, v_index, v_start, in_tb);
     let decoding = decode::open(&ictx, v_index, &decoder, in_tb, frame_rate, spec.hw_decode)?;
@@ -266,7 +272,7 @@ pub(super) fn same_aspect(top: Geometry, rung: Geometry) -> ffi::AVRational {
     ffi::AVRational { num, den }
 }
 
-fn set_stream_sar(octx: &mut AVFormatContextOutput, index: usize, sar: ffi::AVRational) {
+pub(super) fn set_stream_sar(octx: &mut AVFormatContextOutput, index: usize, sar: ffi::AVRational) {
     // SAFETY: `index` is a stream this ladder just added to `octx`, whose `streams` array
     // holds `nb_streams` live pointers; sample_aspect_ratio is a plain field read at header.
     unsafe {
@@ -303,7 +309,7 @@ fn wait(handle: JoinHandle<Ended>, cancel: &AtomicBool, abandon: &AtomicBool) ->
 
 /// The `dash` muxer's options: CMAF segments on the keyframe cadence, a segment template with
 /// a timeline, HLS playlists beside the MPD, video and audio in their own adaptation sets.
-fn write_header(
+pub(super) fn write_header(
     octx: &mut AVFormatContextOutput,
     gop: u32,
     fps: f64,
