@@ -119,6 +119,7 @@ pub fn ladder_output(
         "preset",
         "hardware",
         "audio",
+        "chunk_secs",
     ];
     if let Some(k) = o
         .keys()
@@ -194,7 +195,8 @@ pub fn ladder_output(
         hardware: hardware(text("hardware").map_err(at)?.as_deref()).map_err(at)?,
         audio: audio(text("audio").map_err(at)?.as_deref()).map_err(at)?,
         edit,
-        chunk_secs: None,
+        chunk_secs: super::params::chunk_secs(text("chunk_secs").map_err(at)?.as_deref())
+            .map_err(at)?,
     })
     .map_err(at)
 }
@@ -315,7 +317,7 @@ pub fn ladder_from_fields(
         hardware: hardware(get("hardware"))?,
         audio: audio(get("audio"))?,
         edit: super::edit::from_fields(&get)?,
-        chunk_secs: None,
+        chunk_secs: super::params::chunk_secs(get("chunk_secs"))?,
     })
 }
 

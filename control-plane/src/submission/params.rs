@@ -19,6 +19,25 @@ use crate::netguard::UrlPolicy;
 pub const VMAF_TARGET_MIN: f64 = *kiln_protocol::video::TARGET_VMAF.start();
 pub const VMAF_TARGET_MAX: f64 = *kiln_protocol::video::TARGET_VMAF.end();
 
+/// `chunk_secs` as a video or ladder output takes it: seconds in
+/// [`kiln_protocol::video::CHUNK_SECS`], or 0 (`off`): never in chunks, however long the source.
+pub(super) fn chunk_secs(v: Option<&str>) -> Result<Option<f64>, SubmitError> {
+    let (lo, hi) = (
+        *kiln_protocol::video::CHUNK_SECS.start(),
+        *kiln_protocol::video::CHUNK_SECS.end(),
+    );
+    match v.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some("0" | "0.0" | "off") => Ok(Some(0.0)),
+        Some(v) => match v.parse::<f64>() {
+            Ok(n) if n.is_finite() && (lo..=hi).contains(&n) => Ok(Some(n)),
+            _ => Err(SubmitError::Invalid(format!(
+                "chunk_secs must be a number from {lo} to {hi}, got {v:?}"
+            ))),
+        },
+    }
+}
+
 /// Validated settings from the text fields: `codec`, `quality`, `method` (`crf`, `bitrate`,
 /// `size`, `vmaf`), `bitrate` / `max_bitrate` / `buffer_size` (kbps, kbit), `target_size_mb`,
 /// `target_vmaf`, `encoder_crf` (the encoder's own CRF scale, for tuning),
@@ -150,15 +169,7 @@ pub fn video_params(fields: &HashMap<String, String>) -> Result<VideoParams, Sub
     let resolution =
         Resolution::parse(get("resolution").unwrap_or("")).map_err(|e| bad(e.to_string()))?;
     let edit = super::edit::from_fields(&get)?;
-    let (lo, hi) = (
-        *kiln_protocol::video::CHUNK_SECS.start(),
-        *kiln_protocol::video::CHUNK_SECS.end(),
-    );
-    // 0 (or `off`): never in chunks, however long the source.
-    let chunk_secs = match get("chunk_secs").map(str::trim) {
-        Some("0" | "0.0" | "off") => Some(0.0),
-        _ => number("chunk_secs", lo, hi)?,
-    };
+    let chunk_secs = chunk_secs(get("chunk_secs"))?;
     if chunk_secs.is_some_and(|c| c > 0.0) && !edit.is_empty() {
         return Err(bad(
             "chunk_secs does not yet apply to trimmed, cropped, watermarked or subtitled outputs"

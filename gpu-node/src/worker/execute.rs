@@ -5,7 +5,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use kiln_protocol::edit::Asset;
-use kiln_protocol::{Broker, JobErrorCode, JobSpec, NodeEventKind, Store, Task};
+use kiln_protocol::{
+    Broker, JobErrorCode, JobSpec, LadderParams, NodeEventKind, Store, Task, VideoParams,
+};
 use tokio::sync::mpsc;
 
 use super::{codec_label, Shared, WorkerConfig};
@@ -111,21 +113,42 @@ pub(super) async fn execute(
         })
     };
 
-    let chunked = match params {
-        Some(p) => chunk_plan(config, p, &input).await,
-        None => None,
+    let chunked = match (params, ladder) {
+        (Some(p), _) => chunk_plan(config, p.chunk_secs, p.edit.is_empty(), &input).await,
+        (_, Some(l)) => chunk_plan(config, l.chunk_secs, l.edit.is_empty(), &input).await,
+        _ => None,
     };
-    let result = if let Some((p, auto)) = chunked {
+    let ctx = super::title::Ctx {
+        broker,
+        store,
+        config,
+        shared,
+    };
+    let result = if let Some((secs, auto)) = chunked {
         // A title in chunks: its chunks go through the queue to the fleet.
-        let ctx = super::title::Ctx {
-            broker,
-            store,
-            config,
-            shared,
+        let r = match (params, ladder) {
+            (Some(p), _) => {
+                let p = VideoParams {
+                    chunk_secs: Some(secs),
+                    ..p.clone()
+                };
+                super::title::run(&ctx, job, &p, auto, &input, &scratch_out, cancel, &tx)
+                    .await
+                    .map(Encoded::File)
+            }
+            (_, Some(l)) => {
+                let l = LadderParams {
+                    chunk_secs: Some(secs),
+                    ..l.clone()
+                };
+                super::title::run_ladder(&ctx, job, &l, auto, &input, &scratch_out, cancel, &tx)
+                    .await
+                    .map(Encoded::Tree)
+            }
+            _ => unreachable!("only video and ladder jobs are chunked"),
         };
-        let r = super::title::run(&ctx, job, &p, auto, &input, &scratch_out, cancel, &tx).await;
         drop(tx);
-        Ok(r.map(Encoded::File))
+        Ok(r)
     } else {
         let (params, ladder) = (params.cloned(), ladder.cloned());
         let out = scratch_out.clone();
@@ -190,20 +213,21 @@ pub(super) async fn execute(
     })
 }
 
-/// Whether a video job goes in chunks, and whether because its source is long: as the job
-/// asks (`chunk_secs`; 0 never), or — asked nothing, unedited — where its
-/// source is longer than the node's `chunk_auto_secs`, in chunks of
+/// Whether a video or ladder job goes in chunks, of how many seconds, and whether because its
+/// source is long: as the job asks (`chunk_secs`; 0 never), or — asked nothing, `unedited` —
+/// where its source is longer than the node's `chunk_auto_secs`, in chunks of
 /// [`kiln_protocol::video::AUTO_CHUNK_SECS`].
 async fn chunk_plan(
     config: &WorkerConfig,
-    p: &kiln_protocol::VideoParams,
+    chunk_secs: Option<f64>,
+    unedited: bool,
     input: &std::path::Path,
-) -> Option<(kiln_protocol::VideoParams, bool)> {
-    match p.chunk_secs {
-        Some(c) if c > 0.0 => Some((p.clone(), false)),
+) -> Option<(f64, bool)> {
+    match chunk_secs {
+        Some(c) if c > 0.0 => Some((c, false)),
         Some(_) => None,
         None => {
-            if config.chunk_auto_secs <= 0.0 || !p.edit.is_empty() {
+            if config.chunk_auto_secs <= 0.0 || !unedited {
                 return None;
             }
             let input = input.to_path_buf();
@@ -212,11 +236,8 @@ async fn chunk_plan(
                 .ok()?
                 .ok()?
                 .duration_s;
-            (duration > config.chunk_auto_secs).then(|| {
-                let mut q = p.clone();
-                q.chunk_secs = Some(kiln_protocol::video::AUTO_CHUNK_SECS);
-                (q, true)
-            })
+            (duration > config.chunk_auto_secs)
+                .then_some((kiln_protocol::video::AUTO_CHUNK_SECS, true))
         }
     }
 }

@@ -1,5 +1,7 @@
 //! A video output encoded in chunks (`chunk_secs`): the job lists its chunks, the download
-//! holds every frame of the source and its audio; what chunking cannot do yet is refused.
+//! holds every frame of the source and its audio; what chunking cannot do yet is refused. A
+//! ladder in chunks: one piece per chunk and rendition, played whole through its signed master
+//! playlist.
 
 use crate::prelude::*;
 
@@ -103,4 +105,93 @@ pub async fn run(t: &Target, dir: &Path, _s: &super::State) {
             .all(|c| c["kbps"].as_f64().unwrap() > 0.0 && c["estimate_bytes"].as_u64().unwrap() > 0),
         "{doc}"
     );
+
+    ladder(t, &key, &clip).await;
+}
+
+/// A ladder in 2 s chunks of 2 s segments: bigbuckbunny's 132 frames cut at 50 and 100 (the
+/// last 32 frames, over half a chunk, their own), two renditions each, every frame in each rendition as FFmpeg
+/// plays the signed master playlist.
+async fn ladder(t: &Target, key: &str, clip: &str) {
+    let bad = t
+        .post(
+            "/api/v1/jobs",
+            key,
+            json!({"source": {"upload_id": clip},
+                   "outputs": [{"type": "ladder", "chunk_secs": 2, "crop": "1:1"}]}),
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.json());
+    let r = t
+        .post(
+            "/api/v1/jobs",
+            key,
+            json!({"source": {"upload_id": clip},
+                   "outputs": [{"type": "ladder", "codec": "h264", "segment_secs": 2,
+                                "preset": "ultrafast", "chunk_secs": 2,
+                                "renditions": [{"resolution": "360p", "bitrate_kbps": 600},
+                                               {"resolution": "240p", "quality": 30}]}]}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    let id = r.json()["jobs"][0]["id"].as_str().unwrap().to_string();
+    let doc = t.wait_job(key, &id).await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    let chunks = &doc["encoding"]["chunks"];
+    assert_eq!(
+        (chunks["total"].as_u64(), chunks["done"].as_u64()),
+        (Some(6), Some(6)),
+        "{doc}"
+    );
+    let list = chunks["chunks"].as_array().unwrap();
+    let pieces: Vec<(u64, u64, u64)> = list
+        .iter()
+        .map(|c| {
+            (
+                c["index"].as_u64().unwrap(),
+                c["rung"].as_u64().unwrap(),
+                c["frames"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want = [
+        (0, 0, 50),
+        (0, 1, 50),
+        (1, 0, 50),
+        (1, 1, 50),
+        (2, 0, 32),
+        (2, 1, 32),
+    ];
+    assert_eq!(pieces, want, "{doc}");
+    assert_eq!(
+        doc["chunks"],
+        json!({"total": 6, "done": 6, "running": 0, "queued": 0, "failed": 0}),
+        "{doc}"
+    );
+    assert_eq!(doc["encoding"]["keyframe_interval"], 50, "{doc}");
+    let url = format!(
+        "{}{}",
+        t.base,
+        doc["streaming"]["signed_hls_url"].as_str().unwrap()
+    );
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames"])
+        .args([
+            "-show_entries",
+            "stream=codec_type,width,height,nb_read_frames",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let probed = String::from_utf8(out.stdout).unwrap();
+    for size in ["video,640,360,132", "video,426,240,132"] {
+        assert!(probed.lines().any(|l| l == size), "{size}: {probed}");
+    }
+    assert!(probed.lines().any(|l| l.starts_with("audio")), "{probed}");
 }

@@ -470,8 +470,8 @@ fn encode_in(
         chunks: ChunksReport {
             chunk_secs: target_s,
             auto: false,
-            total: plan.spans.len() as u32,
-            done: plan.spans.len() as u32,
+            total: items.len() as u32,
+            done: items.len() as u32,
             slots: slots as u32,
             scene_changes: None,
             estimate_secs: None,
