@@ -48,6 +48,11 @@ pub struct Args {
     /// cores), whole on one node against chunked on each of these node counts.
     #[arg(long, value_delimiter = ',')]
     pub nodes: Vec<usize>,
+    /// With `--nodes`: time an HLS/DASH ladder (renditions at the title's height, at its
+    /// 2/3 and at its 1/2 by quality) instead of one file: whole on one node, chunked on whole
+    /// segments on N.
+    #[arg(long)]
+    pub ladder: bool,
     /// Qualities (Kiln's crf scale) of the BD-rate sweep.
     #[arg(long, value_delimiter = ',', default_value = "23,28,33")]
     pub qualities: Vec<u8>,
@@ -89,7 +94,8 @@ fn run(a: &Args) -> Result<(), String> {
         }
         let mid = a.qualities[a.qualities.len() / 2];
         println!(
-            "chunked on node processes vs whole on one: {} s of {} at {}p, {} s chunks, preset {}, quality {mid}",
+            "chunked on node processes vs whole on one: {}{} s of {} at {}p, {} s chunks, preset {}, quality {mid}",
+            if a.ladder { "a 3-rendition ladder of " } else { "" },
             a.secs,
             clip.file_name().unwrap_or_default().to_string_lossy(),
             a.height,
@@ -97,11 +103,22 @@ fn run(a: &Args) -> Result<(), String> {
             a.preset
         );
         return nodes::table(&title, &a.codecs, &a.nodes, a.chunk_secs, &|codec| {
-            vec![
-                ("codec", codec.to_string()),
-                ("preset", a.preset.clone()),
-                ("quality", mid.to_string()),
-            ]
+            let mut f = vec![("codec", codec.to_string()), ("preset", a.preset.clone())];
+            if a.ladder {
+                let h = a.height;
+                f.push(("format", "cmaf".into()));
+                f.push((
+                    "renditions",
+                    format!(
+                        "{h}p@q{mid},{}p@q{mid},{}p@q{mid}",
+                        h * 2 / 3 / 2 * 2,
+                        h / 2 / 2 * 2
+                    ),
+                ));
+            } else {
+                f.push(("quality", mid.to_string()));
+            }
+            f
         });
     }
     println!(

@@ -145,7 +145,37 @@ async fn a_title_in_chunks_spreads_over_the_fleet_and_survives_a_kill() {
     let mut whole_fields = quick.to_vec();
     whole_fields.push(("chunk_secs", "0"));
     let whole = fleet.submit(&clip, &whole_fields).await;
-    let (docs, _) = fleet.wait_all(&[auto, whole]).await;
+    // A ladder too: 30 s chunks on its 4 s segments (120 frames) are 8 segments, 32 s; two
+    // chunks of two renditions.
+    let ladder = fleet
+        .submit(
+            &clip,
+            &[
+                ("format", "hls"),
+                ("codec", "h264"),
+                ("preset", "ultrafast"),
+                ("renditions", "240p@300,180p@q30"),
+            ],
+        )
+        .await;
+    let (docs, _) = fleet.wait_all(&[auto, whole, ladder]).await;
+    let l = &docs[2];
+    assert_eq!(l["status"], "completed", "{l}");
+    let chunks = &l["encoding"]["chunks"];
+    assert_eq!(chunks["auto"], true, "{l}");
+    assert_eq!(chunks["total"], 4, "{l}");
+    let frames: Vec<u64> = chunks["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["frames"].as_u64().unwrap())
+        .collect();
+    assert_eq!(frames, [960, 960, 840, 840], "{l}");
+    assert_eq!(
+        l["encoding"]["renditions"].as_array().unwrap().len(),
+        2,
+        "{l}"
+    );
     let chunks = &docs[0]["encoding"]["chunks"];
     assert_eq!(chunks["auto"], true, "{}", docs[0]);
     assert_eq!(chunks["chunk_secs"], 30.0, "{}", docs[0]);
