@@ -54,8 +54,8 @@ pub struct Config {
     /// Jobs the embedded node runs at once (default 1, or 0 — no local node — in fleet mode).
     #[arg(long, env = "KILN_LOCAL_SLOTS")]
     pub local_slots: Option<usize>,
-    /// The embedded node encodes video and ladders whose source is longer than this (seconds) in chunks
-    /// unless the job says otherwise (`chunk_secs`); 0: only when asked.
+    /// The embedded node encodes video and ladders whose source is longer than this (seconds)
+    /// in chunks unless the job says otherwise (`chunk_secs`); 0: only when asked.
     #[arg(long, env = "KILN_CHUNK_AUTO_SECS",
           default_value_t = kiln_protocol::video::DEFAULT_CHUNK_AUTO_SECS)]
     pub chunk_auto_secs: f64,

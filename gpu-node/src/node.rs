@@ -107,8 +107,8 @@ pub struct NodeSettings {
     #[arg(long, env = "KILN_NODE_METRICS_LISTEN", default_value = "127.0.0.1:9101",
           value_parser = metrics_listen, global = true)]
     pub metrics_listen: MetricsListen,
-    /// Video and ladder jobs whose source is longer than this (seconds) are encoded in chunks across the
-    /// fleet unless they say otherwise (`chunk_secs`); 0: only when they ask.
+    /// Video and ladder jobs whose source is longer than this (seconds) are encoded in chunks
+    /// across the fleet unless they say otherwise (`chunk_secs`); 0: only when they ask.
     #[arg(long, env = "KILN_CHUNK_AUTO_SECS",
           default_value_t = kiln_protocol::video::DEFAULT_CHUNK_AUTO_SECS, global = true)]
     pub chunk_auto_secs: f64,
