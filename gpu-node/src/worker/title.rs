@@ -72,9 +72,11 @@ pub(super) async fn run(
     let (base, span) = if vmaf { (15.0, 75.0) } else { (0.0, 100.0) };
     let report = |percent: f32, frames: u64, chunks: Option<ChunkCounts>| {
         let elapsed = started.elapsed().as_secs_f64().max(1e-3);
-        let done = percent as f64 / 100.0;
+        // The ETA from the whole job's share done (a VMAF title's search included).
+        let overall = base + percent * span / 100.0;
+        let done = overall as f64 / 100.0;
         let _ = progress.send(Progress {
-            percent: base + percent * span / 100.0,
+            percent: overall,
             fps: (frames as f64 / elapsed) as f32,
             eta_s: (done > 0.0).then(|| (elapsed * (1.0 - done) / done) as f32),
             chunks,
