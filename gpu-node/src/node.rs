@@ -289,6 +289,36 @@ pub fn initial_status(
     }
 }
 
+/// Ports after a taken metrics port tried before any free one.
+const METRICS_PORTS_AFTER: u16 = 64;
+
+/// Bind the metrics listener at `addr`, or — its port taken, as by another node on this host —
+/// at the next free port after it (then at any), saying so once; the node registers the address
+/// it got, where Prometheus's discovery finds it.
+async fn bind_metrics(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    use tokio::net::TcpListener;
+    let taken = match TcpListener::bind(addr).await {
+        Ok(l) => return Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 => e,
+        Err(e) => return Err(e).with_context(|| format!("binding the metrics listener {addr}")),
+    };
+    let after = (1..=METRICS_PORTS_AFTER).filter_map(|n| addr.port().checked_add(n));
+    for port in after.chain([0]) {
+        let mut other = addr;
+        other.set_port(port);
+        if let Ok(l) = TcpListener::bind(other).await {
+            tracing::warn!(
+                wanted = %addr,
+                serving = %l.local_addr()?,
+                error = %taken,
+                "the metrics port is taken (another node on this host?): serving on another"
+            );
+            return Ok(l);
+        }
+    }
+    Err(taken).with_context(|| format!("binding the metrics listener {addr}"))
+}
+
 /// Serve `/metrics` for `registry` on `addr` until `shutdown`.
 async fn serve_metrics(
     addr: SocketAddr,
@@ -296,9 +326,7 @@ async fn serve_metrics(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<SocketAddr> {
     use axum::routing::get;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the metrics listener {addr}"))?;
+    let listener = bind_metrics(addr).await?;
     let bound = listener.local_addr()?;
     let app = axum::Router::new().route(
         "/metrics",
@@ -407,6 +435,23 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use crate::media::capabilities::CodecProbe;
+
+    #[tokio::test]
+    async fn a_taken_metrics_port_moves_to_a_free_one() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = held.local_addr().unwrap();
+        let first = bind_metrics(taken).await.unwrap();
+        let second = bind_metrics(taken).await.unwrap();
+        let (a, b) = (first.local_addr().unwrap(), second.local_addr().unwrap());
+        assert!(a != taken && b != taken && a != b, "{taken} {a} {b}");
+        assert_eq!(a.ip(), taken.ip());
+        // A free address is taken as given.
+        drop(held);
+        assert_eq!(
+            bind_metrics(taken).await.unwrap().local_addr().unwrap(),
+            taken
+        );
+    }
 
     fn caps(open: &[&'static str]) -> MediaCapabilities {
         MediaCapabilities {

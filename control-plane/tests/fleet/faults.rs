@@ -9,9 +9,26 @@ async fn a_node_killed_mid_encode_loses_no_job() {
     let mut fleet = Fleet::start().await;
     let clip = fleet.dir.path().join("clip.mp4");
     make_clip(&clip, 10, "640x360");
-    fleet.spawn_node("node-a");
-    fleet.spawn_node("node-b");
+    // Two nodes on one host asked for one metrics port that something else holds: both start,
+    // each on a free port of its own, registered.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().to_string();
+    for id in ["node-a", "node-b"] {
+        fleet.spawn_node_with(id, &[("KILN_NODE_METRICS_LISTEN", &taken)]);
+    }
     let nodes = fleet.wait_nodes(2).await;
+    let addrs: Vec<&str> = nodes
+        .iter()
+        .map(|n| n["metrics_addr"].as_str().unwrap())
+        .collect();
+    assert!(
+        addrs[0] != addrs[1] && !addrs.contains(&taken.as_str()),
+        "{addrs:?} (asked {taken})"
+    );
+    for a in &addrs {
+        let r = reqwest::get(format!("http://{a}/metrics")).await.unwrap();
+        assert_eq!(r.status(), 200, "{a}");
+    }
     for n in &nodes {
         let classes: Vec<&str> = n["classes"]
             .as_array()
