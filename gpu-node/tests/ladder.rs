@@ -217,17 +217,7 @@ fn check_ladder(src: &Path, dir: &Path, out: &LadderOutcome, sizes: &[(u32, u32)
         }
         // Bitrate rungs keep to their target: the video's own mean from its segments.
         if let Some(kbps) = r.target_kbps {
-            let seg_bytes: u64 = std::fs::read_dir(dir)
-                .unwrap()
-                .map(|e| e.unwrap())
-                .filter(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .starts_with(&format!("chunk-stream{i}-"))
-                })
-                .map(|e| e.metadata().unwrap().len())
-                .sum();
-            let measured = seg_bytes as f64 * 8.0 / src_duration / 1000.0;
+            let measured = segment_bytes(dir, i) as f64 * 8.0 / src_duration / 1000.0;
             assert!(
                 measured <= kbps as f64 * 1.15 && measured >= kbps as f64 * 0.4,
                 "rendition {i}: {measured:.0} kbps for a {kbps} kbps target"

@@ -422,3 +422,21 @@ pub fn ffprobe_codec(path: &Path) -> String {
     assert!(out.status.success(), "ffprobe rejected {}", path.display());
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// Every stream of `target` (a file or a URL, a playlist included) as `ffprobe` decodes it:
+/// one CSV line per stream with the `stream=` `entries` asked for (`nb_read_frames` counts
+/// the frames decoded).
+pub fn ffprobe_streams(target: &str, entries: &str) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-show_entries"])
+        .arg(format!("stream={entries}"))
+        .args(["-of", "csv=p=0", target])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffprobe {target}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -91,14 +91,7 @@ pub fn transcode(
             params,
             &output.with_extension("vmaf-search"),
             cancel,
-            &mut |f| {
-                on_progress(Progress {
-                    percent: f * 15.0,
-                    fps: 0.0,
-                    eta_s: None,
-                    chunks: None,
-                })
-            },
+            &mut |f| on_progress(Progress::at(f * 15.0)),
         )?;
         let mut outcome = transcode(input, output, &p, cancel, &|pr| {
             on_progress(Progress {
@@ -113,14 +106,11 @@ pub fn transcode(
     let slots = local_slots();
     let started = Instant::now();
     let report = |percent: f32, frames: u64| {
-        let elapsed = started.elapsed().as_secs_f64().max(1e-3);
-        let done = percent as f64 / 100.0;
-        on_progress(Progress {
+        on_progress(Progress::timed(
             percent,
-            fps: (frames as f64 / elapsed) as f32,
-            eta_s: (done > 0.0).then(|| (elapsed * (1.0 - done) / done) as f32),
-            chunks: None,
-        })
+            frames,
+            started.elapsed().as_secs_f64(),
+        ))
     };
     let c = transcode_chunked(input, output, params, chunk_secs, slots, cancel, &report)?;
     let info = super::probe(output)?;

@@ -108,12 +108,7 @@ pub fn encode_ladder_edited(
         mut chosen,
         choice,
     } = plan_ladder(input, &info, params, &scratch, cancel, &mut |f| {
-        on_progress(Progress {
-            percent: f * 45.0,
-            fps: 0.0,
-            eta_s: None,
-            chunks: None,
-        })
+        on_progress(Progress::at(f * 45.0))
     })?;
     let preset = params.preset.unwrap_or(Preset::Medium);
     let pix_fmt = super::transcode::target_pix_fmt(params.codec, choice.name, info.bit_depth);
@@ -168,12 +163,7 @@ pub fn encode_ladder_edited(
         })?;
     let mut renditions = renditions(&rungs, &measured.video);
     if let Some(report) = &mut chosen {
-        on_progress(Progress {
-            percent: 90.0,
-            fps: 0.0,
-            eta_s: None,
-            chunks: None,
-        });
+        on_progress(Progress::at(90.0));
         measure_per_title(input, out_dir, &mut renditions, report, &scratch, cancel)?;
     }
     let top = rungs[0].geometry;

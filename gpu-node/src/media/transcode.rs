@@ -36,6 +36,31 @@ pub struct Progress {
     pub chunks: Option<kiln_protocol::ChunkCounts>,
 }
 
+impl Progress {
+    /// A point on the bar with nothing measured (a search, a join): no speed, no ETA.
+    pub fn at(percent: f32) -> Self {
+        Self {
+            percent,
+            fps: 0.0,
+            eta_s: None,
+            chunks: None,
+        }
+    }
+
+    /// `percent` of the whole job done `elapsed_s` after it started, `frames` encoded so far:
+    /// their rate, and the time left if the rest goes as fast as what is done.
+    pub fn timed(percent: f32, frames: u64, elapsed_s: f64) -> Self {
+        let elapsed = elapsed_s.max(1e-3);
+        let done = percent as f64 / 100.0;
+        Self {
+            percent,
+            fps: (frames as f64 / elapsed) as f32,
+            eta_s: (done > 0.0).then(|| (elapsed * (1.0 - done) / done) as f32),
+            chunks: None,
+        }
+    }
+}
+
 /// What a finished transcode produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TranscodeOutcome {

@@ -267,14 +267,7 @@ pub fn transcode_to_vmaf(
     let RateControl::Vmaf { target } = params.rate else {
         return Err(MediaError::InvalidSettings("not a target_vmaf job".into()));
     };
-    let mut report = |percent: f32| {
-        on_progress(Progress {
-            percent,
-            fps: 0.0,
-            eta_s: None,
-            chunks: None,
-        })
-    };
+    let mut report = |percent: f32| on_progress(Progress::at(percent));
     let scratch = output.with_extension("vmaf-search");
     let (p, searched) = search_title(input, params, &scratch, cancel, &mut |f| report(f * 40.0))?;
     let mut outcome = media::transcode(input, output, &p, cancel, &mut |pr| {

@@ -16,7 +16,6 @@ use super::execute::{local_source, media_failure, Cleanup, JobFailure};
 use super::WorkerConfig;
 use crate::media::chunked::encode::{encode_counted, title_rate, Shape};
 use crate::media::chunked::ChunkSpan;
-use crate::media::encoder::RateSpec;
 use crate::media::{self, MediaError};
 
 /// What a chunk's node tells the title's node, as JSON at the chunk's `result_key`.
@@ -159,16 +158,7 @@ fn encode_blocking(
     cancel: &AtomicBool,
 ) -> Result<(u64, u64, &'static str, u32), MediaError> {
     let (rate, shape) = match c.ladder {
-        // A ladder rendition's rate is its own, as `params` says it (a CRF or a capped bitrate).
-        Some(l) => (
-            RateSpec::one_pass(&c.params).ok_or_else(|| {
-                MediaError::InvalidSettings("a ladder chunk's rate is a CRF or a bitrate".into())
-            })?,
-            Shape::Rung {
-                gop: l.gop,
-                sar: l.sar,
-            },
-        ),
+        Some(l) => crate::media::ladder::chunked::piece_encode(&c.params, &l)?,
         None => {
             let info = media::probe(input)?;
             (

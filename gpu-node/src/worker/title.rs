@@ -70,16 +70,12 @@ pub(super) async fn run(
     };
     let vmaf = target_vmaf.is_some();
     let (base, span) = if vmaf { (15.0, 75.0) } else { (0.0, 100.0) };
+    // The ETA from the whole job's share done (a VMAF title's search included).
     let report = |percent: f32, frames: u64, chunks: Option<ChunkCounts>| {
-        let elapsed = started.elapsed().as_secs_f64().max(1e-3);
-        // The ETA from the whole job's share done (a VMAF title's search included).
         let overall = base + percent * span / 100.0;
-        let done = overall as f64 / 100.0;
         let _ = progress.send(Progress {
-            percent: overall,
-            fps: (frames as f64 / elapsed) as f32,
-            eta_s: (done > 0.0).then(|| (elapsed * (1.0 - done) / done) as f32),
             chunks,
+            ..Progress::timed(overall, frames, started.elapsed().as_secs_f64())
         });
     };
 
@@ -93,12 +89,7 @@ pub(super) async fn run(
         );
         let found = tokio::task::spawn_blocking(move || {
             crate::quality::target::search_title(&input, &p, &at, &cancel, &mut |f| {
-                let _ = tx.send(Progress {
-                    percent: f * base,
-                    fps: 0.0,
-                    eta_s: None,
-                    chunks: None,
-                });
+                let _ = tx.send(Progress::at(f * base));
             })
         })
         .await
@@ -128,12 +119,7 @@ pub(super) async fn run(
                 chunked::local_slots(),
                 &cancel,
                 &|f| {
-                    let _ = tx.send(Progress {
-                        percent: base + (f * 10.0) as f32 * span / 100.0,
-                        fps: 0.0,
-                        eta_s: None,
-                        chunks: None,
-                    });
+                    let _ = tx.send(Progress::at(base + (f * 10.0) as f32 * span / 100.0));
                 },
             )
         })

@@ -63,14 +63,7 @@ pub async fn run(t: &Target, dir: &Path, _s: &super::State) {
     assert_eq!(file.status, 200);
     let out = dir.join("chunked.mp4");
     std::fs::write(&out, &file.bytes).unwrap();
-    let probe = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames"])
-        .args(["-show_entries", "stream=codec_type,height,nb_read_frames"])
-        .args(["-of", "csv=p=0"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&probe.stdout);
+    let text = ffprobe_streams(out.to_str().unwrap(), "codec_type,height,nb_read_frames");
     assert!(text.lines().any(|l| l == "video,360,132"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("audio")), "{text}");
 
@@ -174,22 +167,7 @@ async fn ladder(t: &Target, key: &str, clip: &str) {
         t.base,
         doc["streaming"]["signed_hls_url"].as_str().unwrap()
     );
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames"])
-        .args([
-            "-show_entries",
-            "stream=codec_type,width,height,nb_read_frames",
-        ])
-        .args(["-of", "csv=p=0"])
-        .arg(&url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let probed = String::from_utf8(out.stdout).unwrap();
+    let probed = ffprobe_streams(&url, "codec_type,width,height,nb_read_frames");
     for size in ["video,640,360,132", "video,426,240,132"] {
         assert!(probed.lines().any(|l| l == size), "{size}: {probed}");
     }

@@ -131,25 +131,7 @@ pub async fn run(t: &Target, _dir: &Path, s: &super::State) {
 
     // FFmpeg's own player side, over HTTP, through the signed URL only.
     let url = format!("{}{signed_master}", t.base);
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-show_entries",
-            "stream=codec_type,width,height,nb_read_frames",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(&url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let probed = String::from_utf8(out.stdout).unwrap();
+    let probed = ffprobe_streams(&url, "codec_type,width,height,nb_read_frames");
     for size in ["video,640,360,", "video,426,240,"] {
         let line = probed
             .lines()

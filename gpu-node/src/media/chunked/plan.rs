@@ -35,6 +35,8 @@ pub struct FrameIndex {
     pub frames: Vec<(f64, bool)>,
     /// The first frame's timestamp in the source (s).
     pub origin_s: f64,
+    /// The stream's frame rate as FFmpeg guesses it, where it has one.
+    pub frame_rate: Option<ffi::AVRational>,
 }
 
 impl FrameIndex {
@@ -47,11 +49,11 @@ impl FrameIndex {
             .find_best_stream(ffi::AVMediaType_AVMEDIA_TYPE_VIDEO)
             .map_err(|e| MediaError::InvalidMedia(describe("find video stream", &e)))?
             .ok_or(MediaError::NoVideoStream)?;
-        let tb = ictx
-            .streams()
-            .get(v)
-            .expect("stream index from FFmpeg")
-            .time_base;
+        let (tb, frame_rate) = {
+            let st = ictx.streams().get(v).expect("stream index from FFmpeg");
+            let rate = st.guess_framerate().filter(|r| r.num > 0 && r.den > 0);
+            (st.time_base, rate)
+        };
         let mut raw: Vec<(i64, bool)> = Vec::new();
         while let Some(p) = ictx
             .read_packet()
@@ -77,6 +79,7 @@ impl FrameIndex {
         let step = q2d(tb);
         Ok(Self {
             origin_s: first as f64 * step,
+            frame_rate,
             frames: raw
                 .into_iter()
                 .map(|(ts, key)| ((ts - first) as f64 * step, key))
@@ -150,6 +153,7 @@ mod tests {
                 .map(|i| (i as f64 / fps, i == 0 || keys.contains(&i)))
                 .collect(),
             origin_s: 0.0,
+            frame_rate: None,
         }
     }
 

@@ -17,16 +17,13 @@ use kiln_protocol::{
     ChunkEntry, ChunksReport, Container, EncodeReport, LadderChunk, LadderParams, RateControl,
     Resolution, VideoParams,
 };
-use rsmpeg::avformat::AVFormatContextInput;
-use rsmpeg::ffi;
 
 use super::{manifest, package, plan_ladder, run, LadderOutcome, Planned};
 use crate::media::chunked::assemble::assemble;
 use crate::media::chunked::encode::{encode_counted, Shape};
 use crate::media::chunked::{run::on_slots, ChunkSpan, FrameIndex};
 use crate::media::encoder::RateSpec;
-use crate::media::error::describe;
-use crate::media::{path_cstring, MediaError, MediaInfo, Progress};
+use crate::media::{MediaError, MediaInfo, Progress};
 
 /// A ladder made ready for its chunks: renditions chosen, the title indexed and cut.
 pub(crate) struct LadderPlan {
@@ -128,16 +125,23 @@ impl LadderPlan {
     }
 }
 
-/// The stream's frame rate as the whole ladder counts its cadence at.
-fn frame_rate(input: &Path) -> Result<Option<ffi::AVRational>, MediaError> {
-    let ictx = AVFormatContextInput::open(&path_cstring(input)?, None, &mut None)
-        .map_err(|e| MediaError::InvalidMedia(describe("open input", &e)))?;
-    let (v, _) = ictx
-        .find_best_stream(ffi::AVMediaType_AVMEDIA_TYPE_VIDEO)
-        .map_err(|e| MediaError::InvalidMedia(describe("find video stream", &e)))?
-        .ok_or(MediaError::NoVideoStream)?;
-    let st = ictx.streams().get(v).expect("stream index from FFmpeg");
-    Ok(st.guess_framerate().filter(|r| r.num > 0 && r.den > 0))
+/// The rate and shape a ladder's piece encodes at: its rendition's own rate as `params` (the
+/// rendition's settings, [`LadderPlan::rung_params`]) say it, a CRF or a capped bitrate, and
+/// the cadence and aspect of `l`. The local runner and a fleet node's piece both take it.
+pub(crate) fn piece_encode(
+    params: &VideoParams,
+    l: &LadderChunk,
+) -> Result<(RateSpec, Shape), MediaError> {
+    let rate = RateSpec::one_pass(params).ok_or_else(|| {
+        MediaError::InvalidSettings("a ladder chunk's rate is a CRF or a bitrate".into())
+    })?;
+    Ok((
+        rate,
+        Shape::Rung {
+            gop: l.gop,
+            sar: l.sar,
+        },
+    ))
 }
 
 /// Choose `params`' renditions of `input` (a per-title search in `scratch`, `on_progress`
@@ -170,7 +174,7 @@ pub(crate) fn prepare(
     if index.frames.is_empty() {
         return Err(MediaError::Decode("the source has no video frames".into()));
     }
-    let (gop, fps) = run::cadence(frame_rate(input)?, params.segment_secs);
+    let (gop, fps) = run::cadence(index.frame_rate, params.segment_secs);
     let spans = cut(&index, gop, target_s, fps);
     Ok(LadderPlan {
         params: params.clone(),
@@ -373,12 +377,7 @@ fn encode_in(
         0.0
     };
     let plan = prepare(input, params, target_s, scratch, cancel, &mut |f| {
-        on_progress(Progress {
-            percent: f * from,
-            fps: 0.0,
-            eta_s: None,
-            chunks: None,
-        })
+        on_progress(Progress::at(f * from))
     })?;
     let items = plan.items();
     let spans: Vec<ChunkSpan> = items.iter().map(|it| it.span.clone()).collect();
@@ -398,17 +397,13 @@ fn encode_in(
                 let it = &items[span.index];
                 let started = Instant::now();
                 let p = plan.rung_params(it.rung);
-                let rate = RateSpec::one_pass(&p).expect("a rung is a CRF or a bitrate");
-                let l = plan.ladder_chunk(it.chunk, it.rung);
+                let (rate, shape) = piece_encode(&p, &plan.ladder_chunk(it.chunk, it.rung))?;
                 let r = encode_counted(
                     input,
                     &file(it),
                     &p,
                     span,
-                    Shape::Rung {
-                        gop: l.gop,
-                        sar: l.sar,
-                    },
+                    shape,
                     cancel,
                     &mut |pc| {
                         let _ = tx.send((span.index, pc));
@@ -427,13 +422,12 @@ fn encode_in(
                 .map(|it| weight(it) * done[it.span.index] as f64 / 100.0)
                 .sum::<f64>()
                 / total;
-            let elapsed = started.elapsed().as_secs_f64();
-            on_progress(Progress {
-                percent: from + (f * (95.0 - from as f64)) as f32,
-                fps: 0.0,
-                eta_s: (f > 0.01).then(|| (elapsed * (1.0 - f) / f) as f32),
-                chunks: None,
-            });
+            // No frame count across the pieces: no speed; the ETA from the whole job's share.
+            on_progress(Progress::timed(
+                from + (f * (95.0 - from as f64)) as f32,
+                0,
+                started.elapsed().as_secs_f64(),
+            ));
         }
         encodes
             .join()
@@ -478,18 +472,11 @@ fn encode_in(
             chunks: entries,
         },
     };
-    on_progress(Progress {
-        percent: 95.0,
-        fps: 0.0,
-        eta_s: None,
-        chunks: None,
-    });
+    on_progress(Progress::at(95.0));
     let outcome = finish(input, &plan, encoded, out_dir, scratch, cancel)?;
     on_progress(Progress {
-        percent: 100.0,
-        fps: 0.0,
         eta_s: Some(0.0),
-        chunks: None,
+        ..Progress::at(100.0)
     });
     Ok(outcome)
 }
@@ -502,6 +489,7 @@ mod tests {
         FrameIndex {
             frames: (0..n).map(|i| (i as f64 / fps, i == 0)).collect(),
             origin_s: 0.0,
+            frame_rate: None,
         }
     }
 

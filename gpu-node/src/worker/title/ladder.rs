@@ -59,12 +59,7 @@ pub(in crate::worker) async fn run(
         );
         tokio::task::spawn_blocking(move || {
             chunked::prepare(&input, &params, chunk_secs, &scratch, &cancel, &mut |f| {
-                let _ = tx.send(Progress {
-                    percent: f * base,
-                    fps: 0.0,
-                    eta_s: None,
-                    chunks: None,
-                });
+                let _ = tx.send(Progress::at(f * base));
             })
         })
         .await
@@ -82,13 +77,12 @@ pub(in crate::worker) async fn run(
         })
         .collect();
     let tree = format!("{}.chunks", job.output_key);
+    // The ETA from the whole job's share done, as a title's (a per-title search included).
     let report = |f: f64, frames: u64, counts: ChunkCounts| {
-        let elapsed = started.elapsed().as_secs_f64().max(1e-3);
+        let overall = base + (f * (95.0 - base as f64)) as f32;
         let _ = progress.send(Progress {
-            percent: base + (f * (95.0 - base as f64)) as f32,
-            fps: (frames as f64 / elapsed) as f32,
-            eta_s: (f > 0.01).then(|| (elapsed * (1.0 - f) / f) as f32),
             chunks: Some(counts),
+            ..Progress::timed(overall, frames, started.elapsed().as_secs_f64())
         });
     };
     let result = match run_round(ctx, job, &pieces, None, &tree, 1, cancel, &report).await {
