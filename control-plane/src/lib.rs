@@ -269,14 +269,29 @@ fn embedded_node(
     let chunk_auto_secs = config.chunk_auto_secs.max(0.0);
     let node_metrics = kiln_gpu_node::metrics::NodeMetrics::register(metrics.registry());
     async move {
-        let (caps, classes) =
-            match tokio::task::spawn_blocking(|| kiln_gpu_node::node::capabilities(3)).await {
-                Ok(probed) => probed,
+        // KILN_GPUS selects the embedded node's GPUs as it does a fleet node's.
+        let selection = match std::env::var("KILN_GPUS") {
+            Ok(v) => v.parse().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "KILN_GPUS: the embedded node drives every GPU");
+                kiln_gpu_node::host::GpuSelection::All
+            }),
+            Err(_) => kiln_gpu_node::host::GpuSelection::All,
+        };
+        let (caps, classes, gpus) =
+            match tokio::task::spawn_blocking(move || kiln_gpu_node::node::probe(&selection, 3))
+                .await
+            {
+                Ok(p) => (p.capabilities, p.classes, p.gpus),
                 Err(e) => {
                     tracing::error!(error = %e, "the embedded node's capability probe failed");
-                    Default::default()
+                    (
+                        Default::default(),
+                        vec![],
+                        kiln_gpu_node::host::HostGpus::none(),
+                    )
                 }
             };
+        let gpus = gpus.with_metrics(node_metrics.clone());
         if classes.is_empty() {
             tracing::error!("the embedded node can encode nothing (no encoder opened): video jobs will wait, and their status says so");
         }
@@ -291,7 +306,7 @@ fn embedded_node(
                 lease,
                 scratch_dir,
                 classes,
-                nvenc_sessions: 3,
+                gpus,
                 status,
                 report_every: Duration::from_secs(2),
                 drain_timeout: Duration::from_secs(600),

@@ -4,8 +4,16 @@
 use kiln_control_plane::cli::{Cli, Command};
 use kiln_control_plane::start;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before any thread: the embedded node's GPUs numbered as NVML numbers them.
+    kiln_gpu_node::host::use_pci_bus_order();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     let cli: Cli = kiln_protocol::cli::parse_process();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -138,6 +138,9 @@ pub struct NodeView {
     pub jobs_done: u64,
     pub classes: Vec<String>,
     pub capabilities: NodeCapabilities,
+    /// Each GPU's health, NVML utilisation, NVENC sessions and Kiln jobs now (what each one is
+    /// is in `capabilities.gpus`).
+    pub gpus: Vec<kiln_protocol::GpuState>,
     pub metrics_addr: Option<String>,
     pub started_at: String,
     pub last_heartbeat: String,
@@ -165,12 +168,22 @@ impl NodeView {
             jobs_done: n.jobs_done,
             classes: n.classes.clone(),
             capabilities: n.capabilities.clone(),
+            gpus: n.gpus.clone(),
             metrics_addr: n.metrics_addr.clone(),
             started_at: rfc3339(n.started_at_ms),
             last_heartbeat: rfc3339(now_ms - n.age_ms),
             last_heartbeat_age_ms: n.age_ms,
         }
     }
+}
+
+/// A GPU command accepted for delivery to its node.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GpuCommandView {
+    pub node_id: String,
+    pub gpu: u32,
+    /// `enable` or `disable`.
+    pub command: String,
 }
 
 /// `GET /nodes`.

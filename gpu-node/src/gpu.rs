@@ -75,6 +75,30 @@ pub fn shared_resizer() -> Option<&'static GpuResizer> {
         .as_ref()
 }
 
+/// The resizer on the adapter of the GPU on PCI bus `bus`, created on first use, one per GPU
+/// for the process's life; `None` (logged once per GPU) when it could not be created.
+fn resizer_on(bus: &str) -> Option<&'static GpuResizer> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static ON: OnceLock<Mutex<HashMap<String, Option<&'static GpuResizer>>>> = OnceLock::new();
+    let mut map = ON
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    *map.entry(bus.to_string())
+        .or_insert_with(|| match GpuResizer::on_bus(bus) {
+            Ok(r) => {
+                tracing::info!(bus, adapter = ?r.adapter(), "wgpu device ready");
+                // One per GPU of the host, kept for the process's life.
+                Some(&*Box::leak(Box::new(r)))
+            }
+            Err(e) => {
+                tracing::warn!(bus, error = %e, "wgpu device failed on this GPU; its images resize on the shared adapter");
+                None
+            }
+        })
+}
+
 /// Decide once which path resizes images. A real GPU adapter takes the shader path; a CPU
 /// Vulkan driver (lavapipe) runs the same shader slower than fast_image_resize runs on the same
 /// cores (kiln-bench image), so `auto` resizes on the CPU there. `KILN_IMAGE_RESIZER=wgpu`
@@ -127,7 +151,11 @@ pub fn resize_rgba8(
 ) -> Result<(Vec<u8>, ResizeBackend), cpu::CpuResizeError> {
     if choice().backend == ResizeBackend::Wgpu {
         // `None` here means the device failed to start; that was logged once.
-        if let Some(gpu) = shared_resizer() {
+        // The GPU the node placed this job on, else the node's one adapter.
+        let placed = crate::host::scope::current()
+            .and_then(|p| p.pci_bus_id)
+            .and_then(|bus| resizer_on(&bus));
+        if let Some(gpu) = placed.or_else(shared_resizer) {
             match gpu.resize_rgba8(src, src_w, src_h, dst_w, dst_h, filter) {
                 Ok(out) => return Ok((out, ResizeBackend::Wgpu)),
                 Err(e) => tracing::warn!(error = %e, "wgpu resize failed; using the CPU path"),

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use kiln_gpu_node::node::{Cli, NodeCommand, NodeConfig};
 
 fn main() -> ExitCode {
+    kiln_gpu_node::host::use_pci_bus_order();
     let cli: Cli = kiln_protocol::cli::parse_process();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -19,12 +20,15 @@ fn main() -> ExitCode {
         .init();
     match cli.command.unwrap_or(NodeCommand::Run) {
         NodeCommand::Probe => {
-            let (caps, classes) = kiln_gpu_node::node::capabilities(cli.settings.nvenc_sessions);
+            let probed =
+                kiln_gpu_node::node::probe(&cli.settings.gpus, cli.settings.nvenc_sessions);
+            probed.gpus.refresh();
             let report = serde_json::json!({
                 "media": kiln_gpu_node::media::capabilities(),
                 "image_resize": kiln_gpu_node::gpu::choice(),
-                "node": caps,
-                "classes": classes,
+                "node": probed.capabilities,
+                "gpus": probed.gpus.states(),
+                "classes": probed.classes,
             });
             println!(
                 "{}",

@@ -2,7 +2,9 @@
 //! node serves them on its own `/metrics`; the embedded node registers them with the control
 //! plane's registry.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Handles to the node's metrics (cheap to clone).
 #[derive(Clone)]
@@ -17,6 +19,12 @@ pub struct NodeMetrics {
     pub encode_fps: HistogramVec,
     /// Wall time of a job on this node, seconds.
     pub job_seconds: Histogram,
+    /// NVML utilisation of each GPU, percent, by engine (`gpu`, `memory`, `encoder`, `decoder`).
+    pub gpu_utilisation: IntGaugeVec,
+    /// 1 while a GPU takes work, 0 while it backs off or is out of service.
+    pub gpu_healthy: IntGaugeVec,
+    /// Kiln jobs placed on each GPU now.
+    pub gpu_jobs: IntGaugeVec,
 }
 
 impl NodeMetrics {
@@ -43,6 +51,24 @@ impl NodeMetrics {
                     .buckets(prometheus::exponential_buckets(0.25, 2.0, 14).expect("valid")),
             )
             .expect("valid metric"),
+            gpu_utilisation: IntGaugeVec::new(
+                Opts::new(
+                    "kiln_node_gpu_utilisation",
+                    "GPU utilisation from NVML, percent",
+                ),
+                &["gpu", "engine"],
+            )
+            .expect("valid metric"),
+            gpu_healthy: IntGaugeVec::new(
+                Opts::new("kiln_node_gpu_healthy", "1 while the GPU takes work"),
+                &["gpu"],
+            )
+            .expect("valid metric"),
+            gpu_jobs: IntGaugeVec::new(
+                Opts::new("kiln_node_gpu_jobs", "Kiln jobs placed on the GPU"),
+                &["gpu"],
+            )
+            .expect("valid metric"),
         };
         for c in [
             Box::new(m.slots_busy.clone()) as Box<dyn prometheus::core::Collector>,
@@ -50,6 +76,9 @@ impl NodeMetrics {
             Box::new(m.jobs.clone()),
             Box::new(m.encode_fps.clone()),
             Box::new(m.job_seconds.clone()),
+            Box::new(m.gpu_utilisation.clone()),
+            Box::new(m.gpu_healthy.clone()),
+            Box::new(m.gpu_jobs.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }

@@ -11,6 +11,7 @@ use kiln_protocol::job::video_class;
 use kiln_protocol::{Broker, HardwarePolicy, NodeCapabilities, NodeStatus, RedisQueue, VideoCodec};
 use tokio::sync::watch;
 
+use crate::host::{GpuSelection, HostGpus};
 use crate::media::MediaCapabilities;
 use crate::metrics::NodeMetrics;
 use crate::worker::{self, WorkerConfig};
@@ -26,8 +27,8 @@ pub struct NodeConfig {
     pub node_id: String,
     /// `KILN_NODE_SLOTS`: jobs at once (default: one per 8 cores, at least 1).
     pub slots: usize,
-    /// `KILN_NVENC_SESSIONS`: NVENC encodes at once, when the node has NVENC (default 3, the
-    /// limit of consumer GeForce drivers; data-centre GPUs allow more).
+    /// `KILN_NVENC_SESSIONS`: NVENC encodes at once on each GPU that has NVENC (default 3,
+    /// the limit of consumer GeForce drivers; data-centre GPUs allow more).
     pub nvenc_sessions: usize,
     /// `KILN_LEASE_SECS`: lease length (default 30).
     pub lease: Duration,
@@ -40,6 +41,8 @@ pub struct NodeConfig {
     /// `KILN_CHUNK_AUTO_SECS`: sources longer than this go in chunks (default 600; 0: never
     /// unless asked).
     pub chunk_auto_secs: f64,
+    /// `KILN_GPUS`: the host's GPUs this node drives (default all).
+    pub gpus: GpuSelection,
 }
 
 fn hostname() -> String {
@@ -84,7 +87,7 @@ pub struct NodeSettings {
     #[arg(long, env = "KILN_NODE_SLOTS", global = true,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub slots: Option<u64>,
-    /// NVENC encodes at once, when the node has NVENC (3 is the limit of consumer GeForce
+    /// NVENC encodes at once on each GPU that has NVENC (3 is the limit of consumer GeForce
     /// drivers; data-centre GPUs allow more; 0 disables NVENC classes).
     #[arg(long, env = "KILN_NVENC_SESSIONS", default_value_t = 3, global = true)]
     pub nvenc_sessions: usize,
@@ -112,6 +115,10 @@ pub struct NodeSettings {
     #[arg(long, env = "KILN_CHUNK_AUTO_SECS",
           default_value_t = kiln_protocol::video::DEFAULT_CHUNK_AUTO_SECS, global = true)]
     pub chunk_auto_secs: f64,
+    /// The host's GPUs this node drives: `all`, `none`, or CUDA indices and NVML UUIDs
+    /// separated by commas (`0,2`, `GPU-8f6e…`).
+    #[arg(long, env = "KILN_GPUS", default_value = "all", global = true)]
+    pub gpus: GpuSelection,
 }
 
 /// Where a node serves its metrics: an address, or nowhere (`off`).
@@ -181,6 +188,7 @@ impl NodeConfig {
             drain_timeout: Duration::from_secs(s.drain_timeout_secs),
             metrics_listen: s.metrics_listen.0,
             chunk_auto_secs: s.chunk_auto_secs.max(0.0),
+            gpus: s.gpus,
         })
     }
 }
@@ -228,13 +236,36 @@ pub fn gpu_model() -> Option<String> {
     None
 }
 
-/// What this machine can do, probed once.
-pub fn capabilities(nvenc_sessions: usize) -> (NodeCapabilities, Vec<String>) {
+/// What a node found it can do, probed once at start.
+pub struct Probed {
+    pub capabilities: NodeCapabilities,
+    /// The queue classes it takes.
+    pub classes: Vec<String>,
+    /// The GPUs it drives, for placing jobs.
+    pub gpus: Arc<HostGpus>,
+}
+
+/// What this machine can do: codecs, the image path, and every GPU `selection` names, each
+/// allowed `nvenc_sessions` NVENC sessions.
+pub fn probe(selection: &GpuSelection, nvenc_sessions: usize) -> Probed {
     let media = crate::media::capabilities();
     let resize = crate::gpu::choice();
+    let host = crate::host::probe(selection);
+    let gpus = HostGpus::new(
+        host.gpus,
+        nvenc_sessions as u32,
+        crate::host::HealthPolicy::default(),
+    );
+    // NVENC classes only where a driven GPU opened NVENC (a GPU left out by KILN_GPUS, or a
+    // card without encode engines such as the H100, gives none).
+    let nvenc_sessions = if gpus.has_nvenc() { nvenc_sessions } else { 0 };
     let caps = NodeCapabilities {
-        gpu: gpu_model(),
-        cuda: media.cuda.available,
+        gpu: gpus
+            .gpus()
+            .first()
+            .map(|g| g.name.clone())
+            .or_else(gpu_model),
+        cuda: gpus.has_decode(),
         encoders: media
             .encoders
             .iter()
@@ -259,13 +290,14 @@ pub fn capabilities(nvenc_sessions: usize) -> (NodeCapabilities, Vec<String>) {
         cpu_cores: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1),
-        nvenc_sessions: if media.encoder("h264_nvenc") || media.encoder("hevc_nvenc") {
-            nvenc_sessions as u32
-        } else {
-            0
-        },
+        nvenc_sessions: gpus.nvenc_total(),
+        gpus: gpus.gpus().to_vec(),
     };
-    (caps, classes_for(media, nvenc_sessions))
+    Probed {
+        classes: classes_for(media, nvenc_sessions),
+        capabilities: caps,
+        gpus,
+    }
 }
 
 /// The status a node starts reporting with.
@@ -363,9 +395,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let store = kiln_protocol::storage::open(Some(&config.storage_url), &config.scratch_dir)
         .await
         .context("opening KILN_STORAGE_URL")?;
-    let (caps, classes) = tokio::task::spawn_blocking({
-        let n = config.nvenc_sessions;
-        move || capabilities(n)
+    let Probed {
+        capabilities: caps,
+        classes,
+        gpus,
+    } = tokio::task::spawn_blocking({
+        let (selection, n) = (config.gpus.clone(), config.nvenc_sessions);
+        move || probe(&selection, n)
     })
     .await?;
     anyhow::ensure!(
@@ -375,6 +411,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let registry = prometheus::Registry::new();
     let metrics = NodeMetrics::register(&registry);
+    let gpus = gpus.with_metrics(metrics.clone());
     let metrics_addr = match config.metrics_listen {
         Some(addr) => Some(
             serve_metrics(addr, registry, shutdown_rx.clone())
@@ -407,7 +444,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             lease: config.lease,
             scratch_dir: config.scratch_dir.clone(),
             classes,
-            nvenc_sessions: config.nvenc_sessions,
+            gpus,
             status,
             report_every: Duration::from_secs(2),
             drain_timeout: config.drain_timeout,

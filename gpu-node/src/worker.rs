@@ -15,9 +15,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kiln_protocol::{Broker, JobSpec, NodeStatus, Store, Task};
+use kiln_protocol::{Broker, HardwarePolicy, JobSpec, NodeStatus, Store, Task, VideoCodec};
 use tokio::sync::watch;
 
+use crate::gpu::ResizeBackend;
+use crate::host::{Engine, HostGpus};
 use crate::metrics::NodeMetrics;
 
 mod chunk;
@@ -39,9 +41,10 @@ pub struct WorkerConfig {
     pub scratch_dir: PathBuf,
     /// The queue classes this node takes (from its probed capabilities).
     pub classes: Vec<String>,
-    /// NVENC encodes at once: jobs of `:nvenc` classes are claimed only while one of these is
-    /// free, so slots beyond the GPU's encode sessions take CPU work instead.
-    pub nvenc_sessions: usize,
+    /// The host's GPUs: jobs of `:nvenc` classes are claimed only while one of them has an
+    /// NVENC session free (so slots beyond the encode sessions take CPU work instead), and
+    /// each job's GPU work is placed on the least loaded one.
+    pub gpus: Arc<HostGpus>,
     /// What the node reports about itself; `busy`, `jobs_done` and `draining` are kept current.
     pub status: NodeStatus,
     /// How often the node reports to the registry.
@@ -95,7 +98,6 @@ impl Stop {
 
 struct Shared {
     busy: AtomicU32,
-    nvenc: Arc<tokio::sync::Semaphore>,
     done: AtomicU64,
     draining: AtomicBool,
     /// The stop of every running job, by lease token.
@@ -132,7 +134,6 @@ pub async fn run(
     let config = Arc::new(config);
     let shared = Arc::new(Shared {
         busy: AtomicU32::new(0),
-        nvenc: Arc::new(tokio::sync::Semaphore::new(config.nvenc_sessions)),
         done: AtomicU64::new(0),
         draining: AtomicBool::new(false),
         running: Mutex::new(HashMap::new()),
@@ -185,10 +186,9 @@ async fn slot_loop(
     let consumer = format!("{}/{}", config.node_id, slot);
     let mut backoff = Duration::from_millis(100);
     while !*shutdown.borrow() {
-        // Ask for NVENC work only while an NVENC session is free; the permit is held for the
-        // job's run if the job is one.
-        let permit = shared.nvenc.clone().try_acquire_owned().ok();
-        let classes = claimable(&config.classes, permit.is_some());
+        // Ask for NVENC work only while a healthy GPU has an NVENC session free (the job takes
+        // one when it is placed, see `on_gpu`).
+        let classes = claimable(&config.classes, config.gpus.nvenc_free());
         match broker
             .queue
             .claim(
@@ -200,7 +200,6 @@ async fn slot_loop(
             .await
         {
             Ok(Some(lease)) => {
-                let _permit = permit.filter(|_| is_nvenc_class(&lease.job.class()));
                 backoff = Duration::from_millis(100);
                 shared.busy.fetch_add(1, Ordering::SeqCst);
                 if let Some(m) = &config.metrics {
@@ -235,6 +234,50 @@ fn claimable(classes: &[String], nvenc_free: bool) -> Vec<String> {
         .filter(|c| nvenc_free || !is_nvenc_class(c))
         .cloned()
         .collect()
+}
+
+/// What `job` needs of the node's GPUs: NVDEC for a video job that may use the GPU (where a
+/// GPU decodes), an NVENC session where its codec has one, the shader for an image.
+fn needs(job: &JobSpec, gpus: &HostGpus) -> Vec<Engine> {
+    let video = |hardware: HardwarePolicy, codec: VideoCodec| {
+        let mut needs = vec![];
+        if hardware != HardwarePolicy::Cpu {
+            if gpus.has_decode() {
+                needs.push(Engine::Decode);
+            }
+            if gpus.has_nvenc() && codec.nvenc_encoder().is_some() {
+                needs.push(Engine::Encode);
+            }
+        }
+        needs
+    };
+    match &job.task {
+        Task::Video(p) => video(p.hardware, p.codec),
+        Task::Ladder(p) => video(p.hardware, p.codec),
+        Task::Chunk(c) => video(c.params.hardware, c.params.codec),
+        Task::Image(_)
+            if gpus.has_image() && crate::gpu::choice().backend == ResizeBackend::Wgpu =>
+        {
+            vec![Engine::Image]
+        }
+        Task::Image(_) | Task::Thumbnails(_) | Task::Storyboard(_) => vec![],
+    }
+}
+
+/// Run `work` on a blocking thread with `job` placed on the node's GPUs; its GPU, NVENC session
+/// and job count are held until `work` ends.
+async fn on_gpu<R: Send + 'static>(
+    config: &WorkerConfig,
+    job: &JobSpec,
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, tokio::task::JoinError> {
+    let placed = config.gpus.place_job(&needs(job, &config.gpus));
+    let placement = placed.placement();
+    if let Some(gpu) = placement.gpu {
+        tracing::info!(job = %job.id, gpu, nvenc = placement.nvenc, "placed on a GPU");
+    }
+    drop(placed);
+    tokio::task::spawn_blocking(move || crate::host::scope::with(Some(placement), work)).await
 }
 
 fn codec_label(job: &JobSpec) -> &'static str {

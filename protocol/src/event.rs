@@ -74,6 +74,9 @@ pub struct EncodeReport {
     /// `cuda` when frames were decoded (and scaled) on the GPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hwaccel: Option<String>,
+    /// The GPU (CUDA index on its node) that decoded or encoded it, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<u32>,
     /// Why a hardware path was not taken when the policy asked for or preferred it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardware_fallback: Option<String>,

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod edit;
 pub mod error;
 pub mod event;
+pub mod gpu;
 pub mod job;
 pub mod ladder;
 pub mod node;
@@ -21,6 +22,7 @@ pub use event::{
     AudioShrink, ChunkCounts, ChunkEntry, ChunksReport, EncodeReport, NodeEvent, NodeEventKind,
     PerTitleReport, ProbePoint, VmafReport,
 };
+pub use gpu::{EngineLoad, GpuEngines, GpuHealth, GpuInfo, GpuState, NodeCommand};
 pub use job::{ChunkTask, ImageParams, JobSpec, LadderChunk, Resolution, Task};
 pub use ladder::{LadderParams, Packaging, PerTitle, Rung, RungRate};
 pub use node::{NodeCapabilities, NodeStatus};

@@ -26,9 +26,13 @@ pub struct NodeCapabilities {
     /// CPU cores the node may use.
     #[serde(default)]
     pub cpu_cores: u32,
-    /// NVENC sessions the node runs at once (0 without NVENC).
+    /// NVENC sessions the node runs at once (0 without NVENC), over all its GPUs.
     #[serde(default)]
     pub nvenc_sessions: u32,
+    /// Every GPU the node drives (`KILN_GPUS`), with its engines and the codecs that opened on
+    /// it; empty on a CPU-only node.
+    #[serde(default)]
+    pub gpus: Vec<crate::GpuInfo>,
 }
 
 /// A node's registration and heartbeat.
@@ -62,6 +66,9 @@ pub struct NodeStatus {
     /// Where its Prometheus metrics are served, if anywhere.
     #[serde(default)]
     pub metrics_addr: Option<String>,
+    /// Each GPU's health, load and Kiln's jobs on it (see `capabilities.gpus`).
+    #[serde(default)]
+    pub gpus: Vec<crate::GpuState>,
     /// When the node process started (ms since epoch, node clock).
     #[serde(default)]
     pub started_at_ms: i64,

@@ -2,7 +2,8 @@
 //! for a fleet, memory for the embedded default) implements together:
 //! - [`JobQueue`]: jobs waiting by class, leases, cancellations, and the queue's epoch;
 //! - [`EventStream`]: node events flowing back to the control plane;
-//! - [`NodeRegistry`]: which nodes are alive and what they can do.
+//! - [`NodeRegistry`]: which nodes are alive and what they can do, and operators' commands to
+//!   them.
 //!
 //! [`Broker`] holds one backend as all three.
 //!
@@ -20,6 +21,8 @@
 //!   at least once (an event can be seen again after a control-plane crash; applying one is
 //!   idempotent).
 //! - `cancel` marks a job so that whoever claims or runs it stops (`is_cancelled`).
+//! - `command` / `take_commands` carry an operator's commands to one node, in order, each
+//!   taken once.
 //! - `epoch_is_new` tells the control plane that the queue's state was created (or lost) since
 //!   it last asked, so jobs the database holds as unfinished must be enqueued again.
 
@@ -28,7 +31,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{JobSpec, NodeEvent, NodeStatus};
+use crate::{JobSpec, NodeCommand, NodeEvent, NodeStatus};
 
 pub mod memory;
 pub mod redis;
@@ -127,6 +130,11 @@ pub trait NodeRegistry: Send + Sync + 'static {
     async fn remove(&self, node_id: &str) -> Result<(), QueueError>;
     /// Every registered node, with `age_ms` filled in; nodes silent for an hour are dropped.
     async fn list(&self) -> Result<Vec<NodeStatus>, QueueError>;
+    /// Leave an operator's `command` for `node_id`, which takes it at its next report
+    /// ([`Self::take_commands`]); forgotten after an hour untaken.
+    async fn command(&self, node_id: &str, command: &NodeCommand) -> Result<(), QueueError>;
+    /// The commands left for `node_id` since it last asked, oldest first, each returned once.
+    async fn take_commands(&self, node_id: &str) -> Result<Vec<NodeCommand>, QueueError>;
 }
 
 /// One backend seen as its three channels (every backend implements all of them).

@@ -51,7 +51,9 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(admin::update_account))
         .routes(routes!(admin::own_account))
         .routes(routes!(admin::rotate_webhook_secret))
-        .routes(routes!(nodes::list));
+        .routes(routes!(nodes::list))
+        .routes(routes!(nodes::enable_gpu))
+        .routes(routes!(nodes::disable_gpu));
     OpenApiRouter::new()
         .merge(streamed)
         .merge(images)

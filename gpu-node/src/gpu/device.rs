@@ -11,7 +11,7 @@ use super::srgb;
 mod adapter;
 mod pool;
 
-pub use adapter::{best_adapter, summarise, AdapterSummary};
+pub use adapter::{adapter_on, best_adapter, hardware_adapters, summarise, AdapterSummary};
 pub use pool::PoolStats;
 use pool::{BufferPool, READBACK, STORAGE_IN, STORAGE_OUT, UNIFORM};
 
@@ -112,11 +112,17 @@ impl GpuResizer {
     /// Pick the best adapter (discrete > integrated > virtual > CPU/lavapipe) and build the
     /// pipelines.
     pub fn new() -> Result<Self, GpuError> {
-        pollster::block_on(Self::new_async())
+        pollster::block_on(async { Self::on(best_adapter().await).await })
     }
 
-    async fn new_async() -> Result<Self, GpuError> {
-        let adapter = best_adapter().await.ok_or(GpuError::NoAdapter)?;
+    /// Build the pipelines on the adapter of the GPU on PCI bus `bus` (one node's GPUs each
+    /// resize on their own adapter).
+    pub fn on_bus(bus: &str) -> Result<Self, GpuError> {
+        pollster::block_on(async { Self::on(adapter_on(bus).await).await })
+    }
+
+    async fn on(adapter: Option<wgpu::Adapter>) -> Result<Self, GpuError> {
+        let adapter = adapter.ok_or(GpuError::NoAdapter)?;
         let info = adapter.get_info();
         let limits = adapter.limits();
         let (device, queue) = adapter
@@ -180,8 +186,9 @@ impl GpuResizer {
             mapped_at_creation: false,
         });
         queue.write_buffer(&lut, 0, bytemuck::cast_slice(&table));
-        let max_binding =
-            (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        let max_binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
         Ok(Self {
             summary: summarise(&info),
             horizontal: pipeline("horizontal"),

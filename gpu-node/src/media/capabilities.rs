@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use rsmpeg::avcodec::{AVCodec, AVCodecContext};
-use rsmpeg::avutil::AVFrame;
+use rsmpeg::avutil::{AVDictionary, AVFrame};
 use rsmpeg::error::RsmpegError;
 use rsmpeg::ffi;
 
@@ -85,7 +85,15 @@ fn ffmpeg_reason(e: &RsmpegError) -> String {
 
 const NOT_BUILT: &str = "not in this FFmpeg build";
 
-fn probe_encoder(name: &'static str) -> CodecProbe {
+/// `gpu=<index>` for a codec opened on one GPU (NVENC's and cuvid's option).
+fn on_gpu(gpu: Option<u32>) -> Option<AVDictionary> {
+    gpu.map(|g| {
+        let v = std::ffi::CString::new(g.to_string()).expect("digits");
+        AVDictionary::new(c"gpu", &v, 0)
+    })
+}
+
+fn probe_encoder(name: &'static str, gpu: Option<u32>) -> CodecProbe {
     let cname = std::ffi::CString::new(name).expect("static name");
     let Some(codec) = AVCodec::find_encoder_by_name(&cname) else {
         return CodecProbe::unavailable(name, NOT_BUILT);
@@ -96,7 +104,7 @@ fn probe_encoder(name: &'static str) -> CodecProbe {
     ctx.set_pix_fmt(ffi::AVPixelFormat_AV_PIX_FMT_YUV420P);
     ctx.set_time_base(ffi::AVRational { num: 1, den: 25 });
     ctx.set_framerate(ffi::AVRational { num: 25, den: 1 });
-    if let Err(e) = ctx.open(None) {
+    if let Err(e) = ctx.open(on_gpu(gpu)) {
         return CodecProbe::unavailable(name, ffmpeg_reason(&e));
     }
     // Encode one frame: proves the encoder works, and SVT-AV1 1.4 hangs in deinit when closed
@@ -137,7 +145,7 @@ fn encode_one_frame(ctx: &mut AVCodecContext) -> Result<(), String> {
     Ok(())
 }
 
-fn probe_decoder(name: &'static str) -> CodecProbe {
+fn probe_decoder(name: &'static str, gpu: Option<u32>) -> CodecProbe {
     let cname = std::ffi::CString::new(name).expect("static name");
     let Some(codec) = AVCodec::find_decoder_by_name(&cname) else {
         return CodecProbe::unavailable(name, NOT_BUILT);
@@ -145,9 +153,39 @@ fn probe_decoder(name: &'static str) -> CodecProbe {
     let mut ctx = AVCodecContext::new(&codec);
     ctx.set_width(256);
     ctx.set_height(144);
-    match ctx.open(None) {
+    match ctx.open(on_gpu(gpu)) {
         Ok(_) => CodecProbe::available(name),
         Err(e) => CodecProbe::unavailable(name, ffmpeg_reason(&e)),
+    }
+}
+
+/// What opens on one GPU.
+#[derive(Debug, Clone)]
+pub struct GpuCodecs {
+    /// FFmpeg's CUDA device on it, or why not.
+    pub cuda: Result<(), String>,
+    /// NVENC encoders that opened on it.
+    pub encoders: Vec<String>,
+    /// NVDEC (cuvid) decoders that opened on it.
+    pub decoders: Vec<String>,
+}
+
+/// Open the CUDA device and every NVENC and NVDEC codec on GPU `index` (its CUDA index).
+pub fn probe_on_gpu(index: u32) -> GpuCodecs {
+    init_ffmpeg_logging();
+    let opened = |probe: CodecProbe| probe.available.then(|| probe.name.to_string());
+    GpuCodecs {
+        cuda: super::hw::cuda_device(index).map(|_| ()),
+        encoders: ENCODERS
+            .iter()
+            .filter(|n| n.ends_with("_nvenc"))
+            .filter_map(|n| opened(probe_encoder(n, Some(index))))
+            .collect(),
+        decoders: DECODERS
+            .iter()
+            .filter(|n| n.ends_with("_cuvid"))
+            .filter_map(|n| opened(probe_decoder(n, Some(index))))
+            .collect(),
     }
 }
 
@@ -157,9 +195,9 @@ pub fn capabilities() -> &'static MediaCapabilities {
     CAPS.get_or_init(|| {
         init_ffmpeg_logging();
         let caps = MediaCapabilities {
-            encoders: ENCODERS.iter().map(|n| probe_encoder(n)).collect(),
-            decoders: DECODERS.iter().map(|n| probe_decoder(n)).collect(),
-            cuda: match super::hw::cuda_device() {
+            encoders: ENCODERS.iter().map(|n| probe_encoder(n, None)).collect(),
+            decoders: DECODERS.iter().map(|n| probe_decoder(n, None)).collect(),
+            cuda: match super::hw::cuda_device(0) {
                 Ok(_) => CodecProbe::available("cuda"),
                 Err(reason) => CodecProbe::unavailable("cuda", reason),
             },

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use kiln_protocol::event::RenditionReport;
 use kiln_protocol::ladder::{default_ladder, DASH_MANIFEST};
-use kiln_protocol::{EncodeReport, HardwarePolicy, LadderParams, Preset, RungRate};
+use kiln_protocol::{EncodeReport, LadderParams, Preset, RungRate};
 
 use super::edit::{edited_info, EditFiles, EditPlan};
 use super::encoder::{self, EncoderSettings, Pass, RateSpec};
@@ -111,6 +111,8 @@ pub fn encode_ladder_edited(
         on_progress(Progress::at(f * 45.0))
     })?;
     let preset = params.preset.unwrap_or(Preset::Medium);
+    let mut target = super::hw::Target::current(params.hardware, caps.cuda.available);
+    let choice = target.restrict(params.codec, choice);
     let pix_fmt = super::transcode::target_pix_fmt(params.codec, choice.name, info.bit_depth);
     std::fs::create_dir_all(out_dir)
         .map_err(|e| MediaError::Io(format!("create the ladder folder: {e}")))?;
@@ -122,15 +124,14 @@ pub fn encode_ladder_edited(
         rungs: rungs
             .iter()
             .map(|r| {
-                (
-                    r.geometry,
-                    encoder::settings(choice.name, preset, r.rate, &Pass::Only),
-                )
+                let mut settings = encoder::settings(choice.name, preset, r.rate, &Pass::Only);
+                target.on_gpu(choice.name, &mut settings);
+                (r.geometry, settings)
             })
             .collect(),
         pix_fmt,
         segment_secs: params.segment_secs,
-        hw_decode: params.hardware != HardwarePolicy::Cpu && caps.cuda.available,
+        gpu: target.gpu,
         edit: &edit,
         opus: params.audio == kiln_protocol::ladder::LadderAudio::Opus,
     };
@@ -157,6 +158,10 @@ pub fn encode_ladder_edited(
             return Err(e);
         }
     };
+    let gpu = target.gpu.filter(|_| ran.hwaccel || choice.is_nvenc());
+    if let Some(fault) = &ran.device_fault {
+        target.fault(fault);
+    }
     let measured =
         manifest::finish(out_dir, &params.packaging, ran.frame_rate).inspect_err(|_| {
             let _ = std::fs::remove_dir_all(out_dir);
@@ -177,6 +182,7 @@ pub fn encode_ladder_edited(
             encoder: choice.name.to_string(),
             decoder: ran.decoder,
             hwaccel: ran.hwaccel.then(|| "cuda".to_string()),
+            gpu,
             hardware_fallback: choice.fallback.or(ran.hw_note),
             passes: 1,
             audio: ran.audio.to_string(),
@@ -433,7 +439,7 @@ mod tests {
             segment_secs: 4,
             packaging: Packaging::both(),
             preset: None,
-            hardware: HardwarePolicy::Cpu,
+            hardware: kiln_protocol::HardwarePolicy::Cpu,
             audio: Default::default(),
             edit: Default::default(),
             chunk_secs: None,

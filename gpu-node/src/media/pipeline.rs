@@ -45,8 +45,8 @@ pub(crate) struct PassSpec<'a> {
     pub with_audio: bool,
     /// The audio re-encoded smaller (a `size` job's tight budget) rather than copied.
     pub audio_shrink: Option<audio::Shrink>,
-    /// Whether to try NVDEC.
-    pub hw_decode: bool,
+    /// The GPU to decode on with NVDEC, if any.
+    pub gpu: Option<u32>,
     /// Trim, crop, watermark, subtitles.
     pub edit: &'a EditPlan,
 }
@@ -66,6 +66,8 @@ pub(crate) struct PassResult {
     pub hwaccel: bool,
     /// Why NVDEC was asked for and not used.
     pub hw_note: Option<String>,
+    /// The GPU's device failed to open (its fault, not the input's).
+    pub device_fault: Option<String>,
     /// The decoder's name.
     pub decoder: String,
 }
@@ -148,9 +150,10 @@ pub(crate) fn run_pass(
 
     let trim = trim::open(spec.edit.span, &mut ictx, v_index, v_start, in_tb);
 
-    let decoding = decode::open(&ictx, v_index, &decoder, in_tb, frame_rate, spec.hw_decode)?;
+    let decoding = decode::open(&ictx, v_index, &decoder, in_tb, frame_rate, spec.gpu)?;
     let (dec, hw_requested) = (decoding.dec, decoding.hw_requested);
     let mut hw_note = decoding.hw_note;
+    let device_fault = decoding.device_fault;
 
     let mut octx = AVFormatContextOutput::create(&out_url, None)
         .map_err(|e| MediaError::Io(describe("create output", &e)))?;
@@ -296,6 +299,7 @@ pub(crate) fn run_pass(
         audio: audio_kind,
         hwaccel,
         hw_note,
+        device_fault,
         decoder: decoder.name().to_string_lossy().into_owned(),
     })
 }

@@ -210,7 +210,7 @@ fn take(
             st.guess_framerate().filter(|r| r.num > 0),
         )
     };
-    let mut dec = decode::open(&ictx, v_index, &decoder, tb, fr, false)?.dec;
+    let mut dec = decode::open(&ictx, v_index, &decoder, tb, fr, None)?.dec;
     let mut taker = Taker {
         times,
         next: 0,

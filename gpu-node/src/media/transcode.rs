@@ -162,7 +162,12 @@ pub(crate) struct Job<'a> {
     encoder: EncoderChoice,
     preset: Preset,
     hw_decode: bool,
+    /// The GPU this job decodes and encodes on, and where its faults go.
+    target: super::hw::Target,
     hw_fallback: Option<String>,
+    /// NVDEC failed on this pass and the CPU is retrying it: blamed on the device once the CPU
+    /// succeeds.
+    nvdec_failed: Option<String>,
     stats: PathBuf,
     pass1_out: PathBuf,
     // progress across passes
@@ -207,7 +212,11 @@ impl<'a> Job<'a> {
         let geometry = geometry::plan(&info, params.resolution, params.allow_upscale)
             .map_err(MediaError::InvalidSettings)?;
         let caps = capabilities();
-        let encoder = encoder::choose_encoder(params.codec, params.hardware, caps);
+        let target = super::hw::Target::current(params.hardware, caps.cuda.available);
+        let encoder = target.restrict(
+            params.codec,
+            encoder::choose_encoder(params.codec, params.hardware, caps),
+        );
         if !caps.encoder(encoder.name) {
             let why = caps
                 .encoders
@@ -223,7 +232,7 @@ impl<'a> Job<'a> {
         if let Some(f) = &encoder.fallback {
             tracing::info!(fallback = %f, "hardware encode not used");
         }
-        let hw_decode = params.hardware != HardwarePolicy::Cpu && caps.cuda.available;
+        let hw_decode = params.hardware != HardwarePolicy::Cpu && target.gpu.is_some();
         let ext = params.container.extension();
         Ok(Self {
             input,
@@ -235,9 +244,11 @@ impl<'a> Job<'a> {
             input_size,
             geometry,
             hw_fallback: encoder.fallback.clone(),
+            nvdec_failed: None,
             encoder,
             preset: params.preset.unwrap_or(Preset::Medium),
             hw_decode,
+            target,
             stats: output.with_extension("passlog"),
             pass1_out: output.with_extension(format!("pass1.{ext}")),
             started: Instant::now(),
@@ -334,6 +345,10 @@ impl<'a> Job<'a> {
         report.encoder = self.encoder.name.to_string();
         report.decoder = last.decoder.clone();
         report.hwaccel = last.hwaccel.then(|| "cuda".to_string());
+        report.gpu = self
+            .target
+            .gpu
+            .filter(|_| last.hwaccel || self.encoder.is_nvenc());
         report.hardware_fallback = self.hw_fallback.clone().or(last.hw_note.clone());
         report.passes = self.passes;
         report.audio = last.audio.to_string();
@@ -388,6 +403,7 @@ impl<'a> Job<'a> {
             if let Some(gop) = self.fixed_gop {
                 settings = super::ladder::fixed_gop(self.encoder.name, gop, settings);
             }
+            self.target.on_gpu(self.encoder.name, &mut settings);
             let spec = PassSpec {
                 input: self.input,
                 output: out,
@@ -399,7 +415,7 @@ impl<'a> Job<'a> {
                 pix_fmt: target_pix_fmt(self.params.codec, self.encoder.name, self.info.bit_depth),
                 with_audio,
                 audio_shrink: self.audio_shrink.filter(|_| with_audio),
-                hw_decode: self.hw_decode,
+                gpu: self.target.gpu.filter(|_| self.hw_decode),
                 edit: &self.edit,
             };
             let pass_started = Instant::now();
@@ -425,6 +441,18 @@ impl<'a> Job<'a> {
             self.last_percent = last_percent;
             match result {
                 Ok(r) => {
+                    if let Some(fault) = &r.device_fault {
+                        // The device would not open; this pass decoded on the CPU. Later
+                        // passes go where the node moves the job.
+                        self.target.fault(fault);
+                        self.hw_fallback
+                            .get_or_insert(format!("GPU fault ({fault}); decoded on the CPU"));
+                    }
+                    if let Some(failed) = self.nvdec_failed.take() {
+                        // The CPU decoded what NVDEC could not: the input is sound, so the
+                        // device is to blame.
+                        self.target.fault(&failed);
+                    }
                     self.done += 1;
                     self.passes += 1;
                     return Ok(r);
@@ -432,10 +460,14 @@ impl<'a> Job<'a> {
                 Err(MediaError::Decode(msg)) if self.hw_decode => {
                     tracing::warn!(%msg, "NVDEC decode failed; retrying on the CPU");
                     self.hw_decode = false;
+                    self.nvdec_failed = Some(format!("NVDEC failed: {msg}"));
                     self.hw_fallback
                         .get_or_insert(format!("NVDEC failed ({msg}); decoded on the CPU"));
                 }
                 Err(MediaError::UnsupportedCodec(msg)) if self.encoder.is_nvenc() => {
+                    if super::hw::is_device_fault(&msg) {
+                        self.target.fault(&msg);
+                    }
                     let cpu = self.params.codec.cpu_encoder();
                     tracing::warn!(%msg, "NVENC did not open; encoding with {cpu}");
                     self.hw_fallback = Some(format!(

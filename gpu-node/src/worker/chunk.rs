@@ -121,11 +121,12 @@ async fn encode(
     let input = local_source(store, job, &scratch_in).await?;
     let started = Instant::now();
     let (task, out, cancel2) = (c.clone(), scratch_out.clone(), cancel.clone());
-    let encoded =
-        tokio::task::spawn_blocking(move || encode_blocking(&input, &out, &task, &cancel2))
-            .await
-            .map_err(|_| (JobErrorCode::Internal, "the chunk's encode panicked".into()))?
-            .map_err(media_failure)?;
+    let encoded = super::on_gpu(config, job, move || {
+        encode_blocking(&input, &out, &task, &cancel2)
+    })
+    .await
+    .map_err(|_| (JobErrorCode::Internal, "the chunk's encode panicked".into()))?
+    .map_err(media_failure)?;
     let (frames, video_bytes, encoder, encodes) = encoded;
     let size = store
         .put_file(&job.output_key, &scratch_out)

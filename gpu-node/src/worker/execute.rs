@@ -28,7 +28,7 @@ pub(super) async fn execute(
     let (params, ladder) = match &job.task {
         Task::Video(p) => (Some(p), None),
         Task::Ladder(p) => (None, Some(p)),
-        Task::Image(p) => return execute_image(store, job, p).await,
+        Task::Image(p) => return execute_image(store, config, job, p).await,
         Task::Thumbnails(_) | Task::Storyboard(_) => {
             return execute_stills(store, config, job, cancel).await
         }
@@ -153,7 +153,7 @@ pub(super) async fn execute(
         let (params, ladder) = (params.cloned(), ladder.cloned());
         let out = scratch_out.clone();
         let cancel = cancel.clone();
-        tokio::task::spawn_blocking(move || {
+        super::on_gpu(config, job, move || {
             let mut progress = |p| {
                 let _ = tx.send(p);
             };
@@ -321,6 +321,7 @@ const MAX_IMAGE_SOURCE: u64 = 256 << 20;
 /// Convert an image: read the source, convert on the GPU or CPU, store the result.
 async fn execute_image(
     store: &Arc<dyn Store>,
+    config: &WorkerConfig,
     job: &JobSpec,
     p: &kiln_protocol::ImageParams,
 ) -> Result<NodeEventKind, JobFailure> {
@@ -341,7 +342,7 @@ async fn execute_image(
         .read_to_end(&mut bytes)
         .await
         .map_err(|e| storage_err(e.into()))?;
-    let out = tokio::task::spawn_blocking(move || imaging::convert(&bytes, &params))
+    let out = super::on_gpu(config, job, move || imaging::convert(&bytes, &params))
         .await
         .map_err(|_| {
             (

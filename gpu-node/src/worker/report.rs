@@ -27,9 +27,24 @@ pub(super) async fn report_loop(
 ) {
     let mut was_draining = false;
     loop {
+        // Operators' commands (a GPU taken out or put back) arrive with the heartbeat.
+        match nodes.take_commands(&config.node_id).await {
+            Ok(commands) => {
+                for c in &commands {
+                    config.gpus.command(c);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not read operators' commands"),
+        }
+        let gpus = config.gpus.clone();
+        if !gpus.gpus().is_empty() {
+            // NVML reads are quick but blocking; back-offs that ended put GPUs back.
+            let _ = tokio::task::spawn_blocking(move || gpus.refresh()).await;
+        }
         let draining = shared.draining.load(Ordering::SeqCst);
         let status = NodeStatus {
             busy: shared.busy.load(Ordering::SeqCst),
+            gpus: config.gpus.states(),
             jobs_done: shared.done.load(Ordering::SeqCst),
             draining,
             load1: load1(),

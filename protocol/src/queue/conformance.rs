@@ -57,6 +57,7 @@ where
     acked_job_is_gone(&make(3).await).await;
     events_arrive_in_order(&make(3).await).await;
     nodes_register_and_age(&make(3).await).await;
+    commands_reach_their_node_once_in_order(&make(3).await).await;
     epoch_is_new_once(&make(3).await).await;
     cancellation_is_seen(&make(3).await).await;
 }
@@ -362,6 +363,27 @@ async fn nodes_register_and_age(q: &impl Backend) {
     assert!(q.list().await.unwrap()[1].age_ms < nodes[1].age_ms);
     q.remove("cpu-1").await.unwrap();
     assert_eq!(q.list().await.unwrap().len(), 1);
+}
+
+async fn commands_reach_their_node_once_in_order(q: &impl Backend) {
+    use crate::NodeCommand;
+    assert!(q.take_commands("gpu-1").await.unwrap().is_empty());
+    let sent = [
+        NodeCommand::DisableGpu { gpu: 1 },
+        NodeCommand::EnableGpu { gpu: 1 },
+    ];
+    for c in &sent {
+        q.command("gpu-1", c).await.unwrap();
+    }
+    q.command("gpu-2", &NodeCommand::EnableGpu { gpu: 0 })
+        .await
+        .unwrap();
+    assert_eq!(q.take_commands("gpu-1").await.unwrap(), sent);
+    assert!(q.take_commands("gpu-1").await.unwrap().is_empty());
+    assert_eq!(
+        q.take_commands("gpu-2").await.unwrap(),
+        [NodeCommand::EnableGpu { gpu: 0 }]
+    );
 }
 
 async fn epoch_is_new_once(q: &impl Backend) {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::{EventStream, JobQueue, Lease, NodeRegistry, QueueError, DEFAULT_MAX_ATTEMPTS};
-use crate::{now_ms, JobSpec, NodeEvent, NodeEventKind, NodeStatus};
+use crate::{now_ms, JobSpec, NodeCommand, NodeEvent, NodeEventKind, NodeStatus};
 
 struct Leased {
     job: JobSpec,
@@ -25,6 +25,8 @@ struct State {
     dead: Vec<JobSpec>,
     events: VecDeque<NodeEvent>,
     nodes: HashMap<String, (NodeStatus, Instant)>,
+    /// Operators' commands waiting for each node, with when each was left.
+    commands: HashMap<String, Vec<(NodeCommand, Instant)>>,
     epoch_seen: bool,
     /// Cancelled jobs, with when (forgotten after a week).
     cancelled: HashMap<String, Instant>,
@@ -304,6 +306,24 @@ impl NodeRegistry for MemoryQueue {
             .collect();
         out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         Ok(out)
+    }
+
+    async fn command(&self, node_id: &str, command: &NodeCommand) -> Result<(), QueueError> {
+        self.lock()
+            .commands
+            .entry(node_id.to_string())
+            .or_default()
+            .push((command.clone(), Instant::now()));
+        Ok(())
+    }
+
+    async fn take_commands(&self, node_id: &str) -> Result<Vec<NodeCommand>, QueueError> {
+        let waiting = self.lock().commands.remove(node_id).unwrap_or_default();
+        Ok(waiting
+            .into_iter()
+            .filter(|(_, at)| at.elapsed() < super::NODE_FORGET)
+            .map(|(c, _)| c)
+            .collect())
     }
 }
 

@@ -1,13 +1,16 @@
-//! `GET /api/v1/nodes` (admin scope): the fleet's nodes, their capabilities, load and last
-//! heartbeat.
+//! `GET /api/v1/nodes` (admin scope): the fleet's nodes, their capabilities, load, GPUs and
+//! last heartbeat; `POST /api/v1/nodes/{id}/gpus/{gpu}/enable|disable` to put a GPU back into
+//! service or take it out.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
+use kiln_protocol::NodeCommand;
 
 use crate::api::docs::Error;
 use crate::auth::Auth;
 use crate::error::ApiError;
-use crate::views::{NodeList, NodeView};
+use crate::views::{GpuCommandView, NodeList, NodeView};
 use crate::AppState;
 
 /// Every registered node (the embedded default's local node too).
@@ -23,4 +26,74 @@ pub async fn list(State(state): State<AppState>, auth: Auth) -> Result<Json<Node
             .map(|n| NodeView::new(n, live_ms, now))
             .collect(),
     }))
+}
+
+/// Put a node's GPU back into service (admin): one that repeated faults took out, or that an
+/// operator disabled. The node takes the command at its next heartbeat (within seconds).
+#[utoipa::path(post, path = "/api/v1/nodes/{node_id}/gpus/{gpu}/enable", tag = "admin",
+    params(("node_id" = String, Path, description = "The node's id"),
+        ("gpu" = u32, Path, description = "The GPU's CUDA index on that node")),
+    responses((status = 202, body = GpuCommandView), (status = 401, body = Error),
+        (status = 403, body = Error), (status = 404, body = Error)))]
+pub async fn enable_gpu(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((node_id, gpu)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<GpuCommandView>), ApiError> {
+    gpu_command(&state, auth, &node_id, &gpu, true).await
+}
+
+/// Take a node's GPU out of service (admin): it finishes the jobs on it and takes no more
+/// until enabled again.
+#[utoipa::path(post, path = "/api/v1/nodes/{node_id}/gpus/{gpu}/disable", tag = "admin",
+    params(("node_id" = String, Path, description = "The node's id"),
+        ("gpu" = u32, Path, description = "The GPU's CUDA index on that node")),
+    responses((status = 202, body = GpuCommandView), (status = 401, body = Error),
+        (status = 403, body = Error), (status = 404, body = Error)))]
+pub async fn disable_gpu(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((node_id, gpu)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<GpuCommandView>), ApiError> {
+    gpu_command(&state, auth, &node_id, &gpu, false).await
+}
+
+async fn gpu_command(
+    state: &AppState,
+    auth: Auth,
+    node_id: &str,
+    gpu: &str,
+    enable: bool,
+) -> Result<(StatusCode, Json<GpuCommandView>), ApiError> {
+    auth.require("admin")?;
+    let nodes = state.nodes.list().await?;
+    let node = nodes
+        .iter()
+        .find(|n| n.node_id == node_id)
+        .ok_or_else(|| ApiError::NotFound(format!("no node {node_id:?}")))?;
+    let index = gpu
+        .parse::<u32>()
+        .ok()
+        .filter(|i| node.capabilities.gpus.iter().any(|g| g.index == *i))
+        .ok_or_else(|| ApiError::NotFound(format!("node {node_id:?} drives no GPU {gpu:?}")))?;
+    let command = if enable {
+        NodeCommand::EnableGpu { gpu: index }
+    } else {
+        NodeCommand::DisableGpu { gpu: index }
+    };
+    state.nodes.command(node_id, &command).await?;
+    tracing::info!(
+        node = node_id,
+        gpu = index,
+        enable,
+        "GPU command sent to its node"
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(GpuCommandView {
+            node_id: node_id.to_string(),
+            gpu: index,
+            command: if enable { "enable" } else { "disable" }.into(),
+        }),
+    ))
 }

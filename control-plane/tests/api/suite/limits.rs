@@ -146,8 +146,42 @@ pub async fn run(t: &Target, s: &super::State) {
     );
 
     // --- Nodes (admin) and the OpenAPI document.
-    assert_eq!(t.get("/api/v1/nodes", ADMIN).await.status, 200);
+    let nodes = t.get("/api/v1/nodes", ADMIN).await;
+    assert_eq!(nodes.status, 200);
     assert_eq!(t.get("/api/v1/nodes", &key).await.code(), "forbidden");
+    // GPU commands go to a node that drives that GPU; this machine's local node drives none.
+    let node = nodes.json()["nodes"][0].clone();
+    let local = node["node_id"].as_str().unwrap();
+    let (listed, live) = (
+        node["capabilities"]["gpus"].as_array().unwrap(),
+        node["gpus"].as_array().unwrap(),
+    );
+    assert_eq!(listed.len(), live.len(), "{node}");
+    let absent = listed.len();
+    for (path, key, code) in [
+        (
+            format!("/api/v1/nodes/{local}/gpus/0/enable"),
+            key.as_str(),
+            "forbidden",
+        ),
+        (
+            "/api/v1/nodes/nowhere/gpus/0/enable".to_string(),
+            ADMIN,
+            "not_found",
+        ),
+        (
+            format!("/api/v1/nodes/{local}/gpus/{absent}/disable"),
+            ADMIN,
+            "not_found",
+        ),
+        (
+            format!("/api/v1/nodes/{local}/gpus/first/disable"),
+            ADMIN,
+            "not_found",
+        ),
+    ] {
+        assert_eq!(t.post(&path, key, json!({})).await.code(), code, "{path}");
+    }
     let r = t
         .call(Method::GET, "/api/v1/openapi.json", None, Body::None)
         .await;

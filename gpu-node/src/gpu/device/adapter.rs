@@ -43,6 +43,33 @@ pub async fn best_adapter() -> Option<wgpu::Adapter> {
         .min_by_key(|a| summarise(&a.get_info()).rank())
 }
 
+/// Every hardware adapter wgpu finds with the PCI bus it sits on: `(bus id, description)`,
+/// for matching each NVIDIA GPU to its adapter.
+pub fn hardware_adapters() -> Vec<(String, String)> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        .into_iter()
+        .map(|a| a.get_info())
+        .filter(|i| !i.device_pci_bus_id.is_empty())
+        .map(|i| (i.device_pci_bus_id.clone(), summarise(&i)))
+        .filter(|(_, s)| s.is_hardware())
+        .map(|(bus, s)| (bus, format!("{} ({})", s.name, s.backend)))
+        .collect()
+}
+
+/// The hardware adapter on PCI bus `bus` (as NVML writes it), if wgpu finds one.
+pub async fn adapter_on(bus: &str) -> Option<wgpu::Adapter> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    instance
+        .enumerate_adapters(wgpu::Backends::all())
+        .await
+        .into_iter()
+        .filter(|a| crate::host::same_pci_bus(&a.get_info().device_pci_bus_id, bus))
+        .min_by_key(|a| summarise(&a.get_info()).rank())
+}
+
 /// Describe an adapter the way capabilities report it.
 pub fn summarise(info: &wgpu::AdapterInfo) -> AdapterSummary {
     AdapterSummary {

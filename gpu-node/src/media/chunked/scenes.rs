@@ -39,7 +39,7 @@ pub fn detect(input: &Path, origin_s: f64, cancel: &AtomicBool) -> Result<Vec<f6
         let st = ictx.streams().get(v).expect("stream index from FFmpeg");
         (st.time_base, st.guess_framerate().filter(|r| r.num > 0))
     };
-    let mut dec = decode::open(&ictx, v, &decoder, tb, fr, false)?.dec;
+    let mut dec = decode::open(&ictx, v, &decoder, tb, fr, None)?.dec;
     // SAFETY: a plain field the decoder reads for every frame (FFmpeg: "decoding: set by user",
     // at any time; frame threads copy it from this context).
     unsafe { dec.deref_mut().skip_loop_filter = ffi::AVDiscard_AVDISCARD_ALL };

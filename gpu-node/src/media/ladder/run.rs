@@ -37,7 +37,8 @@ pub(super) struct RunSpec<'a> {
     pub rungs: Vec<(Geometry, EncoderSettings)>,
     pub pix_fmt: ffi::AVPixelFormat,
     pub segment_secs: u32,
-    pub hw_decode: bool,
+    /// The GPU to decode on with NVDEC, if any.
+    pub gpu: Option<u32>,
     /// Trim, crop, watermark, subtitles.
     pub edit: &'a EditPlan,
     /// Whether the audio rendition is Opus (else AAC).
@@ -57,6 +58,8 @@ pub(super) struct Ran {
     pub audio: &'static str,
     pub hwaccel: bool,
     pub hw_note: Option<String>,
+    /// The GPU's device failed to open (its fault, not the input's).
+    pub device_fault: Option<String>,
     pub decoder: String,
 }
 
@@ -124,7 +127,7 @@ pub(super) fn run(
     let (gop, fps) = cadence(frame_rate, spec.segment_secs);
 
     let trim = trim::open(spec.edit.span, &mut ictx, v_index, v_start, in_tb);
-    let decoding = decode::open(&ictx, v_index, &decoder, in_tb, frame_rate, spec.hw_decode)?;
+    let decoding = decode::open(&ictx, v_index, &decoder, in_tb, frame_rate, spec.gpu)?;
     let mut octx = AVFormatContextOutput::create(&path_cstring(spec.manifest)?, None)
         .map_err(|e| MediaError::Io(describe("create the dash muxer", &e)))?;
     let mut encoders = Vec::new();
@@ -142,7 +145,7 @@ pub(super) fn run(
             pix_fmt: spec.pix_fmt,
             with_audio: false,
             audio_shrink: None,
-            hw_decode: spec.hw_decode,
+            gpu: spec.gpu,
             edit: &no_edit,
         };
         let (enc, index) = open_encoder(&pass, in_tb, frame_rate, color, &mut octx)?;
@@ -249,6 +252,7 @@ pub(super) fn run(
         hw_note: (decoding.hw_requested && !hwaccel)
             .then(|| "NVDEC declined this stream; decoded on the CPU".to_string())
             .or(decoding.hw_note),
+        device_fault: decoding.device_fault,
         decoder: decoder.name().to_string_lossy().into_owned(),
     })
 }

@@ -24,17 +24,19 @@ pub(crate) struct Decoding {
     pub dec: AVCodecContext,
     pub hw_requested: bool,
     pub hw_note: Option<String>,
+    /// The GPU's device could not be created: the device's fault, not the input's.
+    pub device_fault: Option<String>,
 }
 
-/// Open the decoder of stream `v_index`: NVDEC when asked and the codec has a CUDA path, the
-/// CPU otherwise (with the reason).
+/// Open the decoder of stream `v_index`: NVDEC on GPU `gpu` when given and the codec has a
+/// CUDA path, the CPU otherwise (with the reason).
 pub(crate) fn open(
     ictx: &AVFormatContextInput,
     v_index: usize,
     decoder: &AVCodec,
     in_tb: ffi::AVRational,
     frame_rate: Option<ffi::AVRational>,
-    hw_decode: bool,
+    gpu: Option<u32>,
 ) -> Result<Decoding, MediaError> {
     let mut dec = AVCodecContext::new(decoder);
     dec.apply_codecpar(&ictx.streams().get(v_index).expect("index").codecpar())
@@ -48,8 +50,9 @@ pub(crate) fn open(
         raw.pkt_timebase = in_tb;
         raw.thread_count = 0;
     }
-    if hw_decode {
-        match hw::cuda_device() {
+    let mut device_fault = None;
+    if let Some(gpu) = gpu {
+        match hw::cuda_device(gpu) {
             // SAFETY: the context is not yet opened; `device` is the process's live CUDA device,
             // and av_buffer_ref gives the decoder its own reference to it.
             Ok(device) if hw::decoder_supports_cuda(decoder.as_ptr()) => unsafe {
@@ -64,7 +67,10 @@ pub(crate) fn open(
                     decoder.name().to_string_lossy()
                 ))
             }
-            Err(e) => hw_note = Some(format!("NVDEC unavailable ({e}); decoded on the CPU")),
+            Err(e) => {
+                hw_note = Some(format!("NVDEC unavailable ({e}); decoded on the CPU"));
+                device_fault = Some(e);
+            }
         }
     }
     if let Some(fr) = frame_rate {
@@ -76,6 +82,7 @@ pub(crate) fn open(
         dec,
         hw_requested,
         hw_note,
+        device_fault,
     })
 }
 

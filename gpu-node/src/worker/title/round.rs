@@ -402,8 +402,7 @@ async fn round_loop<'a>(
             && !ctx.shared.draining.load(Ordering::SeqCst)
             && !chunk_classes.is_empty();
         if room {
-            let permit = ctx.shared.nvenc.clone().try_acquire_owned().ok();
-            let classes = claimable(&chunk_classes, permit.is_some());
+            let classes = claimable(&chunk_classes, ctx.config.gpus.nvenc_free());
             let wait = if lent.is_empty() {
                 POLL
             } else {
@@ -416,12 +415,9 @@ async fn round_loop<'a>(
                 .await
             {
                 Ok(Some(lease)) => {
-                    let permit =
-                        permit.filter(|_| crate::worker::is_nvenc_class(&lease.job.class()));
                     let (broker, store, config, shared) =
                         (ctx.broker, ctx.store, ctx.config, ctx.shared);
                     lent.push(Box::pin(async move {
-                        let _permit = permit;
                         crate::worker::lease::run_chunk_leased(
                             broker, store, config, shared, lease,
                         )
