@@ -609,6 +609,37 @@ mod tests {
     }
 
     #[test]
+    fn metrics_per_gpu_follow_health_and_jobs() {
+        let registry = prometheus::Registry::new();
+        let metrics = NodeMetrics::register(&registry);
+        let host = HostGpus::new(
+            vec![gpu(0, false), gpu(1, false)],
+            3,
+            HealthPolicy::default(),
+        )
+        .with_metrics(metrics);
+        let text = || crate::metrics::render(&registry);
+        let has = |line: &str| {
+            let t = text();
+            assert!(t.contains(line), "{line} not in\n{t}");
+        };
+        has("kiln_node_gpu_healthy{gpu=\"1\"} 1");
+        let placed = host.place(&[Engine::Decode], &[]).unwrap();
+        has("kiln_node_gpu_jobs{gpu=\"0\"} 1");
+        host.fault(1, "CUDA_ERROR_LAUNCH_FAILED");
+        has("kiln_node_gpu_healthy{gpu=\"1\"} 0");
+        drop(placed);
+        has("kiln_node_gpu_jobs{gpu=\"0\"} 0");
+        // Without NVML (this machine) no utilisation is made up.
+        host.refresh();
+        let t = text();
+        assert!(
+            nvml::devices().is_ok() || !t.contains("kiln_node_gpu_utilisation{"),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn selection_from_kiln_gpus() {
         let cases = [
             ("", Ok(GpuSelection::All)),

@@ -87,7 +87,8 @@ pub(super) async fn run(
             cancel.clone(),
             progress.clone(),
         );
-        let found = tokio::task::spawn_blocking(move || {
+        // The search encodes samples: placed on the node's GPUs like any encode.
+        let found = super::on_gpu(ctx.config, job, move || {
             crate::quality::target::search_title(&input, &p, &at, &cancel, &mut |f| {
                 let _ = tx.send(Progress::at(f * base));
             })
