@@ -103,6 +103,28 @@ pub fn probe(selection: &GpuSelection) -> HostProbe {
         other => other,
     };
     let probe = match devices {
+        // No NVML (a container without the driver's `utility` capability) but FFmpeg opened
+        // CUDA: drive that device as FFmpeg sees it, without NVML's figures.
+        Err(why)
+            if *selection != GpuSelection::None
+                && selection.selects(0, "")
+                && crate::media::capabilities().cuda.available =>
+        {
+            tracing::warn!(reason = %why, "NVML unavailable: driving CUDA device 0 as FFmpeg opened it, without load figures");
+            let name = crate::node::gpu_model().unwrap_or_else(|| "NVIDIA GPU".into());
+            let device = nvml::Device {
+                index: 0,
+                name,
+                uuid: String::new(),
+                pci_bus_id: String::new(),
+                memory_mib: 0,
+                engines: None,
+            };
+            HostProbe {
+                gpus: vec![describe(&device, &[])],
+                none_because: None,
+            }
+        }
         Err(why) => HostProbe {
             gpus: vec![],
             none_because: Some(why),
@@ -211,6 +233,8 @@ pub struct HostGpus {
     gpus: Vec<GpuInfo>,
     /// NVENC sessions per GPU (`KILN_NVENC_SESSIONS`).
     nvenc_limit: u32,
+    /// Jobs per GPU (`KILN_SLOTS_PER_GPU`; 0: no limit).
+    job_limit: u32,
     policy: HealthPolicy,
     live: Mutex<Vec<Live>>,
     metrics: Option<NodeMetrics>,
@@ -231,9 +255,19 @@ impl HostGpus {
         Arc::new(Self {
             gpus,
             nvenc_limit,
+            job_limit: 0,
             policy,
             live: Mutex::new(live),
             metrics: None,
+        })
+    }
+
+    /// The same GPUs, each taking at most `jobs` jobs at once.
+    pub fn with_job_limit(self: Arc<Self>, jobs: u32) -> Arc<Self> {
+        let this = Arc::into_inner(self).expect("with_job_limit before the GPUs are shared");
+        Arc::new(Self {
+            job_limit: jobs,
+            ..this
         })
     }
 
@@ -308,6 +342,7 @@ impl HostGpus {
                 nvenc_sessions: l.sessions,
                 nvenc_limit: self.nvenc_limit,
                 jobs: l.jobs,
+                max_jobs: self.job_limit,
                 decoder_util: l.sample.decoder.unwrap_or(0),
                 encoder_util: l.sample.encoder.unwrap_or(0),
                 gpu_util: l.sample.gpu.unwrap_or(0),
@@ -700,6 +735,12 @@ mod tests {
         assert!(host.nvenc_free());
         assert_eq!(host.place(&[Engine::Encode], &[]).unwrap().index(), 1);
         drop(held);
+        // A job limit per GPU counts every job, whatever its engines.
+        let host = HostGpus::new(vec![gpu(0, true)], 3, HealthPolicy::default()).with_job_limit(2);
+        let two = [Engine::Decode, Engine::Decode].map(|e| host.place(&[e], &[]).unwrap());
+        assert!(host.place(&[Engine::Encode], &[]).is_none());
+        drop(two);
+        assert!(host.place(&[Engine::Encode], &[]).is_some());
         assert!(host
             .states()
             .iter()

@@ -25,8 +25,13 @@ pub struct NodeConfig {
     pub storage_url: String,
     /// `KILN_NODE_ID`, default `<hostname>-<pid>`.
     pub node_id: String,
-    /// `KILN_NODE_SLOTS`: jobs at once (default: one per 8 cores, at least 1).
+    /// `KILN_NODE_SLOTS`: jobs at once (default: one per 8 cores, at least 1, and at least
+    /// `slots_per_gpu` for each GPU the node drives).
     pub slots: usize,
+    /// Whether `KILN_NODE_SLOTS` was given (else the GPUs found may raise `slots`).
+    pub slots_given: bool,
+    /// `KILN_SLOTS_PER_GPU`: jobs at once on one GPU (default 3).
+    pub slots_per_gpu: usize,
     /// `KILN_NVENC_SESSIONS`: NVENC encodes at once on each GPU that has NVENC (default 3,
     /// the limit of consumer GeForce drivers; data-centre GPUs allow more).
     pub nvenc_sessions: usize,
@@ -83,10 +88,16 @@ pub struct NodeSettings {
     /// The node's name in the registry, events and leases (default `<hostname>-<pid>`).
     #[arg(long, env = "KILN_NODE_ID", value_parser = node_id, global = true)]
     pub node_id: Option<String>,
-    /// Jobs at once (default: one per 8 cores, at least 1).
+    /// Jobs at once (default: one per 8 cores, at least 1, and at least --slots-per-gpu for
+    /// each GPU the node drives).
     #[arg(long, env = "KILN_NODE_SLOTS", global = true,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub slots: Option<u64>,
+    /// Jobs at once on one GPU: a GPU with this many takes no more (they decode and encode on
+    /// the CPU, or wait for a slot).
+    #[arg(long, env = "KILN_SLOTS_PER_GPU", default_value_t = 3, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub slots_per_gpu: u64,
     /// NVENC encodes at once on each GPU that has NVENC (3 is the limit of consumer GeForce
     /// drivers; data-centre GPUs allow more; 0 disables NVENC classes).
     #[arg(long, env = "KILN_NVENC_SESSIONS", default_value_t = 3, global = true)]
@@ -183,6 +194,8 @@ impl NodeConfig {
             redis_url,
             storage_url,
             slots: s.slots.map_or((cores / 8).max(1), |n| n as usize),
+            slots_given: s.slots.is_some(),
+            slots_per_gpu: s.slots_per_gpu as usize,
             nvenc_sessions: s.nvenc_sessions,
             lease: Duration::from_secs(s.lease_secs),
             drain_timeout: Duration::from_secs(s.drain_timeout_secs),
@@ -321,6 +334,16 @@ pub fn initial_status(
     }
 }
 
+/// The node's slots: as given, else the cores' default raised to `slots_per_gpu` for each of
+/// its `gpus` (an 8-GPU host keeps every GPU busy).
+pub fn node_slots(config: &NodeConfig, gpus: usize) -> usize {
+    if config.slots_given {
+        config.slots
+    } else {
+        config.slots.max(gpus * config.slots_per_gpu)
+    }
+}
+
 /// Ports after a taken metrics port tried before any free one.
 const METRICS_PORTS_AFTER: u16 = 64;
 
@@ -411,7 +434,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let registry = prometheus::Registry::new();
     let metrics = NodeMetrics::register(&registry);
-    let gpus = gpus.with_metrics(metrics.clone());
+    let gpus = gpus
+        .with_job_limit(config.slots_per_gpu as u32)
+        .with_metrics(metrics.clone());
+    let slots = node_slots(&config, gpus.gpus().len());
     let metrics_addr = match config.metrics_listen {
         Some(addr) => Some(
             serve_metrics(addr, registry, shutdown_rx.clone())
@@ -422,25 +448,19 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     };
     tracing::info!(
         node = %config.node_id,
-        slots = config.slots,
+        slots,
         ?classes,
         gpu = ?caps.gpu,
         metrics = ?metrics_addr,
         "kiln node ready"
     );
-    let status = initial_status(
-        &config.node_id,
-        caps,
-        classes.clone(),
-        config.slots,
-        metrics_addr,
-    );
+    let status = initial_status(&config.node_id, caps, classes.clone(), slots, metrics_addr);
     let worker = tokio::spawn(worker::run(
         broker,
         store,
         WorkerConfig {
             node_id: config.node_id.clone(),
-            slots: config.slots,
+            slots,
             lease: config.lease,
             scratch_dir: config.scratch_dir.clone(),
             classes,
@@ -560,6 +580,25 @@ mod tests {
             ("gpu-01", 4, None)
         );
         assert_eq!(c.lease, Duration::from_secs(30));
+        // Given slots stand; the default (one per 8 cores) grows with the GPUs.
+        let with = |given: Option<&'static str>, per_gpu: &'static str| {
+            move |k: &str| match k {
+                "KILN_NODE_SLOTS" => given.map(String::from),
+                "KILN_SLOTS_PER_GPU" => Some(per_gpu.to_string()),
+                other => env(other),
+            }
+        };
+        let cores = NodeConfig::from_env(with(None, "3")).unwrap().slots;
+        // (slots given, slots per GPU, GPUs, slots)
+        for (given, per_gpu, gpus, want) in [
+            (Some("4"), "3", 8, 4),
+            (None, "3", 0, cores),
+            (None, "3", 8, cores.max(24)),
+            (None, "1", 2, cores.max(2)),
+        ] {
+            let c = NodeConfig::from_env(with(given, per_gpu)).unwrap();
+            assert_eq!(node_slots(&c, gpus), want, "{given:?} {per_gpu} {gpus}");
+        }
         assert!(
             NodeConfig::from_env(|_| None).is_err(),
             "REDIS_URL is required"

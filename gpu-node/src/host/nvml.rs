@@ -3,7 +3,6 @@
 
 use std::sync::OnceLock;
 
-use nvml_wrapper::enum_wrappers::device::EncoderType;
 use nvml_wrapper::Nvml;
 
 /// The full GPU-instance profile (`NVML_GPU_INSTANCE_PROFILE_7_SLICE`): on a MIG-capable card
@@ -20,8 +19,6 @@ pub struct Device {
     pub memory_mib: u64,
     /// (NVENC, NVDEC, NVJPG) from the full MIG profile, where the card has one.
     pub engines: Option<(u32, u32, u32)>,
-    /// NVML's H.264 encoder capacity (0: no NVENC), where it says.
-    pub encoder_capacity: Option<u32>,
 }
 
 /// One device's load now.
@@ -69,7 +66,6 @@ pub fn devices() -> Result<Vec<Device>, String> {
             pci_bus_id: d.pci_info().map(|p| p.bus_id).unwrap_or_default(),
             memory_mib: d.memory_info().map(|m| m.total >> 20).unwrap_or(0),
             engines,
-            encoder_capacity: d.encoder_capacity(EncoderType::H264).ok(),
         });
     }
     Ok(out)

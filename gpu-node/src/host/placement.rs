@@ -39,8 +39,9 @@ pub struct GpuLoad {
     /// NVENC sessions Kiln holds on it, and its limit.
     pub nvenc_sessions: u32,
     pub nvenc_limit: u32,
-    /// Kiln jobs on it now.
+    /// Kiln jobs on it now, and the most it takes (0: no limit).
     pub jobs: u32,
+    pub max_jobs: u32,
     /// NVML utilisation, percent (0 where NVML gave none).
     pub decoder_util: u32,
     pub encoder_util: u32,
@@ -85,6 +86,7 @@ impl GpuLoad {
 pub fn pick(gpus: &[GpuLoad], needs: &[Engine], avoid: &[u32]) -> Option<u32> {
     gpus.iter()
         .filter(|g| g.usable && !avoid.contains(&g.index))
+        .filter(|g| g.max_jobs == 0 || g.jobs < g.max_jobs)
         .filter(|g| g.memory_free_mib.is_none_or(|m| m >= MIN_FREE_MIB))
         .filter(|g| needs.iter().all(|e| g.has(*e)))
         .map(|g| (needs.iter().map(|e| g.load(*e)).sum::<f64>(), g.index))
@@ -180,6 +182,23 @@ mod tests {
             (vec![gpu(0, 0), gpu(1, 0)], vec![Decode], vec![0], Some(1)),
             (vec![gpu(0, 0)], vec![Decode], vec![0], None),
             (vec![full_memory, gpu(1, 0)], vec![Decode], vec![], Some(1)),
+            // A GPU at its job limit takes no more.
+            (
+                vec![
+                    GpuLoad {
+                        max_jobs: 8,
+                        ..two_jobs.clone()
+                    },
+                    GpuLoad {
+                        max_jobs: 8,
+                        decoder_util: 100,
+                        ..gpu(0, 0)
+                    },
+                ],
+                vec![Decode],
+                vec![],
+                Some(0),
+            ),
             // Images go where fewer jobs are.
             (vec![two_jobs, gpu(0, 0)], vec![Image], vec![], Some(0)),
             (

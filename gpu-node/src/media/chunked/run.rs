@@ -185,20 +185,25 @@ pub(crate) fn on_slots<T: Send>(
     let failed = AtomicBool::new(false);
     let done: Mutex<Vec<Option<Result<T, MediaError>>>> =
         Mutex::new((0..spans.len()).map(|_| None).collect());
+    // The job's GPU (where the node placed it) goes with its pieces onto their threads.
+    let placement = crate::host::scope::current();
     std::thread::scope(|scope| {
         for _ in 0..slots.clamp(1, spans.len()) {
-            scope.spawn(|| loop {
-                if cancel.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Some(span) = order.get(next.fetch_add(1, Ordering::SeqCst)) else {
-                    return;
-                };
-                let r = work(span);
-                if r.is_err() {
-                    failed.store(true, Ordering::SeqCst);
-                }
-                done.lock().unwrap()[span.index] = Some(r);
+            let placement = placement.clone();
+            scope.spawn(|| {
+                crate::host::scope::with(placement, || loop {
+                    if cancel.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let Some(span) = order.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                        return;
+                    };
+                    let r = work(span);
+                    if r.is_err() {
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                    done.lock().unwrap()[span.index] = Some(r);
+                })
             });
         }
     });

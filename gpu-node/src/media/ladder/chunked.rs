@@ -390,28 +390,32 @@ fn encode_in(
     let started = Instant::now();
     // The encodes report from their slots; this thread hands their progress on.
     let (tx, rx) = std::sync::mpsc::channel::<(usize, f32)>();
+    let placement = crate::host::scope::current();
     let encoded = std::thread::scope(|scope| {
         let encodes = scope.spawn(|| {
             let tx = tx;
-            on_slots(&spans, slots, cancel, &|span| {
-                let it = &items[span.index];
-                let started = Instant::now();
-                let p = plan.rung_params(it.rung);
-                let (rate, shape) = piece_encode(&p, &plan.ladder_chunk(it.chunk, it.rung))?;
-                let r = encode_counted(
-                    input,
-                    &file(it),
-                    &p,
-                    span,
-                    shape,
-                    cancel,
-                    &mut |pc| {
-                        let _ = tx.send((span.index, pc));
-                    },
-                    &mut |_| rate,
-                );
-                let _ = tx.send((span.index, 100.0));
-                r.map(|(o, attempts)| (o, attempts, started.elapsed().as_secs_f64()))
+            // On this thread too, the pieces run where the node placed the job.
+            crate::host::scope::with(placement, || {
+                on_slots(&spans, slots, cancel, &|span| {
+                    let it = &items[span.index];
+                    let started = Instant::now();
+                    let p = plan.rung_params(it.rung);
+                    let (rate, shape) = piece_encode(&p, &plan.ladder_chunk(it.chunk, it.rung))?;
+                    let r = encode_counted(
+                        input,
+                        &file(it),
+                        &p,
+                        span,
+                        shape,
+                        cancel,
+                        &mut |pc| {
+                            let _ = tx.send((span.index, pc));
+                        },
+                        &mut |_| rate,
+                    );
+                    let _ = tx.send((span.index, 100.0));
+                    r.map(|(o, attempts)| (o, attempts, started.elapsed().as_secs_f64()))
+                })
             })
         });
         let mut done = vec![0.0f32; items.len()];
