@@ -94,9 +94,17 @@ pub struct Running {
     pub created_admin_key: Option<String>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Turns true once the embedded node has probed this machine (at once without one).
+    node_probed: watch::Receiver<bool>,
 }
 
 impl Running {
+    /// Wait until the embedded node has probed this machine and logged what it found (so a
+    /// first start can print its admin key after everything else), or `limit` has passed.
+    pub async fn node_probed(&mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.node_probed.wait_for(|v| *v)).await;
+    }
+
     /// Stop taking requests, let running jobs finish, and return when everything has stopped.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -211,6 +219,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown_rx.clone(),
     )));
     let slots = config.embedded_slots();
+    let (probed_tx, node_probed) = watch::channel(slots == 0);
     if slots > 0 {
         tasks.push(tokio::spawn(embedded_node(
             &config,
@@ -218,6 +227,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             store,
             &metrics,
             slots,
+            probed_tx,
             shutdown_rx.clone(),
         )));
     }
@@ -250,6 +260,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         created_admin_key,
         shutdown: shutdown_tx,
         tasks,
+        node_probed,
     })
 }
 
@@ -261,6 +272,7 @@ fn embedded_node(
     store: Arc<dyn kiln_protocol::Store>,
     metrics: &Metrics,
     slots: usize,
+    probed: watch::Sender<bool>,
     shutdown: watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let node_id = format!("{}-local", config.instance_id);
@@ -297,6 +309,7 @@ fn embedded_node(
         }
         let status =
             kiln_gpu_node::node::initial_status(&node_id, caps, classes.clone(), slots, None);
+        let _ = probed.send(true);
         kiln_gpu_node::worker::run(
             broker,
             store,

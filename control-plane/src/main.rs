@@ -2,11 +2,13 @@
 //! SQLite, a local store, an in-process queue and a local node — in this one process.
 
 use kiln_control_plane::cli::{Cli, Command};
+use std::time::Duration;
+
 use kiln_control_plane::start;
 
 fn main() -> anyhow::Result<()> {
-    // Before any thread: the embedded node's GPUs numbered as NVML numbers them.
-    kiln_gpu_node::host::use_pci_bus_order();
+    // Before any thread: the embedded node's GPUs numbered as NVML numbers them, SVT-AV1 quiet.
+    kiln_gpu_node::prepare_process();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -28,12 +30,19 @@ async fn serve() -> anyhow::Result<()> {
         }
         Some(Command::Serve) | None => {}
     }
-    let running = start(cli.config).await?;
+    let mut running = start(cli.config).await?;
+    // The key block comes last, after the node's probe has said what this machine can do.
+    running.node_probed(Duration::from_secs(120)).await;
+    println!("Kiln is listening on http://{}", running.addr);
     if let Some(key) = &running.created_admin_key {
         // Printed once, on the first start with an empty database; only its hash is stored.
-        println!("\nKiln admin API key (shown once, store it now):\n\n    {key}\n");
+        let rule = "=".repeat(64);
+        println!(
+            "\n{rule}\n  Kiln admin API key (shown once: store it now)\n\n    {key}\n\n  \
+             curl -H 'Authorization: Bearer {key}' http://{}/api/v1/nodes\n{rule}\n",
+            running.addr
+        );
     }
-    println!("Kiln is listening on http://{}", running.addr);
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

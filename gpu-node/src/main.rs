@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use kiln_gpu_node::node::{Cli, NodeCommand, NodeConfig};
 
 fn main() -> ExitCode {
-    kiln_gpu_node::host::use_pci_bus_order();
+    kiln_gpu_node::prepare_process();
     let cli: Cli = kiln_protocol::cli::parse_process();
     tracing_subscriber::fmt()
         .with_env_filter(

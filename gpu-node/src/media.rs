@@ -36,6 +36,19 @@ pub fn init_ffmpeg_logging() {
     ONCE.call_once(|| unsafe { ffi::av_log_set_level(ffi::AV_LOG_ERROR as i32) });
 }
 
+/// Run `f` with FFmpeg's own log silenced: the capability probe opens codecs that are expected
+/// to fail ("Cannot load libcuda.so.1" on a host without a GPU), and says what it found itself,
+/// once. FFmpeg's level is global, so this is for the probe at start, before jobs run.
+pub fn quietly<R>(f: impl FnOnce() -> R) -> R {
+    init_ffmpeg_logging();
+    // SAFETY: av_log_set_level only stores the level.
+    unsafe { ffi::av_log_set_level(ffi::AV_LOG_QUIET) };
+    let r = f();
+    // SAFETY: as above; back to the level init_ffmpeg_logging set.
+    unsafe { ffi::av_log_set_level(ffi::AV_LOG_ERROR as i32) };
+    r
+}
+
 /// The FFmpeg build linked in (`av_version_info`, e.g. `5.1.9-0+deb12u1`).
 pub fn ffmpeg_version() -> String {
     // SAFETY: a static NUL-terminated string.

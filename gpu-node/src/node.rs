@@ -261,9 +261,14 @@ pub struct Probed {
 /// What this machine can do: codecs, the image path, and every GPU `selection` names, each
 /// allowed `nvenc_sessions` NVENC sessions.
 pub fn probe(selection: &GpuSelection, nvenc_sessions: usize) -> Probed {
-    let media = crate::media::capabilities();
-    let resize = crate::gpu::choice();
-    let host = crate::host::probe(selection);
+    // Codecs that are expected not to open say so in one line each subsystem, not FFmpeg's.
+    let (media, resize, host) = crate::media::quietly(|| {
+        (
+            crate::media::capabilities(),
+            crate::gpu::choice(),
+            crate::host::probe(selection),
+        )
+    });
     let gpus = HostGpus::new(
         host.gpus,
         nvenc_sessions as u32,

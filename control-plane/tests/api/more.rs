@@ -1,5 +1,5 @@
 //! Beside the suite: outputs expiring, the `keys` CLI, Konvrt's published curl quick start,
-//! and the outbox queueing a job recorded but never enqueued.
+//! the outbox queueing a job recorded but never enqueued, and a quiet first start.
 
 use kiln_control_plane::{start, Config};
 use kiln_protocol::testing::S3Server;
@@ -408,4 +408,137 @@ async fn dialects_can_be_turned_off() {
         .iter()
         .any(|p| p.starts_with("/convertly/") || p.starts_with("/convertrilo/")));
     running.shutdown().await;
+}
+
+/// The text of a terminal line without its colour codes.
+fn plain(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ … letter
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A new user's first start of the embedded default, as `deploy/run.sh` runs it (no
+/// configuration, no display, no GPU here): one line per subsystem, nothing at error level, no
+/// library's own banner, and the admin key block last.
+#[tokio::test]
+async fn a_first_start_is_quiet_and_ends_with_the_key_block() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kiln-control-plane"));
+    cmd.args(["--data-dir", dir.path().to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for var in [
+        "XDG_RUNTIME_DIR",
+        "RUST_LOG",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "KILN_STORAGE_URL",
+        "KILN_GPUS",
+        "SVT_LOG",
+        "NODEVICE_SELECT",
+    ] {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(plain(&line)).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let (mut out, mut rules) = (Vec::new(), 0);
+    while rules < 2 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+            panic!(
+                "no key block within 2 minutes; stdout so far:\n{}",
+                out.join("\n")
+            )
+        });
+        rules += line.starts_with("====") as usize;
+        out.push(line);
+    }
+    // Nothing else follows the block while the service idles.
+    std::thread::sleep(Duration::from_millis(1500));
+    out.extend(rx.try_iter());
+    let _ = child.kill();
+    let _ = child.wait();
+    let err = errors.join().unwrap();
+    let all: Vec<String> = out
+        .iter()
+        .cloned()
+        .chain(err.lines().map(plain))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let text = all.join("\n");
+    for line in &all {
+        let noisy = line.contains(" ERROR ")
+            || line.contains(" WARN ")
+            || line.starts_with("error:")
+            || line.contains(" @ 0x")
+            || line.starts_with("Svt[")
+            || line.starts_with("x265 [")
+            || line.starts_with("encoded ");
+        assert!(!noisy, "a healthy start printed {line:?}:\n{text}");
+    }
+    let once = |what: &str| {
+        let n = all.iter().filter(|l| l.contains(what)).count();
+        assert_eq!(n, 1, "{what:?} {n} times:\n{text}");
+    };
+    once("video codecs probed");
+    once("image resize path chosen");
+    once("kiln control plane listening");
+    let gpus = all
+        .iter()
+        .filter(|l| l.contains("no GPU:") || l.contains("GPUs driven by this node"))
+        .count();
+    assert_eq!(gpus, 1, "{text}");
+    // The key block is last: the listening line, then the key between two rules.
+    let tail: Vec<&String> = out.iter().filter(|l| !l.trim().is_empty()).collect();
+    let n = tail.len();
+    assert!(n >= 6, "{text}");
+    assert!(
+        tail[n - 6].starts_with("Kiln is listening on http://127.0.0.1:"),
+        "{text}"
+    );
+    assert!(
+        tail[n - 5].starts_with("====") && tail[n - 1].starts_with("===="),
+        "{text}"
+    );
+    assert!(tail[n - 4].contains("Kiln admin API key"), "{text}");
+    let key_line = tail[n - 3].trim();
+    assert!(
+        key_line.starts_with("kiln_") && !key_line.contains(' '),
+        "the key alone on its line: {text}"
+    );
+    assert!(
+        tail[n - 2].contains(key_line),
+        "the example uses the key: {text}"
+    );
 }

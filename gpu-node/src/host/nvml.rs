@@ -3,6 +3,7 @@
 
 use std::sync::OnceLock;
 
+use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::Nvml;
 
 /// The full GPU-instance profile (`NVML_GPU_INSTANCE_PROFILE_7_SLICE`): on a MIG-capable card
@@ -35,9 +36,17 @@ pub struct Sample {
 /// The process's NVML, or why there is none; opened once.
 fn nvml() -> Result<&'static Nvml, String> {
     static NVML: OnceLock<Result<Nvml, String>> = OnceLock::new();
-    NVML.get_or_init(|| Nvml::init().map_err(|e| format!("NVML unavailable: {e}")))
-        .as_ref()
-        .map_err(Clone::clone)
+    NVML.get_or_init(|| {
+        Nvml::init().map_err(|e| match e {
+            NvmlError::LibloadingError(_) => {
+                "no NVIDIA driver on this host (libnvidia-ml.so.1 not found)".to_string()
+            }
+            NvmlError::DriverNotLoaded => "the NVIDIA driver is not loaded".to_string(),
+            other => format!("NVML unavailable: {other}"),
+        })
+    })
+    .as_ref()
+    .map_err(Clone::clone)
 }
 
 /// Every NVIDIA GPU of the host, or why none can be listed.

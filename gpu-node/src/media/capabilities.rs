@@ -104,7 +104,12 @@ fn probe_encoder(name: &'static str, gpu: Option<u32>) -> CodecProbe {
     ctx.set_pix_fmt(ffi::AVPixelFormat_AV_PIX_FMT_YUV420P);
     ctx.set_time_base(ffi::AVRational { num: 1, den: 25 });
     ctx.set_framerate(ffi::AVRational { num: 25, den: 1 });
-    if let Err(e) = ctx.open(on_gpu(gpu)) {
+    // x265 prints a banner and a summary to stderr at its own log level, not FFmpeg's.
+    let opts = match (name, on_gpu(gpu)) {
+        ("libx265", _) => Some(AVDictionary::new(c"x265-params", c"log-level=none", 0)),
+        (_, opts) => opts,
+    };
+    if let Err(e) = ctx.open(opts) {
         return CodecProbe::unavailable(name, ffmpeg_reason(&e));
     }
     // Encode one frame: proves the encoder works, and SVT-AV1 1.4 hangs in deinit when closed
@@ -209,14 +214,46 @@ pub fn capabilities() -> &'static MediaCapabilities {
             .chain([&caps.cuda])
             .filter(|c| !c.available)
         {
-            tracing::info!(
+            tracing::debug!(
                 codec = c.name,
                 reason = c.reason.as_deref().unwrap_or(""),
                 "codec unavailable on this node"
             );
         }
+        let (cpu, nvenc, nvdec) = summary(&caps);
+        tracing::info!(%cpu, %nvenc, %nvdec, "video codecs probed");
         caps
     })
+}
+
+/// The probe in three phrases for its one log line: the CPU encoders that opened, then NVENC
+/// and NVDEC — the codecs that opened, or why none did.
+fn summary(caps: &MediaCapabilities) -> (String, String, String) {
+    let names = |list: &[CodecProbe], hw: &str, cpu: bool| -> (Vec<&str>, Option<String>) {
+        let ours: Vec<&CodecProbe> = list
+            .iter()
+            .filter(|c| c.name.ends_with(hw) != cpu)
+            .collect();
+        let open = ours
+            .iter()
+            .filter(|c| c.available)
+            .map(|c| c.name)
+            .collect();
+        let why = ours.iter().find_map(|c| c.reason.clone());
+        (open, why)
+    };
+    let phrase = |(open, why): (Vec<&str>, Option<String>)| {
+        if open.is_empty() {
+            format!("none ({})", why.unwrap_or_else(|| "not probed".into()))
+        } else {
+            open.join(", ")
+        }
+    };
+    (
+        phrase(names(&caps.encoders, "_nvenc", true)),
+        phrase(names(&caps.encoders, "_nvenc", false)),
+        phrase(names(&caps.decoders, "_cuvid", false)),
+    )
 }
 
 #[cfg(test)]
@@ -239,6 +276,12 @@ mod tests {
             .chain(&caps.decoders)
             .all(|c| c.available || c.reason.is_some()));
         assert!(std::ptr::eq(caps, capabilities()));
+        let (cpu, nvenc, nvdec) = summary(caps);
+        assert!(cpu.starts_with("libx264, libx265"), "{cpu}");
+        if !caps.encoder("h264_nvenc") {
+            assert!(nvenc.starts_with("none ("), "{nvenc}");
+        }
+        assert!(!nvdec.is_empty());
     }
 
     /// On a GPU machine: NVDEC must open; NVENC is reported either way (the H100 has none).

@@ -32,10 +32,20 @@ impl AdapterSummary {
     }
 }
 
+/// A wgpu instance over the primary backends (Vulkan, Metal, DX12) unless `WGPU_BACKEND` asks
+/// for others: the GL backend finds nothing the shader path would use and, through EGL, prints
+/// "XDG_RUNTIME_DIR is invalid" errors on a headless server.
+fn instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    if std::env::var_os("WGPU_BACKEND").is_none() {
+        desc.backends = wgpu::Backends::PRIMARY;
+    }
+    wgpu::Instance::new(desc)
+}
+
 /// The most preferred adapter on this machine (see `AdapterSummary::rank`), if any.
 pub async fn best_adapter() -> Option<wgpu::Adapter> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let instance = instance();
     instance
         .enumerate_adapters(wgpu::Backends::all())
         .await
@@ -46,8 +56,7 @@ pub async fn best_adapter() -> Option<wgpu::Adapter> {
 /// Every hardware adapter wgpu finds with the PCI bus it sits on: `(bus id, description)`,
 /// for matching each NVIDIA GPU to its adapter.
 pub fn hardware_adapters() -> Vec<(String, String)> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let instance = instance();
     pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
         .into_iter()
         .map(|a| a.get_info())
@@ -60,8 +69,7 @@ pub fn hardware_adapters() -> Vec<(String, String)> {
 
 /// The hardware adapter on PCI bus `bus` (as NVML writes it), if wgpu finds one.
 pub async fn adapter_on(bus: &str) -> Option<wgpu::Adapter> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let instance = instance();
     instance
         .enumerate_adapters(wgpu::Backends::all())
         .await
