@@ -75,11 +75,24 @@ impl GpuSelection {
         match self {
             Self::All => true,
             Self::None => false,
-            Self::Only(list) => list
-                .iter()
-                .any(|t| t.parse::<u32>().ok() == Some(index) || (!uuid.is_empty() && t == uuid)),
+            Self::Only(list) => list.iter().any(|t| names(t, index, uuid)),
         }
     }
+}
+
+/// Whether one `KILN_GPUS` entry (an index or a UUID) names GPU `index` with `uuid`.
+fn names(entry: &str, index: u32, uuid: &str) -> bool {
+    entry.parse::<u32>().ok() == Some(index) || (!uuid.is_empty() && entry == uuid)
+}
+
+/// Whether a GPU decodes with NVDEC: its CUDA device and a cuvid decoder opened.
+fn decodes(g: &GpuInfo) -> bool {
+    g.cuda && !g.decoders.is_empty()
+}
+
+/// Whether an NVENC encoder opened on a GPU.
+fn encodes(g: &GpuInfo) -> bool {
+    !g.encoders.is_empty()
 }
 
 /// What the probe found: the GPUs the node drives, or why it drives none.
@@ -138,10 +151,7 @@ pub fn probe(selection: &GpuSelection) -> HostProbe {
                 .collect();
             if let GpuSelection::Only(list) = selection {
                 for t in list {
-                    if !devices
-                        .iter()
-                        .any(|d| GpuSelection::Only(vec![t.clone()]).selects(d.index, &d.uuid))
-                    {
+                    if !devices.iter().any(|d| names(t, d.index, &d.uuid)) {
                         tracing::warn!(gpu = %t, "KILN_GPUS names a GPU this host does not have");
                     }
                 }
@@ -301,12 +311,12 @@ impl HostGpus {
 
     /// Whether some GPU encodes with NVENC at all.
     pub fn has_nvenc(&self) -> bool {
-        self.nvenc_limit > 0 && self.gpus.iter().any(|g| !g.encoders.is_empty())
+        self.nvenc_limit > 0 && self.gpus.iter().any(encodes)
     }
 
     /// Whether some GPU decodes with NVDEC.
     pub fn has_decode(&self) -> bool {
-        self.gpus.iter().any(|g| g.cuda && !g.decoders.is_empty())
+        self.gpus.iter().any(decodes)
     }
 
     /// Whether some GPU has a wgpu adapter for the image shader.
@@ -316,12 +326,7 @@ impl HostGpus {
 
     /// NVENC sessions over every GPU that has NVENC.
     pub fn nvenc_total(&self) -> u32 {
-        let with = self.gpus.iter().filter(|g| !g.encoders.is_empty()).count() as u32;
-        if self.has_nvenc() {
-            with * self.nvenc_limit
-        } else {
-            0
-        }
+        self.gpus.iter().filter(|g| encodes(g)).count() as u32 * self.nvenc_limit
     }
 
     fn loads(&self, live: &[Live]) -> Vec<GpuLoad> {
@@ -331,11 +336,11 @@ impl HostGpus {
             .map(|(g, l)| GpuLoad {
                 index: g.index,
                 usable: l.health.usable(),
-                decode: g.cuda && !g.decoders.is_empty(),
-                nvenc_engines: if g.encoders.is_empty() {
-                    0
-                } else {
+                decode: decodes(g),
+                nvenc_engines: if encodes(g) {
                     g.engines.nvenc.max(1)
+                } else {
+                    0
                 },
                 nvdec_engines: g.engines.nvdec.max(1),
                 image: g.adapter.is_some(),
@@ -497,11 +502,7 @@ impl HostGpus {
                 faults: l.health.faults(),
                 jobs: l.jobs,
                 nvenc_sessions: l.sessions,
-                nvenc_limit: if g.encoders.is_empty() {
-                    0
-                } else {
-                    self.nvenc_limit
-                },
+                nvenc_limit: if encodes(g) { self.nvenc_limit } else { 0 },
                 utilisation: utilisation(&l.sample)
                     .into_iter()
                     .map(|(engine, percent)| EngineLoad {
@@ -586,9 +587,10 @@ impl JobGpu {
         Placement {
             gpu: placed.as_ref().map(Placed::index),
             nvenc: placed.as_ref().is_some_and(Placed::nvenc),
+            // None where NVML gave no bus (a GPU driven without it): no adapter to look for.
             pci_bus_id: placed.as_ref().and_then(|p| {
-                let at = self.host.position(p.index)?;
-                Some(self.host.gpus[at].pci_bus_id.clone())
+                let bus = &self.host.gpus[self.host.position(p.index)?].pci_bus_id;
+                (!bus.is_empty()).then(|| bus.clone())
             }),
             faults: Some(self.clone() as Arc<dyn DeviceFaults>),
         }

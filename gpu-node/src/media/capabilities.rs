@@ -105,9 +105,10 @@ fn probe_encoder(name: &'static str, gpu: Option<u32>) -> CodecProbe {
     ctx.set_time_base(ffi::AVRational { num: 1, den: 25 });
     ctx.set_framerate(ffi::AVRational { num: 25, den: 1 });
     // x265 prints a banner and a summary to stderr at its own log level, not FFmpeg's.
-    let opts = match (name, on_gpu(gpu)) {
-        ("libx265", _) => Some(AVDictionary::new(c"x265-params", c"log-level=none", 0)),
-        (_, opts) => opts,
+    let opts = if name == "libx265" {
+        Some(AVDictionary::new(c"x265-params", c"log-level=none", 0))
+    } else {
+        on_gpu(gpu)
     };
     if let Err(e) = ctx.open(opts) {
         return CodecProbe::unavailable(name, ffmpeg_reason(&e));
@@ -229,30 +230,28 @@ pub fn capabilities() -> &'static MediaCapabilities {
 /// The probe in three phrases for its one log line: the CPU encoders that opened, then NVENC
 /// and NVDEC — the codecs that opened, or why none did.
 fn summary(caps: &MediaCapabilities) -> (String, String, String) {
-    let names = |list: &[CodecProbe], hw: &str, cpu: bool| -> (Vec<&str>, Option<String>) {
-        let ours: Vec<&CodecProbe> = list
-            .iter()
-            .filter(|c| c.name.ends_with(hw) != cpu)
-            .collect();
-        let open = ours
+    fn phrase(codecs: Vec<&CodecProbe>) -> String {
+        let open: Vec<&str> = codecs
             .iter()
             .filter(|c| c.available)
             .map(|c| c.name)
             .collect();
-        let why = ours.iter().find_map(|c| c.reason.clone());
-        (open, why)
-    };
-    let phrase = |(open, why): (Vec<&str>, Option<String>)| {
-        if open.is_empty() {
-            format!("none ({})", why.unwrap_or_else(|| "not probed".into()))
-        } else {
-            open.join(", ")
+        if !open.is_empty() {
+            return open.join(", ");
         }
-    };
+        let why = codecs.iter().find_map(|c| c.reason.as_deref());
+        format!("none ({})", why.unwrap_or("not probed"))
+    }
+    let nvenc = |c: &&CodecProbe| c.name.ends_with("_nvenc");
     (
-        phrase(names(&caps.encoders, "_nvenc", true)),
-        phrase(names(&caps.encoders, "_nvenc", false)),
-        phrase(names(&caps.decoders, "_cuvid", false)),
+        phrase(caps.encoders.iter().filter(|c| !nvenc(c)).collect()),
+        phrase(caps.encoders.iter().filter(nvenc).collect()),
+        phrase(
+            caps.decoders
+                .iter()
+                .filter(|c| c.name.ends_with("_cuvid"))
+                .collect(),
+        ),
     )
 }
 

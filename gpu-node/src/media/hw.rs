@@ -49,8 +49,8 @@ pub(crate) fn cuda_device(index: u32) -> Result<*mut ffi::AVBufferRef, String> {
     Ok(dev)
 }
 
-/// Whether a hardware failure's message is the device's fault rather than the input's: a
-/// device that cannot be created or has failed (CUDA errors, a lost GPU, no surfaces left).
+/// Whether an NVENC failure's message is the device's fault rather than the input's or the
+/// load's: a device that cannot be created, CUDA errors, an unsupported or lost GPU.
 pub(crate) fn is_device_fault(message: &str) -> bool {
     // Not "out of memory": that is how NVENC says its session limit is reached (load, not a
     // fault).

@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use kiln_protocol::video::BYTES_PER_MB;
-use kiln_protocol::{EncodeReport, HardwarePolicy, Preset, RateControl, VideoCodec, VideoParams};
+use kiln_protocol::{EncodeReport, Preset, RateControl, VideoCodec, VideoParams};
 use rsmpeg::ffi;
 
 use super::audio::Shrink;
@@ -232,7 +232,8 @@ impl<'a> Job<'a> {
         if let Some(f) = &encoder.fallback {
             tracing::info!(fallback = %f, "hardware encode not used");
         }
-        let hw_decode = params.hardware != HardwarePolicy::Cpu && target.gpu.is_some();
+        // Target::current gives no GPU to a `cpu` job.
+        let hw_decode = target.gpu.is_some();
         let ext = params.container.extension();
         Ok(Self {
             input,
