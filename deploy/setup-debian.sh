@@ -21,7 +21,8 @@ packages=(ffmpeg libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev 
 # libvips-tools is the image benchmark's peer (kiln-bench image), not a dependency of Kiln.
 [ "${KILN_BENCH:-0}" = 1 ] && packages+=(libvips-tools)
 [ "$want_test" = 1 ] && packages+=(postgresql postgresql-client redis-server redis-tools chromium)
-[ "$want_test" = 1 ] && ! command -v npm >/dev/null 2>&1 && packages+=(nodejs npm)
+# npm builds the web console (control-plane/build.rs) and installs the browser tests' tools.
+! command -v npm >/dev/null 2>&1 && packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -81,13 +82,13 @@ if [ "$want_test" = 1 ]; then
   fi
   pg_isready -h 127.0.0.1 -p 5432
 
-  # hls.js, the player the API suite's browser test loads into Chromium, at the version
-  # control-plane/tests/browser/package-lock.json pins.
+  # The browser tests' packages at the versions control-plane/tests/browser/package-lock.json
+  # pins: hls.js (the player the ladder test loads) and playwright-core (drives Debian's
+  # Chromium through the console; it never downloads a browser of its own).
   browser="$(cd "$(dirname "$0")/.." && pwd)/control-plane/tests/browser"
-  want=$(node -p "require('$browser/package-lock.json').packages['node_modules/hls.js'].version")
-  have=$(node -p "try { require('$browser/node_modules/hls.js/package.json').version } catch { '' }")
-  if [ "$want" != "$have" ]; then
-    echo "==> installing hls.js $want for the browser test"
+  if [ ! -f "$browser/node_modules/.package-lock.json" ] \
+     || [ "$browser/package-lock.json" -nt "$browser/node_modules/.package-lock.json" ]; then
+    echo "==> installing the browser tests' packages (hls.js, playwright-core)"
     (cd "$browser" && npm ci --no-audit --no-fund --loglevel=error)
   fi
 fi

@@ -15,6 +15,7 @@ use crate::dialect::Dialect;
 use crate::error::{render, ApiError};
 use crate::AppState;
 
+pub mod console;
 pub mod convertly;
 pub mod convertrilo;
 pub mod docs;
@@ -113,6 +114,9 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/console", get(console::root))
+        .route("/console/", get(console::index))
+        .route("/console/{*path}", get(console::asset))
         .fallback(not_found);
     resilient(app)
         .layer(middleware::from_fn_with_state(state.clone(), observe))

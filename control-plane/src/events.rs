@@ -91,8 +91,18 @@ async fn housekeeping(state: &AppState) {
             "took jobs back from nodes that stopped heartbeating"
         ),
     }
-    if let Ok(d) = state.queue.depth().await {
-        state.metrics.queue_depth.set(d as i64);
+    if let Ok(classes) = state.queue.depth_by_class().await {
+        state
+            .metrics
+            .queue_depth
+            .set(classes.iter().map(|(_, n)| *n as i64).sum());
+        for (class, n) in classes {
+            state
+                .metrics
+                .queue_waiting
+                .with_label_values(&[class.as_str()])
+                .set(n as i64);
+        }
     }
     if let Ok(nodes) = state.nodes.list().await {
         let live: Vec<_> = nodes
@@ -185,10 +195,13 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
     let attempt = e.attempt as i64;
     match &e.kind {
         NodeEventKind::Started => {
-            state
+            if state
                 .db
                 .mark_started(&e.job_id, attempt, &e.node_id)
-                .await?;
+                .await?
+            {
+                crate::feed::job_changed(state, &e.job_id, "job.started").await;
+            }
         }
         NodeEventKind::Progress {
             percent,
@@ -209,6 +222,7 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
                 )
                 .await?;
             if moved {
+                crate::feed::job_changed(state, &e.job_id, "job.progress").await;
                 progress_webhook(state, &e.job_id, *percent).await?;
             }
         }
@@ -231,6 +245,7 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
             };
             if state.db.mark_completed(&e.job_id, attempt, &done).await? {
                 finished(state, "completed");
+                crate::feed::job_changed(state, &e.job_id, "job.completed").await;
                 completed(state, &e.job_id).await?;
             }
         }
@@ -247,6 +262,7 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
                 .await?
             {
                 finished(state, "failed");
+                crate::feed::job_changed(state, &e.job_id, "job.failed").await;
                 failed(state, &e.job_id).await?;
             }
         }
@@ -260,6 +276,7 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
                 .await?
             {
                 state.metrics.jobs_requeued.inc();
+                crate::feed::job_changed(state, &e.job_id, "job.retrying").await;
                 tracing::warn!(job = %e.job_id, attempt = next_attempt, %reason, "job queued again");
             }
         }
@@ -271,6 +288,7 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
             {
                 tracing::error!(job = %e.job_id, %reason, "job dead-lettered");
                 finished(state, JobErrorCode::DeadLetter.as_str());
+                crate::feed::job_changed(state, &e.job_id, "job.failed").await;
                 failed(state, &e.job_id).await?;
             }
         }
@@ -294,6 +312,13 @@ async fn completed(state: &AppState, job_id: &str) -> anyhow::Result<()> {
     let Some(job) = state.db.get_job_any(job_id).await? else {
         return Ok(());
     };
+    if let Some(done) = job.completed_at {
+        state
+            .metrics
+            .job_latency
+            .with_label_values(&[job.kind.as_str()])
+            .observe((done - job.created_at).max(0) as f64 / 1000.0);
+    }
     let has_destination = sqlx::query("SELECT destination FROM jobs WHERE id = $1")
         .bind(job_id)
         .fetch_one(&state.db.pool)
@@ -362,6 +387,7 @@ async fn retry(
     spec.attempt = (attempt + 1) as u32;
     enqueue(&state.queue, &spec).await?;
     state.db.mark_retry(job_id, attempt, code, message).await?;
+    crate::feed::job_changed(state, job_id, "job.retrying").await;
     Ok(())
 }
 

@@ -18,6 +18,7 @@ pub mod db;
 pub mod dialect;
 pub mod error;
 pub mod events;
+pub mod feed;
 pub mod metrics;
 pub mod netguard;
 pub mod ratelimit;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub limiter: Arc<ratelimit::Limiter>,
     /// Where outbound requests may go.
     pub url_policy: Arc<netguard::UrlPolicy>,
+    /// Every change of a job clients can watch (Server-Sent Events).
+    pub feed: Arc<dyn feed::Feed>,
     /// Wakes the webhook delivery loop when an event is recorded.
     pub webhook_wake: webhooks::Wake,
     /// Signs pre-signed download links.
@@ -184,6 +187,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     };
     let sealer = sealing::Sealer::new(&secrets_key).context("the secrets key")?;
+    let feed: Arc<dyn feed::Feed> = match &config.redis_url {
+        None => Arc::new(feed::MemoryFeed::new()),
+        Some(url) => Arc::new(
+            feed::RedisFeed::connect(url)
+                .await
+                .context("the job feed (REDIS_URL)")?,
+        ),
+    };
     let metrics = Metrics::new();
     let state = AppState {
         db,
@@ -195,6 +206,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config: Arc::new(config.clone()),
         limiter: Arc::new(limiter),
         url_policy: Arc::new(url_policy),
+        feed,
         webhook_wake: Arc::new(tokio::sync::Notify::new()),
         signing_key: Arc::new(signing_key),
         sealer: Arc::new(sealer),

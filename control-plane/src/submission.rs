@@ -412,6 +412,16 @@ async fn record_and_enqueue(
         })?;
 
     let ids: Vec<String> = planned.iter().map(|p| p.spec.id.clone()).collect();
+    let mut jobs = Vec::with_capacity(ids.len());
+    for id in &ids {
+        if let Some(row) = state.db.get_job(&sub.account_id, id).await? {
+            jobs.push(row);
+        }
+    }
+    // Before the queue has them: a node may start a job, and say so, before enqueue returns.
+    for job in &jobs {
+        crate::feed::publish_job(state, job, "job.created").await;
+    }
     if let Err((queued, e)) = enqueue_all(state, &planned).await {
         if withdraw(state, sub, &ids, batch_id.as_deref(), cost).await {
             // The rows are gone: make sure no node runs the jobs that did get queued.
@@ -434,12 +444,6 @@ async fn record_and_enqueue(
             .jobs_submitted
             .with_label_values(&[p.kind])
             .inc();
-    }
-    let mut jobs = Vec::with_capacity(ids.len());
-    for id in &ids {
-        if let Some(row) = state.db.get_job(&sub.account_id, id).await? {
-            jobs.push(row);
-        }
     }
     Ok(Accepted {
         batch_id,

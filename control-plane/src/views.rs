@@ -130,7 +130,8 @@ pub struct NodeView {
     pub node_id: String,
     pub hostname: String,
     pub version: String,
-    /// ready, draining or lost.
+    /// ready; draining (finishing its jobs, taking no new ones: stopping, or drained by an
+    /// operator); drained (draining with no job left); or lost (silent past the live window).
     pub state: String,
     pub slots: u32,
     pub busy: u32,
@@ -152,6 +153,8 @@ impl NodeView {
     pub fn new(n: &NodeStatus, live_ms: i64, now_ms: i64) -> Self {
         let state = if !n.live(live_ms) {
             "lost"
+        } else if n.draining && n.busy == 0 {
+            "drained"
         } else if n.draining {
             "draining"
         } else {
@@ -183,6 +186,14 @@ pub struct GpuCommandView {
     pub node_id: String,
     pub gpu: u32,
     /// `enable` or `disable`.
+    pub command: String,
+}
+
+/// A drain or resume accepted for delivery to its node.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NodeCommandView {
+    pub node_id: String,
+    /// `drain` or `resume`.
     pub command: String,
 }
 

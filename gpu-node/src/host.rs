@@ -435,6 +435,8 @@ impl HostGpus {
         let (gpu, enable) = match command {
             NodeCommand::EnableGpu { gpu } => (*gpu, true),
             NodeCommand::DisableGpu { gpu } => (*gpu, false),
+            // The worker's, not a GPU's.
+            NodeCommand::Drain | NodeCommand::Resume => return false,
         };
         let Some(at) = self.position(gpu) else {
             tracing::warn!(

@@ -100,6 +100,9 @@ struct Shared {
     busy: AtomicU32,
     done: AtomicU64,
     draining: AtomicBool,
+    /// An operator drained the node over the API: no new jobs until resumed (the process
+    /// stays up, unlike `draining`).
+    paused: AtomicBool,
     /// The stop of every running job, by lease token.
     running: Mutex<HashMap<String, Arc<Stop>>>,
 }
@@ -136,6 +139,7 @@ pub async fn run(
         busy: AtomicU32::new(0),
         done: AtomicU64::new(0),
         draining: AtomicBool::new(false),
+        paused: AtomicBool::new(false),
         running: Mutex::new(HashMap::new()),
     });
     let (slots_done_tx, slots_done_rx) = watch::channel(false);
@@ -186,6 +190,10 @@ async fn slot_loop(
     let consumer = format!("{}/{}", config.node_id, slot);
     let mut backoff = Duration::from_millis(100);
     while !*shutdown.borrow() {
+        if shared.paused.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        }
         // Ask for NVENC work only while a healthy GPU has an NVENC session free (the job takes
         // one when it is placed, see `on_gpu`).
         let classes = claimable(&config.classes, config.gpus.nvenc_free());

@@ -117,4 +117,9 @@ pub enum NodeCommand {
     EnableGpu { gpu: u32 },
     /// Take a GPU out of service until enabled again.
     DisableGpu { gpu: u32 },
+    /// Take no new jobs and finish the running ones (as SIGTERM does), but stay up and
+    /// registered, until resumed.
+    Drain,
+    /// Take jobs again after a drain.
+    Resume,
 }

@@ -100,7 +100,11 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Take back every job whose lease has expired (see the contract above); returns how many.
     async fn reclaim_expired(&self) -> Result<usize, QueueError>;
     /// Jobs waiting to be claimed, over all classes.
-    async fn depth(&self) -> Result<u64, QueueError>;
+    async fn depth(&self) -> Result<u64, QueueError> {
+        Ok(self.depth_by_class().await?.iter().map(|(_, n)| n).sum())
+    }
+    /// Jobs waiting to be claimed in each class that has had any, sorted by class.
+    async fn depth_by_class(&self) -> Result<Vec<(String, u64)>, QueueError>;
     /// Cancel a job: a node that claims it acknowledges it without running it, and a node
     /// running it stops within a second or so. Remembered for a week.
     async fn cancel(&self, job_id: &str) -> Result<(), QueueError>;

@@ -12,8 +12,10 @@ pub mod batches;
 pub mod compress;
 pub mod convert;
 pub mod download;
+pub mod events;
 pub mod jobs;
 pub mod nodes;
+pub mod queue;
 pub mod stream;
 pub mod submit;
 pub mod uploads;
@@ -39,6 +41,8 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(usage::usage))
         .routes(routes!(submit::create_jobs, jobs::list))
         .routes(routes!(jobs::get_job, jobs::cancel))
+        .routes(routes!(events::job_events))
+        .routes(routes!(events::account_events))
         .routes(routes!(download::job_download))
         .routes(routes!(stream::job_stream))
         .routes(routes!(stream::signed_stream))
@@ -53,7 +57,10 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(admin::rotate_webhook_secret))
         .routes(routes!(nodes::list))
         .routes(routes!(nodes::enable_gpu))
-        .routes(routes!(nodes::disable_gpu));
+        .routes(routes!(nodes::disable_gpu))
+        .routes(routes!(nodes::drain))
+        .routes(routes!(nodes::resume))
+        .routes(routes!(queue::queue));
     OpenApiRouter::new()
         .merge(streamed)
         .merge(images)

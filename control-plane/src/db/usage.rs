@@ -22,6 +22,22 @@ pub struct PeriodUsage {
     pub cpu_ms: i64,
     /// Credits charged and not refunded.
     pub credits: i64,
+    /// The same sums by UTC day of submission, oldest first (days without jobs left out).
+    pub days: Vec<DayUsage>,
+}
+
+/// One UTC day's share of a period.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DayUsage {
+    /// Midnight UTC, ms.
+    pub day_ms: i64,
+    pub jobs: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub input_bytes: i64,
+    pub output_bytes: i64,
+    pub encoded_seconds: f64,
+    pub credits: i64,
 }
 
 impl Db {
@@ -57,6 +73,34 @@ impl Db {
             u.gpu_ms += r.try_get::<i64, _>("gpu_ms")?;
             u.cpu_ms += r.try_get::<i64, _>("cpu_ms")?;
             u.credits += r.try_get::<i64, _>("credits")?;
+        }
+        let days = sqlx::query(
+            "SELECT CAST(created_at / 86400000 AS BIGINT) AS day, COUNT(*) AS n,
+                    CAST(COALESCE(SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END), 0) AS BIGINT) AS completed,
+                    CAST(COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT) AS failed,
+                    CAST(COALESCE(SUM(input_size), 0) AS BIGINT) AS input_bytes,
+                    CAST(COALESCE(SUM(CASE WHEN status = 'completed' THEN output_size ELSE 0 END), 0) AS BIGINT) AS output_bytes,
+                    COALESCE(SUM(CASE WHEN status = 'completed' THEN output_duration ELSE 0.0 END), 0.0) AS seconds,
+                    CAST(COALESCE(SUM(credits_charged - credits_refunded), 0) AS BIGINT) AS credits
+             FROM jobs WHERE account_id = $1 AND created_at >= $2 AND created_at < $3
+             GROUP BY CAST(created_at / 86400000 AS BIGINT) ORDER BY day",
+        )
+        .bind(account_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &days {
+            u.days.push(DayUsage {
+                day_ms: r.try_get::<i64, _>("day")? * 86_400_000,
+                jobs: r.try_get("n")?,
+                completed: r.try_get("completed")?,
+                failed: r.try_get("failed")?,
+                input_bytes: r.try_get("input_bytes")?,
+                output_bytes: r.try_get("output_bytes")?,
+                encoded_seconds: r.try_get("seconds")?,
+                credits: r.try_get("credits")?,
+            });
         }
         Ok(u)
     }
@@ -141,5 +185,39 @@ impl Db {
             .map(|r| Ok((r.try_get("status")?, r.try_get("codec")?, r.try_get("n")?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
+    }
+
+    /// Jobs that failed as dead letters (every attempt lost its node), across accounts: how
+    /// many, and the latest `limit` as (id, account, message, failed at ms).
+    pub async fn dead_letters(
+        &self,
+        limit: i64,
+    ) -> Result<(i64, Vec<(String, String, Option<String>, Option<i64>)>), DbError> {
+        let count = sqlx::query(
+            "SELECT COUNT(*) AS n FROM jobs WHERE status = 'failed' AND error_code = 'dead_letter'",
+        )
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        let rows = sqlx::query(
+            "SELECT id, account_id, error_message, completed_at FROM jobs
+             WHERE status = 'failed' AND error_code = 'dead_letter'
+             ORDER BY completed_at DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let latest = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("account_id")?,
+                    r.try_get("error_message")?,
+                    r.try_get("completed_at")?,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok((count, latest))
     }
 }

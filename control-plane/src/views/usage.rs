@@ -27,6 +27,22 @@ pub struct UsageView {
     pub plan: String,
     /// Konvrt's credit summary.
     pub credits: Credits,
+    /// The period by UTC day of submission, oldest first; days without jobs are left out.
+    pub days: Vec<UsageDay>,
+}
+
+/// One day of `GET /usage`'s period.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageDay {
+    /// `YYYY-MM-DD` (UTC).
+    pub date: String,
+    pub jobs: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub input_bytes: i64,
+    pub output_bytes: i64,
+    pub encoded_minutes: f64,
+    pub credits_used: i64,
 }
 
 /// An account's credits, Konvrt's way.
@@ -97,6 +113,20 @@ impl UsageView {
                 balance: account.credits,
                 total_purchased: account.credits_purchased,
             },
+            days: usage
+                .days
+                .iter()
+                .map(|d| UsageDay {
+                    date: rfc3339(d.day_ms).get(..10).unwrap_or_default().to_string(),
+                    jobs: d.jobs,
+                    completed: d.completed,
+                    failed: d.failed,
+                    input_bytes: d.input_bytes,
+                    output_bytes: d.output_bytes,
+                    encoded_minutes: (d.encoded_seconds / 60.0 * 100.0).round() / 100.0,
+                    credits_used: d.credits,
+                })
+                .collect(),
         }
     }
 }

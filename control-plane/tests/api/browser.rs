@@ -4,7 +4,7 @@
 //! fetched cross-origin through the signed URLs, as a browser player on a customer's site
 //! would. The page reports what the video element showed back to this server.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -126,4 +126,45 @@ pub async fn play_hls(master_url: &str) -> Value {
         "hls.js in Chromium could not play {master_url}: {report}"
     );
     report
+}
+
+/// Walk the console (`tests/browser/console.mjs`, playwright-core driving Debian's Chromium)
+/// against the control plane at `base` signed in with the admin `key`, submitting `clip`.
+/// Screenshots of every page go to `shots`. Returns what the walk saw; panics with the
+/// script's error (and its failure screenshot) otherwise.
+pub async fn walk_console(base: &str, key: &str, clip: &Path, shots: &Path) -> Value {
+    let script = browser_dir().join("console.mjs");
+    assert!(
+        browser_dir().join("node_modules/playwright-core").exists(),
+        "playwright-core is missing; deploy/setup-debian.sh --test installs it (npm ci in tests/browser)"
+    );
+    assert!(
+        chromium().exists(),
+        "{} is missing; deploy/setup-debian.sh --test installs Debian's chromium",
+        chromium().display()
+    );
+    std::fs::create_dir_all(shots).unwrap();
+    let run = tokio::process::Command::new("node")
+        .arg(&script)
+        .env("KILN_URL", base)
+        .env("KILN_KEY", key)
+        .env("KILN_CLIP", clip)
+        .env("KILN_SHOTS", shots)
+        .env("KILN_CHROMIUM", chromium())
+        .current_dir(browser_dir())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(420), run)
+        .await
+        .expect("the console walk finished within 7 minutes")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the console walk failed (screenshots in {}):\n{}\n{stdout}",
+        shots.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("the walk's report is not JSON ({e}): {stdout}"))
 }

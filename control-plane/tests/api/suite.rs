@@ -7,6 +7,7 @@ mod chunked;
 mod convertrilo_klipfast;
 mod deliver;
 mod edit;
+pub mod events;
 mod keys;
 mod konvrt_convertly;
 mod limits;
@@ -53,6 +54,7 @@ pub async fn run(t: &Target, dir: &Path) {
     };
     deliver::run(t, dir, &s).await;
     read::run(t, &s).await;
+    events::run(t, dir, &s).await;
     stream::run(t, dir, &s).await;
     edit::run(t, dir, &s).await;
     chunked::run(t, dir, &s).await;

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_protocol::{NodeRegistry, NodeStatus};
+use kiln_protocol::{NodeCommand, NodeRegistry, NodeStatus};
 use tokio::sync::watch;
 
 use super::{Shared, WorkerConfig};
@@ -31,7 +31,21 @@ pub(super) async fn report_loop(
         match nodes.take_commands(&config.node_id).await {
             Ok(commands) => {
                 for c in &commands {
-                    config.gpus.command(c);
+                    match c {
+                        NodeCommand::Drain => {
+                            if !shared.paused.swap(true, Ordering::SeqCst) {
+                                tracing::info!("an operator drained this node: finishing running jobs, taking no new ones");
+                            }
+                        }
+                        NodeCommand::Resume => {
+                            if shared.paused.swap(false, Ordering::SeqCst) {
+                                tracing::info!("an operator resumed this node: taking jobs again");
+                            }
+                        }
+                        gpu => {
+                            config.gpus.command(gpu);
+                        }
+                    }
                 }
             }
             Err(e) => tracing::debug!(error = %e, "could not read operators' commands"),
@@ -41,7 +55,8 @@ pub(super) async fn report_loop(
             // NVML reads are quick but blocking; back-offs that ended put GPUs back.
             let _ = tokio::task::spawn_blocking(move || gpus.refresh()).await;
         }
-        let draining = shared.draining.load(Ordering::SeqCst);
+        let draining =
+            shared.draining.load(Ordering::SeqCst) || shared.paused.load(Ordering::SeqCst);
         let status = NodeStatus {
             busy: shared.busy.load(Ordering::SeqCst),
             gpus: config.gpus.states(),
@@ -53,10 +68,10 @@ pub(super) async fn report_loop(
         if let Err(e) = nodes.report(&status).await {
             tracing::warn!(error = %e, "could not report to the node registry");
         }
-        if draining && !was_draining {
+        if shared.draining.load(Ordering::SeqCst) && !was_draining {
             tracing::info!(busy = status.busy, "draining: taking no new jobs");
         }
-        was_draining = draining;
+        was_draining = shared.draining.load(Ordering::SeqCst);
         let tick = if draining {
             Duration::from_millis(500)
         } else {

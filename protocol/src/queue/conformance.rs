@@ -92,6 +92,14 @@ async fn fifo_and_exactly_once(q: &impl Backend) {
     assert_eq!(q.depth().await.unwrap(), 3);
     let first = q.claim("n1", &h264, SHORT, LEASE).await.unwrap().unwrap();
     assert_eq!(q.depth().await.unwrap(), 2, "a claimed job is not waiting");
+    let waiting: Vec<(String, u64)> = q
+        .depth_by_class()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert_eq!(waiting, [("h264".to_string(), 2)], "by class");
     let mut seen = vec![first.job.id.clone()];
     q.ack(&first).await.unwrap();
     while let Some(lease) = q.claim("n2", &h264, SHORT, LEASE).await.unwrap() {

@@ -228,8 +228,15 @@ impl JobQueue for MemoryQueue {
         Ok(n)
     }
 
-    async fn depth(&self) -> Result<u64, QueueError> {
-        Ok(self.lock().ready.values().map(|q| q.len() as u64).sum())
+    async fn depth_by_class(&self) -> Result<Vec<(String, u64)>, QueueError> {
+        let mut depths: Vec<(String, u64)> = self
+            .lock()
+            .ready
+            .iter()
+            .map(|(class, q)| (class.clone(), q.len() as u64))
+            .collect();
+        depths.sort();
+        Ok(depths)
     }
 
     async fn cancel(&self, job_id: &str) -> Result<(), QueueError> {

@@ -381,10 +381,11 @@ impl JobQueue for RedisQueue {
         Ok(total)
     }
 
-    async fn depth(&self) -> Result<u64, QueueError> {
+    async fn depth_by_class(&self) -> Result<Vec<(String, u64)>, QueueError> {
         let mut c = self.conn().await?;
-        let classes: Vec<String> = c.smembers(CLASSES).await.map_err(unavailable)?;
-        let mut total = 0u64;
+        let mut classes: Vec<String> = c.smembers(CLASSES).await.map_err(unavailable)?;
+        classes.sort();
+        let mut depths = Vec::with_capacity(classes.len());
         for class in classes {
             // Acknowledged entries are deleted, so a stream holds exactly its waiting and its
             // claimed entries: waiting = length - pending.
@@ -404,9 +405,9 @@ impl JobQueue for RedisQueue {
                     .unwrap_or(0),
                 _ => 0,
             };
-            total += len.saturating_sub(claimed);
+            depths.push((class, len.saturating_sub(claimed)));
         }
-        Ok(total)
+        Ok(depths)
     }
 
     async fn cancel(&self, job_id: &str) -> Result<(), QueueError> {

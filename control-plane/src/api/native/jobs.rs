@@ -202,6 +202,7 @@ pub async fn cancel_job(state: &AppState, job: &JobRow) -> Result<JobRow, ApiErr
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no job {:?}", job.id)))?;
     if job.status == JobStatus::Cancelled {
+        crate::feed::publish_job(state, &job, "job.cancelled").await;
         if let Err(e) = crate::webhooks::record(state, &job, "job.cancelled").await {
             tracing::warn!(job = %job.id, error = %e, "could not record the webhook");
         }

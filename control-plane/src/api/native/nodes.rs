@@ -1,6 +1,7 @@
 //! `GET /api/v1/nodes` (admin scope): the fleet's nodes, their capabilities, load, GPUs and
 //! last heartbeat; `POST /api/v1/nodes/{id}/gpus/{gpu}/enable|disable` to put a GPU back into
-//! service or take it out.
+//! service or take it out; `POST /api/v1/nodes/{id}/drain|resume` to stop a node taking jobs
+//! (it finishes the running ones) and to start it again.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -10,7 +11,7 @@ use kiln_protocol::NodeCommand;
 use crate::api::docs::Error;
 use crate::auth::Auth;
 use crate::error::ApiError;
-use crate::views::{GpuCommandView, NodeList, NodeView};
+use crate::views::{GpuCommandView, NodeCommandView, NodeList, NodeView};
 use crate::AppState;
 
 /// Every registered node (the embedded default's local node too).
@@ -94,6 +95,62 @@ async fn gpu_command(
             node_id: node_id.to_string(),
             gpu: index,
             command: if enable { "enable" } else { "disable" }.into(),
+        }),
+    ))
+}
+
+/// Drain a node (admin): it finishes the jobs it runs and takes no new ones, as on SIGTERM,
+/// but stays up and registered (`state` turns `draining`, then `drained`) until resumed. The
+/// node takes the command at its next heartbeat.
+#[utoipa::path(post, path = "/api/v1/nodes/{node_id}/drain", tag = "admin",
+    params(("node_id" = String, Path, description = "The node's id")),
+    responses((status = 202, body = NodeCommandView), (status = 401, body = Error),
+        (status = 403, body = Error), (status = 404, body = Error)))]
+pub async fn drain(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(node_id): Path<String>,
+) -> Result<(StatusCode, Json<NodeCommandView>), ApiError> {
+    node_command(&state, auth, &node_id, NodeCommand::Drain, "drain").await
+}
+
+/// Resume a drained node (admin): it takes jobs again.
+#[utoipa::path(post, path = "/api/v1/nodes/{node_id}/resume", tag = "admin",
+    params(("node_id" = String, Path, description = "The node's id")),
+    responses((status = 202, body = NodeCommandView), (status = 401, body = Error),
+        (status = 403, body = Error), (status = 404, body = Error)))]
+pub async fn resume(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(node_id): Path<String>,
+) -> Result<(StatusCode, Json<NodeCommandView>), ApiError> {
+    node_command(&state, auth, &node_id, NodeCommand::Resume, "resume").await
+}
+
+async fn node_command(
+    state: &AppState,
+    auth: Auth,
+    node_id: &str,
+    command: NodeCommand,
+    name: &str,
+) -> Result<(StatusCode, Json<NodeCommandView>), ApiError> {
+    auth.require("admin")?;
+    if !state
+        .nodes
+        .list()
+        .await?
+        .iter()
+        .any(|n| n.node_id == node_id)
+    {
+        return Err(ApiError::NotFound(format!("no node {node_id:?}")));
+    }
+    state.nodes.command(node_id, &command).await?;
+    tracing::info!(node = node_id, command = name, "node command sent");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(NodeCommandView {
+            node_id: node_id.to_string(),
+            command: name.into(),
         }),
     ))
 }
