@@ -103,6 +103,9 @@ struct Shared {
     /// An operator drained the node over the API: no new jobs until resumed (the process
     /// stays up, unlike `draining`).
     paused: AtomicBool,
+    /// Slots inside a claim now (a claim waits up to half a second for a job): a drain is
+    /// reported only once none is, so `drained` means no job can still arrive.
+    claiming: AtomicU32,
     /// The stop of every running job, by lease token.
     running: Mutex<HashMap<String, Arc<Stop>>>,
 }
@@ -140,6 +143,7 @@ pub async fn run(
         done: AtomicU64::new(0),
         draining: AtomicBool::new(false),
         paused: AtomicBool::new(false),
+        claiming: AtomicU32::new(0),
         running: Mutex::new(HashMap::new()),
     });
     let (slots_done_tx, slots_done_rx) = watch::channel(false);
@@ -197,7 +201,14 @@ async fn slot_loop(
         // Ask for NVENC work only while a healthy GPU has an NVENC session free (the job takes
         // one when it is placed, see `on_gpu`).
         let classes = claimable(&config.classes, config.gpus.nvenc_free());
-        match broker
+        shared.claiming.fetch_add(1, Ordering::SeqCst);
+        // Checked again now that the claim is counted: a drain either sees this claim or
+        // this slot sees the drain (both orderings are SeqCst).
+        if shared.paused.load(Ordering::SeqCst) {
+            shared.claiming.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
+        let claimed = broker
             .queue
             .claim(
                 &consumer,
@@ -205,11 +216,15 @@ async fn slot_loop(
                 Duration::from_millis(500),
                 config.lease,
             )
-            .await
-        {
+            .await;
+        if let Ok(Some(_)) = &claimed {
+            // Busy before it stops claiming, so a drain never sees a slot as neither.
+            shared.busy.fetch_add(1, Ordering::SeqCst);
+        }
+        shared.claiming.fetch_sub(1, Ordering::SeqCst);
+        match claimed {
             Ok(Some(lease)) => {
                 backoff = Duration::from_millis(100);
-                shared.busy.fetch_add(1, Ordering::SeqCst);
                 if let Some(m) = &config.metrics {
                     m.slots_busy.inc();
                 }

@@ -36,6 +36,14 @@ pub(super) async fn report_loop(
                             if !shared.paused.swap(true, Ordering::SeqCst) {
                                 tracing::info!("an operator drained this node: finishing running jobs, taking no new ones");
                             }
+                            // Claims already waiting end within their half-second wait; what
+                            // they got counts as busy in the report below.
+                            let since = tokio::time::Instant::now();
+                            while shared.claiming.load(Ordering::SeqCst) > 0
+                                && since.elapsed() < Duration::from_secs(2)
+                            {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
                         }
                         NodeCommand::Resume => {
                             if shared.paused.swap(false, Ordering::SeqCst) {
