@@ -61,6 +61,9 @@ pub struct AppState {
     pub sealer: Arc<sealing::Sealer>,
     /// Where the API listens, once bound (the last resort for absolute links).
     pub bound: Arc<std::sync::OnceLock<SocketAddr>>,
+    /// Turns true when the service stops: long-lived answers (event streams) end, so the
+    /// graceful shutdown does not wait on them.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 impl AppState {
@@ -196,6 +199,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ),
     };
     let metrics = Metrics::new();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = AppState {
         db,
         store: store.clone(),
@@ -211,8 +215,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         signing_key: Arc::new(signing_key),
         sealer: Arc::new(sealer),
         bound: Arc::new(std::sync::OnceLock::new()),
+        shutdown: shutdown_rx.clone(),
     };
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
     // A new queue (always, in the embedded default) gets the database's unfinished jobs now,

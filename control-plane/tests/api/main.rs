@@ -60,7 +60,13 @@ async fn whole_api_on_the_embedded_default() {
     let running = start(base_config(&dir.path().join("cp"))).await.unwrap();
     let t = Target::new(running.addr, None, S3Server::start(), 2).await;
     suite::run(&t, dir.path()).await;
-    running.shutdown().await;
+    // An event stream still open does not hold the shutdown up: it ends.
+    let (_, stream) = suite::events::open(&t, &t.base, "/api/v1/events", Some(ADMIN), None).await;
+    tokio::time::timeout(Duration::from_secs(20), running.shutdown())
+        .await
+        .expect("the service stops with an event stream open");
+    let ended = stream.unwrap().next(Duration::from_secs(5)).await;
+    assert!(ended.is_none(), "the stream ended: {ended:?}");
 }
 
 struct NodeProcess(Child);

@@ -224,9 +224,12 @@ async fn pump(
         }
     };
     last = catch_up(state, watch, last, tx).await?;
+    let mut stopping = state.shutdown.clone();
     loop {
         tokio::select! {
             _ = tx.closed() => return Err(Stop::Gone),
+            // The service is stopping: end the stream (the client resumes elsewhere).
+            _ = async { stopping.wait_for(|v| *v).await.map(|_| ()) } => return Ok(()),
             r = live.recv() => match r {
                 Ok(e) if e.id > last => {
                     last = e.id;
