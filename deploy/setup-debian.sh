@@ -21,6 +21,7 @@ packages=(ffmpeg libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev 
 # libvips-tools is the image benchmark's peer (kiln-bench image), not a dependency of Kiln.
 [ "${KILN_BENCH:-0}" = 1 ] && packages+=(libvips-tools)
 [ "$want_test" = 1 ] && packages+=(postgresql postgresql-client redis-server redis-tools chromium)
+[ "$want_test" = 1 ] && ! python3 -m venv --help >/dev/null 2>&1 && packages+=(python3 python3-venv)
 # npm builds the web console (control-plane/build.rs) and installs the browser tests' tools.
 ! command -v npm >/dev/null 2>&1 && packages+=(nodejs npm)
 
@@ -73,6 +74,14 @@ if [ "$want_test" = 1 ]; then
   if [ ! -x "$tools/bin/s3s-fs" ]; then
     echo "==> installing s3s-fs into $tools"
     cargo install s3s-fs@0.14.1 --locked --features binary --root "$tools" --quiet
+  fi
+  # schemathesis (PyPI), the API suite's schema fuzzer, in a virtual environment of its own
+  # beside s3s-fs; the test runs "$tools/schemathesis/bin/st".
+  st_version=4.32.5
+  if ! "$tools/schemathesis/bin/st" --version 2>/dev/null | grep -q " $st_version"; then
+    echo "==> installing schemathesis $st_version into $tools/schemathesis"
+    python3 -m venv "$tools/schemathesis"
+    "$tools/schemathesis/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$st_version"
   fi
   if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     echo "==> starting PostgreSQL"

@@ -45,7 +45,8 @@ pub fn api_routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenA
 }
 
 /// The authentication middleware can answer any operation with 401 (a wrong key) or 429
-/// (over the key's limit), and any can fail with 500 or 503: say so on every operation.
+/// (over the key's limit), and any can fail with 500 or 503: say so on every operation; and
+/// 400 / 415 where axum's extractors refuse input (`json_rejections`).
 fn document_middleware_answers(spec: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     for (path, item) in spec.paths.paths.iter_mut() {
@@ -77,7 +78,24 @@ fn document_middleware_answers(spec: &mut utoipa::openapi::OpenApi) {
         .into_iter()
         .flatten()
         {
+            // axum refuses a query or path value that does not parse, and a JSON body sent
+            // as something else (see `json_rejections`).
+            let takes_input = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            let json_body = op
+                .request_body
+                .as_ref()
+                .is_some_and(|b| b.content.contains_key("application/json"));
             let responses = &mut op.responses.responses;
+            if takes_input || op.request_body.is_some() {
+                responses
+                    .entry("400".into())
+                    .or_insert_with(|| error("A parameter or the body does not parse").into());
+            }
+            if json_body {
+                responses
+                    .entry("415".into())
+                    .or_insert_with(|| error("The body was not sent as application/json").into());
+            }
             responses
                 .entry("401".into())
                 .or_insert_with(|| error("Missing or invalid API key").into());
@@ -119,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         .route("/console/{*path}", get(console::asset))
         .fallback(not_found);
     resilient(app)
+        .layer(middleware::from_fn(json_rejections))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -168,6 +187,36 @@ async fn not_found(uri: axum::http::Uri) -> Response {
         ApiError::NotFound("no such endpoint".into()),
         None,
     )
+}
+
+/// axum's own extractors refuse what does not parse (a query value out of range, a path
+/// segment that is not a number) with a text/plain body; the API answers every error as its
+/// JSON document, in the caller's dialect. This is the one place those refusals are mapped.
+async fn json_rejections(req: Request, next: Next) -> Response {
+    let dialect = Dialect::of_path(req.uri().path());
+    let console = req.uri().path().starts_with("/console");
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let plain = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if console || !status.is_client_error() || !plain {
+        return resp;
+    }
+    let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = String::from_utf8_lossy(&body).trim().to_string();
+    let err = match status {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMedia(message),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(message),
+        StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(message),
+        StatusCode::NOT_FOUND => ApiError::NotFound(message),
+        _ => ApiError::BadRequest(message),
+    };
+    render(dialect, err, None)
 }
 
 /// Record each request's latency by route template (not raw path, to bound label cardinality).

@@ -132,8 +132,12 @@ pub async fn keys(config: &Config, cmd: Keys) -> anyhow::Result<String> {
             json!({"keys": db.list_keys(account_id.as_deref()).await?})
         }
         Keys::Revoke { key_id } => {
-            if !db.revoke_key(&key_id).await? {
-                bail!("no key {key_id:?}");
+            match db.revoke_key(&key_id).await? {
+                crate::db::keys::Revoked::Done => {}
+                crate::db::keys::Revoked::NoSuchKey => bail!("no key {key_id:?}"),
+                crate::db::keys::Revoked::LastAdmin => {
+                    bail!("{key_id:?} is the last admin key: create another admin key first")
+                }
             }
             json!({"id": key_id, "revoked": true})
         }

@@ -46,9 +46,10 @@ pub enum ApiError {
         #[source]
         source: Option<BoxError>,
     },
-    /// Asked of Kiln but not something it does (501), e.g. a Google Drive destination.
+    /// Asked of Kiln but not something it does, e.g. a Google Drive destination: 422 (the
+    /// request is well formed; this server will not do it, and asking again will not help).
     #[error("{0}")]
-    NotImplemented(String),
+    Unsupported(String),
     /// Never shown to the client; logged with its sources.
     #[error("internal error")]
     Internal(#[source] BoxError),
@@ -80,7 +81,7 @@ impl ApiError {
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            Self::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
+            Self::Unsupported(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -2,6 +2,7 @@
 
 use kiln_control_plane::db::batches::BatchRow;
 use kiln_control_plane::db::jobs::{Completion, NewJob};
+use kiln_control_plane::db::keys::Revoked;
 use kiln_control_plane::db::submissions::{NewSubmission, RecordError};
 use kiln_control_plane::db::{Db, JobStatus};
 use kiln_protocol::JobErrorCode;
@@ -246,9 +247,40 @@ async fn conformance(db: &Db) {
     let listed = db.list_keys(Some(&paying.id)).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].prefix, &key[..12]);
-    assert!(db.revoke_key(&key_id).await.unwrap());
+    assert_eq!(db.revoke_key(&key_id).await.unwrap(), Revoked::Done);
     assert!(db.authenticate(&key).await.unwrap().is_none());
-    assert!(!db.revoke_key("nope").await.unwrap());
+    assert_eq!(db.revoke_key("nope").await.unwrap(), Revoked::NoSuchKey);
+    // The last live admin key stays; with a second one, either may go, not both.
+    let admin = |name: &'static str| {
+        let db = db.clone();
+        let account = paying.id.clone();
+        async move {
+            let key = kiln_control_plane::db::keys::generate_key();
+            let scopes = vec!["jobs:read".to_string(), "admin".to_string()];
+            let id = db
+                .insert_key(&account, name, &key, &scopes, &Default::default())
+                .await
+                .unwrap();
+            (id, key)
+        }
+    };
+    let live_admins = db
+        .list_keys(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.revoked_at.is_none() && k.scopes.iter().any(|s| s == "admin"))
+        .map(|k| k.id)
+        .collect::<Vec<_>>();
+    for id in &live_admins {
+        db.revoke_key(id).await.unwrap();
+    }
+    let (first, first_key) = admin("admin-1").await;
+    assert_eq!(db.revoke_key(&first).await.unwrap(), Revoked::LastAdmin);
+    assert!(db.authenticate(&first_key).await.unwrap().is_some());
+    let (second, _) = admin("admin-2").await;
+    assert_eq!(db.revoke_key(&first).await.unwrap(), Revoked::Done);
+    assert_eq!(db.revoke_key(&second).await.unwrap(), Revoked::LastAdmin);
 
     // The shared secret is created once.
     let s1 = db.shared_secret("t").await.unwrap();

@@ -4,7 +4,7 @@
 //! from the caller's bucket, the token balance, saved S3 credentials (`credentials:manage`)
 //! and managed webhooks (`webhooks:manage`, signed `X-Webhook-Signature`). Errors are
 //! `{code, message}` at the top level; the dialect is limited to 100 requests a minute per key,
-//! 10 of them encodes (`auth`). Google Drive is answered 501.
+//! 10 of them encodes (`auth`). Google Drive is answered 422 (`google_drive_not_supported`).
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -241,7 +241,7 @@ pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error
 /// Google Drive is not something Kiln reaches.
 pub fn google_drive_refused() -> Error {
     DialectError::coded(
-        ApiError::NotImplemented(
+        ApiError::Unsupported(
             "Google Drive sources and destinations are not supported by this server; use a URL or an S3-compatible bucket".into(),
         ),
         "google_drive_not_supported",

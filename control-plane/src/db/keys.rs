@@ -9,6 +9,15 @@ use super::{Db, DbError};
 pub use super::accounts::{generate_webhook_secret, Account};
 
 /// Every scope a key can hold.
+/// What a revocation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    Done,
+    NoSuchKey,
+    /// Refused: the key is the last live one with the admin scope.
+    LastAdmin,
+}
+
 pub const ALL_SCOPES: &[&str] = &[
     "jobs:create",
     "jobs:read",
@@ -179,14 +188,32 @@ impl Db {
     }
 
     /// Revoke a key; false if there is no such key. Revoking twice keeps the first time.
-    pub async fn revoke_key(&self, id: &str) -> Result<bool, DbError> {
-        let r =
-            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
-                .bind(kiln_protocol::now_ms())
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-        Ok(r.rows_affected() == 1)
+    pub async fn revoke_key(&self, id: &str) -> Result<Revoked, DbError> {
+        // One statement: the key is revoked unless it is the last live admin key (which
+        // would leave nobody able to manage the server over the API).
+        let r = sqlx::query(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2
+             AND NOT (revoked_at IS NULL AND (' ' || scopes || ' ') LIKE '% admin %'
+                      AND (SELECT COUNT(*) FROM api_keys
+                           WHERE revoked_at IS NULL AND (' ' || scopes || ' ') LIKE '% admin %') <= 1)",
+        )
+        .bind(kiln_protocol::now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 1 {
+            return Ok(Revoked::Done);
+        }
+        let exists = sqlx::query("SELECT 1 FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some();
+        Ok(if exists {
+            Revoked::LastAdmin
+        } else {
+            Revoked::NoSuchKey
+        })
     }
 
     /// The principal behind `key`, if it exists and is not revoked.

@@ -20,6 +20,7 @@ mod browser;
 #[path = "../common/mod.rs"]
 mod common;
 mod doc_examples;
+mod fuzz;
 mod harness;
 mod more;
 mod openapi;

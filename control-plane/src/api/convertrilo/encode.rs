@@ -68,7 +68,7 @@ pub struct EncodeRequest {
     pub container: Option<String>,
     #[serde(default, rename = "outputS3")]
     pub output_s3: Option<S3>,
-    /// Not supported (501).
+    /// Not supported (422).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub output_google_drive: Option<Value>,
@@ -276,8 +276,7 @@ pub fn kept(external_id: Option<&str>, metadata: Option<&Value>, warnings: &[War
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 402, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 413, body = ErrorBody),
-        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
-        (status = 501, body = ErrorBody)))]
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn encode(
     State(state): State<AppState>,
     auth: Auth,

@@ -1,6 +1,6 @@
 //! What a Convertrilo account manages: saved S3 credentials (`credentials:manage`; the secret
 //! sealed with the server's key and never returned), managed webhooks (`webhooks:manage`; the
-//! signing secret shown once), and Google Drive credentials (501: not supported).
+//! signing secret shown once), and Google Drive credentials (422: not supported).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -150,7 +150,7 @@ pub async fn delete_credential(
 
 /// `POST /ondemand/credentials/google-drive`: not supported.
 #[utoipa::path(post, path = "/convertrilo/ondemand/credentials/google-drive", tag = "convertrilo",
-    responses((status = 501, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn google_drive(auth: Auth) -> Result<Response, Error> {
     auth.require("credentials:manage")?;
     Err(google_drive_refused())

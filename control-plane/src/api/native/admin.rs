@@ -11,7 +11,7 @@ use crate::api::docs::Error;
 use crate::auth::Auth;
 use crate::db::accounts::AccountChange;
 use crate::db::keys::{
-    generate_key, validate_imported_key, Account, KeyInfo, RateLimits, ALL_SCOPES,
+    generate_key, validate_imported_key, Account, KeyInfo, RateLimits, Revoked, ALL_SCOPES,
 };
 use crate::error::ApiError;
 use crate::views::{KeyList, NewKeyView};
@@ -137,19 +137,26 @@ pub async fn list_keys(
     Ok(Json(KeyList { keys }))
 }
 
-/// `DELETE /keys/{id}`: revoke a key; it is refused from then on.
+/// `DELETE /keys/{id}`: revoke a key; it is refused from then on. The last live admin key
+/// cannot be revoked (409): nobody could manage the server over the API after it.
 #[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "admin",
     params(("id" = String, Path, description = "Key id")),
     responses((status = 200, description = "Revoked", body = KeyInfo), (status = 401, body = Error),
-        (status = 403, body = Error), (status = 404, body = Error)))]
+        (status = 403, body = Error), (status = 404, body = Error), (status = 409, body = Error)))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<KeyInfo>, ApiError> {
     auth.require("admin")?;
-    if !state.db.revoke_key(&id).await? {
-        return Err(ApiError::NotFound(format!("no key {id:?}")));
+    match state.db.revoke_key(&id).await? {
+        Revoked::Done => {}
+        Revoked::NoSuchKey => return Err(ApiError::NotFound(format!("no key {id:?}"))),
+        Revoked::LastAdmin => {
+            return Err(ApiError::Conflict(
+                "this is the last admin key: create another admin key before revoking it".into(),
+            ))
+        }
     }
     let key = state
         .db
@@ -189,6 +196,33 @@ pub struct AccountRequest {
     pub plan: Option<Option<String>>,
 }
 
+/// The largest balance or single credit change an admin may set (a trillion): far beyond any
+/// account, and small enough that no sum of them overflows the database's 64-bit integers
+/// (SQLite would otherwise turn the sum into a float and the account would no longer read).
+pub const MAX_CREDITS: i64 = 1_000_000_000_000;
+/// The largest monthly job quota.
+pub const MAX_QUOTA: i64 = 1_000_000_000;
+
+impl AccountRequest {
+    /// Refuse numbers outside what an account can hold.
+    fn check(&self) -> Result<(), ApiError> {
+        let within = |v: Option<i64>, lo: i64, hi: i64, name: &str| match v {
+            Some(n) if n < lo || n > hi => Err(ApiError::BadRequest(format!(
+                "{name} must be from {lo} to {hi}, got {n}"
+            ))),
+            _ => Ok(()),
+        };
+        within(self.credits.flatten(), 0, MAX_CREDITS, "credits")?;
+        within(self.add_credits, -MAX_CREDITS, MAX_CREDITS, "add_credits")?;
+        within(
+            self.monthly_job_quota.flatten(),
+            0,
+            MAX_QUOTA,
+            "monthly_job_quota",
+        )
+    }
+}
+
 /// A string field that may be absent, null or a value.
 fn present_string<'de, D: serde::Deserializer<'de>>(
     d: D,
@@ -207,6 +241,7 @@ pub async fn create_account(
 ) -> Result<Response, ApiError> {
     auth.require("admin")?;
     let Json(req) = body?;
+    req.check()?;
     let name = req
         .name
         .as_deref()
@@ -245,6 +280,7 @@ pub async fn update_account(
 ) -> Result<Json<Account>, ApiError> {
     auth.require("admin")?;
     let Json(req) = body?;
+    req.check()?;
     let account = state
         .db
         .update_account(

@@ -76,7 +76,7 @@ pub async fn run(t: &Target, dir: &Path, s: &super::State) {
     let r = t.post("/convertrilo/ondemand/encode", &cvr, json!({"sourceUrl": "https://example.com/a.mp4", "outputGoogleDrive": {"folderId": "x"}})).await;
     assert_eq!(
         (r.status, r.json()["code"].as_str()),
-        (501, Some("google_drive_not_supported"))
+        (422, Some("google_drive_not_supported"))
     );
     let r = t
         .call(
@@ -86,7 +86,7 @@ pub async fn run(t: &Target, dir: &Path, s: &super::State) {
             Body::None,
         )
         .await;
-    assert_eq!(r.status, 501);
+    assert_eq!(r.status, 422);
 
     // --- A saved credential, by name; its secret is never shown.
     let cred = t.convertrilo_s3(json!({}));
