@@ -7,7 +7,8 @@
 //! documented operation must have been exercised.
 //!
 //! Parts: `harness` (receiver, target, helpers), `suite/*` (the whole API, part by part),
-//! `browser` (hls.js in headless Chromium plays a ladder),
+//! `browser` (hls.js in headless Chromium plays a ladder; the console walk's driver),
+//! `console` (the console in Chromium), `fuzz` (schemathesis against the published schema),
 //! `openapi` (the document check), `more` (expiry, the keys CLI, Konvrt's curl quick start,
 //! the outbox).
 
@@ -19,6 +20,7 @@ use kiln_protocol::testing::{RedisServer, S3Server};
 mod browser;
 #[path = "../common/mod.rs"]
 mod common;
+mod console;
 mod doc_examples;
 mod fuzz;
 mod harness;
