@@ -55,34 +55,61 @@ try {
     await shot('02-jobs');
   });
 
-  let jobId;
-  await step('submit', async () => {
+
+  // The node is drained first, so the job waits and its page is open before it starts: the
+  // page must then see it start, progress and complete over its event stream.
+  let node;
+  const api = (method, path) =>
+    fetch(`${base}/api/v1${path}`, { method, headers: { Authorization: `Bearer ${key}` } });
+  const nodeState = async () => (await (await api('GET', '/nodes')).json()).nodes.find((n) => n.node_id === node).state;
+  const until = async (what, want) => {
+    const t0 = Date.now();
+    while ((await what()) !== want) {
+      if (Date.now() - t0 > 30000) throw new Error(`never ${want}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+
+  await step('drain', async () => {
+    await page.click('a[href="#/nodes"]');
+    const row = page.locator('[data-testid=nodes] tbody tr').first();
+    await row.waitFor();
+    node = await row.getAttribute('data-node');
+    seen.slots = await row.locator('[data-testid=slots]').innerText();
+    seen.node_state = await row.locator('[data-testid=node-state]').innerText();
+    await shot('03-nodes');
+    await row.locator('[data-testid=drain]').click();
+    await row.locator('[data-testid=node-state]', { hasText: 'drained' }).waitFor({ timeout: 30000 });
+    await shot('04-nodes-drained');
+  });
+
+  const submit = async () => {
     await page.click('a[href="#/submit"]');
     await page.locator('input[type=file]').setInputFiles(clip);
     await page.selectOption('select[name=codec]', 'h264');
     await page.selectOption('select[name=resolution]', '240p');
-    await shot('03-submit');
     await page.getByRole('button', { name: 'Upload and submit' }).click();
     await page.waitForURL(/#\/jobs\/[0-9a-f-]{36}$/, { timeout: 60000 });
-    jobId = page.url().split('/').pop();
+    await page.locator('[data-testid=job] [data-testid=status]', { hasText: 'pending' }).waitFor();
+    return page.url().split('/').pop();
+  };
+
+  let jobId;
+  await step('submit', async () => {
+    jobId = await submit();
+    await shot('05-submitted');
+    await page.click('a[href="#/queue"]');
+    await page.locator('[data-testid=waiting]').waitFor();
+    seen.waiting = Number(await text('[data-testid=waiting]'));
+    await shot('06-queue');
   });
 
   await step('progress', async () => {
-    await page.locator('[data-testid=job]').waitFor();
-    // The statuses the page shows, as they change.
-    await page.evaluate(() => {
-      window.statuses = [];
-      const note = () => {
-        const s = document.querySelector('[data-testid=job] [data-testid=status]')?.textContent;
-        const p = document.querySelector('[data-testid=job] [data-testid=progress]')?.value;
-        const last = window.statuses[window.statuses.length - 1];
-        if (s && (!last || last.s !== s || last.p !== p)) window.statuses.push({ s, p });
-      };
-      note();
-      new MutationObserver(note).observe(document.body, { subtree: true, childList: true, attributes: true, characterData: true });
-    });
+    requests.length = 0;
+    await page.goto(`${base}/console/#/jobs/${jobId}`);
+    await page.locator('[data-testid=stream]', { hasText: 'live' }).waitFor();
+    await api('POST', `/nodes/${node}/resume`);
     await page.locator('[data-testid=job] [data-testid=status]', { hasText: 'completed' }).waitFor({ timeout: 180000 });
-    seen.statuses = await page.evaluate(() => window.statuses);
     seen.stream = await text('[data-testid=stream]');
     seen.events = await page.locator('[data-testid=events] li').allTextContents();
     seen.job_reads = requests.filter((p) => p === `/api/v1/jobs/${jobId}`).length;
@@ -101,35 +128,14 @@ try {
     });
     await page.evaluate(() => document.querySelector('[data-testid=player]').pause());
     seen.encoder = await text('[data-testid=encoding]');
-    await shot('04-job-completed');
-  });
-
-  let node;
-  await step('drain', async () => {
-    await page.click('a[href="#/nodes"]');
-    const row = page.locator('[data-testid=nodes] tbody tr').first();
-    await row.waitFor();
-    node = await row.getAttribute('data-node');
-    seen.slots = await row.locator('[data-testid=slots]').innerText();
-    seen.node_state = await row.locator('[data-testid=node-state]').innerText();
-    await shot('05-nodes');
-    await row.locator('[data-testid=drain]').click();
-    await row.locator('[data-testid=node-state]', { hasText: 'drained' }).waitFor({ timeout: 30000 });
-    await shot('06-nodes-drained');
+    await shot('07-job-completed');
   });
 
   await step('cancel', async () => {
-    await page.click('a[href="#/submit"]');
-    await page.locator('input[type=file]').setInputFiles(clip);
-    await page.getByRole('button', { name: 'Upload and submit' }).click();
-    await page.waitForURL(/#\/jobs\/[0-9a-f-]{36}$/, { timeout: 60000 });
-    const second = page.url().split('/').pop();
-    await page.locator('[data-testid=job] [data-testid=status]', { hasText: 'pending' }).waitFor();
-    await page.click('a[href="#/queue"]');
-    await page.locator('[data-testid=waiting]').waitFor();
-    seen.waiting = Number(await text('[data-testid=waiting]'));
-    await shot('07-queue');
-    await page.goto(`${base}/console/#/jobs/${second}`);
+    await until(nodeState, 'ready');
+    await api('POST', `/nodes/${node}/drain`);
+    await until(nodeState, 'drained');
+    const second = await submit();
     await page.locator('[data-testid=cancel]').click();
     await page.locator('[data-testid=job] [data-testid=status]', { hasText: 'cancelled' }).waitFor({ timeout: 30000 });
     seen.cancelled = second;
