@@ -245,7 +245,6 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
             };
             if state.db.mark_completed(&e.job_id, attempt, &done).await? {
                 finished(state, "completed");
-                crate::feed::job_changed(state, &e.job_id, "job.completed").await;
                 completed(state, &e.job_id).await?;
             }
         }
@@ -262,7 +261,6 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
                 .await?
             {
                 finished(state, "failed");
-                crate::feed::job_changed(state, &e.job_id, "job.failed").await;
                 failed(state, &e.job_id).await?;
             }
         }
@@ -288,7 +286,6 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
             {
                 tracing::error!(job = %e.job_id, %reason, "job dead-lettered");
                 finished(state, JobErrorCode::DeadLetter.as_str());
-                crate::feed::job_changed(state, &e.job_id, "job.failed").await;
                 failed(state, &e.job_id).await?;
             }
         }
@@ -296,22 +293,24 @@ pub async fn apply(state: &AppState, e: &NodeEvent) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A job failed for good: refund its credits, tell its webhook.
+/// A job failed for good: refund its credits, tell the feed and its webhook.
 async fn failed(state: &AppState, job_id: &str) -> anyhow::Result<()> {
     state.db.refund(job_id).await?;
     if let Some(job) = state.db.get_job_any(job_id).await? {
+        crate::feed::publish_job(state, &job, "job.failed").await;
         crate::webhooks::record(state, &job, "job.failed").await?;
     }
     Ok(())
 }
 
-/// A job completed: tell its webhook, unless its output must first be copied to the caller's
+/// A job completed: tell the feed, and its webhook unless its output must first be copied to the caller's
 /// bucket — then the copy (in the background: a large copy must not hold up the event loop)
 /// records the webhook when done.
 async fn completed(state: &AppState, job_id: &str) -> anyhow::Result<()> {
     let Some(job) = state.db.get_job_any(job_id).await? else {
         return Ok(());
     };
+    crate::feed::publish_job(state, &job, "job.completed").await;
     if let Some(done) = job.completed_at {
         state
             .metrics
