@@ -83,7 +83,7 @@ pub async fn keys(config: &Config, cmd: Keys) -> anyhow::Result<String> {
         )
     });
     std::fs::create_dir_all(&config.data_dir).ok();
-    let db = Db::connect(&url)
+    let db = Db::connect_with(&url, config.secrets_key.as_deref())
         .await
         .with_context(|| format!("opening {url}"))?;
     let out = match cmd {

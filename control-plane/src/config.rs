@@ -59,6 +59,9 @@ pub struct Config {
     #[arg(long, env = "KILN_CHUNK_AUTO_SECS",
           default_value_t = kiln_protocol::video::DEFAULT_CHUNK_AUTO_SECS)]
     pub chunk_auto_secs: f64,
+    /// The largest source accepted (picture, duration, streams) and how long a job may run.
+    #[command(flatten)]
+    pub limits: kiln_protocol::limits::SourceLimits,
     /// How long the embedded node's lease lasts without a heartbeat (seconds).
     #[arg(long, env = "KILN_LEASE_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(2..))]

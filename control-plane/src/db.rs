@@ -1,8 +1,12 @@
 //! The database: SQLite for the embedded default, Postgres for a fleet, through one sqlx `Any`
 //! pool and one set of queries (written with `$n` placeholders, which both accept).
 
+use std::sync::Arc;
+
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
+
+use crate::sealing::{SealError, Sealer};
 
 pub mod accounts;
 pub mod batches;
@@ -26,6 +30,9 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL {0:?} (use sqlite:// or postgres://)")]
     UnsupportedUrl(String),
+    /// A secret kept sealed could not be opened (another `KILN_SECRETS_KEY`, or damage).
+    #[error("a sealed secret: {0}")]
+    Sealed(#[from] SealError),
 }
 
 /// Which SQL dialect the pool speaks.
@@ -35,16 +42,27 @@ pub enum Backend {
     Postgres,
 }
 
-/// A connection pool and the backend it talks to.
+/// A connection pool, the backend it talks to, and the key that seals the secrets it keeps
+/// (webhook secrets, saved credentials): a copy of the database alone does not hold them.
 #[derive(Clone)]
 pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
+    pub sealer: Arc<Sealer>,
 }
 
 impl Db {
-    /// Connect and bring the schema up to date with migrations/<backend>/.
+    /// Connect and bring the schema up to date with migrations/<backend>/; secrets sealed with
+    /// the key the database keeps (see [`Db::connect_with`]).
     pub async fn connect(url: &str) -> Result<Self, DbError> {
+        Self::connect_with(url, None).await
+    }
+
+    /// Connect, migrate, and seal secrets with `secrets_key` (64 hex digits; `KILN_SECRETS_KEY`)
+    /// or, without one, a random key the database keeps (every replica then shares it; the
+    /// secrets are then sealed only against a reader of the secret columns alone). Secrets
+    /// written in the clear by an earlier version are sealed now.
+    pub async fn connect_with(url: &str, secrets_key: Option<&str>) -> Result<Self, DbError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -73,14 +91,33 @@ impl Db {
             Backend::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("../migrations/postgres").run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        let mut db = Self {
+            pool,
+            backend,
+            sealer: Arc::new(Sealer::new(&Sealer::generate_key())?),
+        };
+        let key = match secrets_key {
+            Some(k) => k.to_string(),
+            None => {
+                db.shared_value("secrets_key", Sealer::generate_key())
+                    .await?
+            }
+        };
+        db.sealer = Arc::new(Sealer::new(&key)?);
+        db.seal_clear_secrets().await?;
+        Ok(db)
     }
 
-    /// A random secret stored under `name` in `settings`, created on first use; every
-    /// replica on this database reads the same one.
+    /// A random secret stored sealed under `name` in `settings`, created on first use; every
+    /// replica on this database reads the same one (one an earlier version stored in the clear
+    /// is read as it is, and sealed at the next start).
     pub async fn shared_secret(&self, name: &str) -> Result<String, DbError> {
-        self.shared_value(name, accounts::generate_webhook_secret())
-            .await
+        let context = format!("setting:{name}");
+        let fresh = self
+            .sealer
+            .seal(&accounts::generate_webhook_secret(), &context);
+        let stored = self.shared_value(name, fresh).await?;
+        self.open_secret(&stored, &context)
     }
 
     /// The value stored under `name` in `settings`, `fresh` stored first if there is none;

@@ -36,6 +36,9 @@ pub enum ApiError {
     UnsupportedMedia(String),
     #[error("{0}")]
     Unprocessable(String),
+    /// The source is larger than this server accepts (picture size, duration, streams): 422.
+    #[error("{0}")]
+    SourceLimit(String),
     /// Too many requests; `retry_after` seconds go into `Retry-After`.
     #[error("{message}")]
     RateLimited { message: String, retry_after: u64 },
@@ -79,6 +82,7 @@ impl ApiError {
             }
             Self::UnsupportedMedia(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media"),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+            Self::SourceLimit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "source_limit_exceeded"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Unsupported(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported"),
@@ -167,6 +171,7 @@ impl From<crate::submission::SubmitError> for ApiError {
             SubmitError::Source(s) => s.into(),
             e @ SubmitError::NoVideoStream => Self::UnsupportedMedia(e.to_string()),
             SubmitError::Unprocessable(m) => Self::Unprocessable(m),
+            SubmitError::SourceLimit(m) => Self::SourceLimit(m),
             e @ SubmitError::QuotaReached { retry_after, .. } => Self::RateLimited {
                 message: e.to_string(),
                 retry_after,

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::db::jobs::Completion;
 use crate::AppState;
 
-mod destinations;
+pub mod destinations;
 mod sweep;
 
 pub use destinations::deliver_due;

@@ -150,7 +150,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             config.data_dir.join("kiln.db").display()
         )
     });
-    let db = Db::connect(&db_url)
+    let db = Db::connect_with(&db_url, config.secrets_key.as_deref())
         .await
         .with_context(|| format!("opening the database at {db_url}"))?;
     let created_admin_key = bootstrap_admin(&db, &config).await?;
@@ -182,14 +182,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Some(k) => k.clone(),
         None => db.shared_secret("download_signing_key").await?,
     };
-    let secrets_key = match &config.secrets_key {
-        Some(k) => k.clone(),
-        None => {
-            db.shared_value("secrets_key", sealing::Sealer::generate_key())
-                .await?
-        }
-    };
-    let sealer = sealing::Sealer::new(&secrets_key).context("the secrets key")?;
     let feed: Arc<dyn feed::Feed> = match &config.redis_url {
         None => Arc::new(feed::MemoryFeed::new()),
         Some(url) => Arc::new(
@@ -200,6 +192,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let metrics = Metrics::new();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let sealer = db.sealer.clone();
     let state = AppState {
         db,
         store: store.clone(),
@@ -213,7 +206,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         feed,
         webhook_wake: Arc::new(tokio::sync::Notify::new()),
         signing_key: Arc::new(signing_key),
-        sealer: Arc::new(sealer),
+        sealer,
         bound: Arc::new(std::sync::OnceLock::new()),
         shutdown: shutdown_rx.clone(),
     };
@@ -295,6 +288,7 @@ fn embedded_node(
     let scratch_dir = config.data_dir.join("scratch");
     let lease = Duration::from_secs(config.lease_secs);
     let chunk_auto_secs = config.chunk_auto_secs.max(0.0);
+    let limits = config.limits;
     let node_metrics = kiln_gpu_node::metrics::NodeMetrics::register(metrics.registry());
     async move {
         // KILN_GPUS selects the embedded node's GPUs as it does a fleet node's.
@@ -341,6 +335,7 @@ fn embedded_node(
                 drain_timeout: Duration::from_secs(600),
                 metrics: Some(node_metrics),
                 chunk_auto_secs,
+                limits,
             },
             shutdown,
         )

@@ -170,6 +170,9 @@ pub enum SubmitError {
     /// The media cannot be done as asked (422).
     #[error("{0}")]
     Unprocessable(String),
+    /// The source is larger than this server accepts (422).
+    #[error("{0}")]
+    SourceLimit(String),
     #[error("monthly job quota reached: {used} of {quota} jobs used this month")]
     QuotaReached {
         used: i64,
@@ -356,6 +359,16 @@ async fn record_and_enqueue(
         .as_ref()
         .map(|d| serde_json::to_string(d).map_err(|e| SubmitError::Internal(e.into())))
         .transpose()?;
+    // A destination carries the caller's S3 secret until the copy is done: stored sealed, to
+    // each job's own id.
+    let destinations: Vec<Option<String>> = planned
+        .iter()
+        .map(|p| {
+            destination
+                .as_ref()
+                .map(|d| crate::events::destinations::seal(state, d, &p.spec.id))
+        })
+        .collect();
     let now = kiln_protocol::now_ms();
     let month = crate::time::month_bounds(now);
     let record = NewSubmission {
@@ -370,7 +383,8 @@ async fn record_and_enqueue(
         }),
         jobs: planned
             .iter()
-            .map(|p| {
+            .zip(&destinations)
+            .map(|(p, destination)| {
                 let src = &resolved[p.source];
                 NewJob {
                     id: &p.spec.id,

@@ -216,7 +216,8 @@ async fn due(state: &AppState) -> anyhow::Result<Vec<String>> {
 /// Send one delivery and record the outcome.
 async fn attempt(state: &AppState, client: &reqwest::Client, id: &str) -> anyhow::Result<()> {
     let row = sqlx::query(
-        "SELECT d.url, d.event, d.payload, d.attempts, d.scheme, d.endpoint_id, a.webhook_secret
+        "SELECT d.url, d.event, d.payload, d.attempts, d.scheme, d.endpoint_id, d.account_id,
+                a.webhook_secret
          FROM webhook_deliveries d JOIN accounts a ON a.id = d.account_id WHERE d.id = $1",
     )
     .bind(id)
@@ -226,8 +227,11 @@ async fn attempt(state: &AppState, client: &reqwest::Client, id: &str) -> anyhow
     let event: String = row.try_get("event")?;
     let payload: String = row.try_get("payload")?;
     let attempts: i64 = row.try_get::<i64, _>("attempts")? + 1;
-    let secret: Option<String> = row.try_get("webhook_secret")?;
-    let secret = secret.unwrap_or_default();
+    let account: String = row.try_get("account_id")?;
+    let secret = state
+        .db
+        .open_webhook_secret(&account, row.try_get("webhook_secret")?)?
+        .unwrap_or_default();
     let scheme = Scheme::parse(&row.try_get::<String, _>("scheme")?);
     let endpoint: Option<String> = row.try_get("endpoint_id")?;
     let t = kiln_protocol::now_ms() / 1000;

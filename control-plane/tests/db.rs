@@ -6,6 +6,7 @@ use kiln_control_plane::db::keys::Revoked;
 use kiln_control_plane::db::submissions::{NewSubmission, RecordError};
 use kiln_control_plane::db::{Db, JobStatus};
 use kiln_protocol::JobErrorCode;
+use sqlx::Row;
 
 mod common;
 use common::ScratchPg;
@@ -477,6 +478,109 @@ async fn account_id_other(db: &Db) -> String {
     db.create_account("other", None, None).await.unwrap().id
 }
 
+/// Webhook secrets (accounts' and managed endpoints') are stored sealed: the column never
+/// holds the secret, the API layer gets it in the clear, a sealed value opens only under its
+/// own record and key, and secrets an earlier version stored in the clear are sealed at the
+/// next start.
+async fn secrets_at_rest(url: &str) {
+    use kiln_control_plane::db::endpoints::Endpoint;
+    let key = "11".repeat(32);
+    let db = Db::connect_with(url, Some(&key)).await.unwrap();
+    let raw = |sql: &'static str, id: String| {
+        let db = db.clone();
+        async move {
+            sqlx::query(sql)
+                .bind(id)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap()
+                .try_get::<String, _>(0)
+                .unwrap()
+        }
+    };
+    let account = db.create_account("sealed", None, None).await.unwrap();
+    let secret = account.webhook_secret.clone().unwrap();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let stored = raw(
+        "SELECT webhook_secret FROM accounts WHERE id = $1",
+        account.id.clone(),
+    )
+    .await;
+    assert!(
+        !stored.contains(&secret[6..]),
+        "the column holds the secret: {stored}"
+    );
+    let rotated = db
+        .rotate_webhook_secret(&account.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(rotated.webhook_secret, account.webhook_secret);
+    let stored = raw(
+        "SELECT webhook_secret FROM accounts WHERE id = $1",
+        account.id.clone(),
+    )
+    .await;
+    assert!(!stored.starts_with("whsec_"));
+
+    let endpoint = Endpoint {
+        id: format!("ep-{}", account.id),
+        account_id: account.id.clone(),
+        url: "https://hooks.example.com/k".into(),
+        events: vec!["job.completed".into()],
+        secret: "whsec_endpoint_secret_0123456789abcdef".into(),
+        active: true,
+        created_at: 1,
+    };
+    db.insert_endpoint(&endpoint).await.unwrap();
+    let stored = raw(
+        "SELECT secret FROM webhook_endpoints WHERE id = $1",
+        endpoint.id.clone(),
+    )
+    .await;
+    assert!(!stored.contains("endpoint_secret"), "{stored}");
+    assert_eq!(db.endpoint(&endpoint.id).await.unwrap().unwrap(), endpoint);
+
+    // Moved to another record, a sealed value does not open.
+    let other = db.create_account("other-sealed", None, None).await.unwrap();
+    sqlx::query("UPDATE accounts SET webhook_secret = $1 WHERE id = $2")
+        .bind(&stored)
+        .bind(&other.id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert!(db.get_account(&other.id).await.is_err());
+
+    // A secret written in the clear (by an earlier version) reads as it is, and is sealed at
+    // the next start.
+    let clear = "whsec_written_in_the_clear_0123456789";
+    sqlx::query("UPDATE accounts SET webhook_secret = $1 WHERE id = $2")
+        .bind(clear)
+        .bind(&other.id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let got = db.get_account(&other.id).await.unwrap().unwrap();
+    assert_eq!(got.webhook_secret.as_deref(), Some(clear));
+    let again = Db::connect_with(url, Some(&key)).await.unwrap();
+    let stored = raw(
+        "SELECT webhook_secret FROM accounts WHERE id = $1",
+        other.id.clone(),
+    )
+    .await;
+    assert!(!stored.contains("written_in_the_clear"), "{stored}");
+    let got = again.get_account(&other.id).await.unwrap().unwrap();
+    assert_eq!(got.webhook_secret.as_deref(), Some(clear));
+
+    // Under another key nothing opens: the database alone does not hold the secrets.
+    let wrong = Db::connect_with(url, Some(&"22".repeat(32))).await.unwrap();
+    assert!(wrong.get_account(&account.id).await.is_err());
+    assert!(wrong.endpoint(&endpoint.id).await.is_err());
+    for d in [db, again, wrong] {
+        d.pool.close().await;
+    }
+}
+
 #[tokio::test]
 async fn sqlite_conforms() {
     let dir = tempfile::tempdir().unwrap();
@@ -485,6 +589,11 @@ async fn sqlite_conforms() {
     conformance(&db).await;
     // Migrations are idempotent: connecting again to the same file works.
     Db::connect(&url).await.unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("sealed.db").display()
+    );
+    secrets_at_rest(&url).await;
 }
 
 #[tokio::test]
@@ -493,5 +602,8 @@ async fn postgres_conforms() {
     let db = Db::connect(&url).await.unwrap();
     conformance(&db).await;
     db.pool.close().await;
+    pg.drop_db().await;
+    let (pg, url) = ScratchPg::create("kiln_sealed").await;
+    secrets_at_rest(&url).await;
     pg.drop_db().await;
 }

@@ -24,6 +24,7 @@ pub use transcode::{transcode, transcode_edited, Progress, TranscodeOutcome};
 
 use std::ffi::CString;
 use std::path::Path;
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::Once;
 
 use rsmpeg::ffi;
@@ -34,6 +35,28 @@ pub fn init_ffmpeg_logging() {
     // SAFETY: av_log_set_level only stores the level; it is called once, before any logging
     // matters.
     ONCE.call_once(|| unsafe { ffi::av_log_set_level(ffi::AV_LOG_ERROR as i32) });
+}
+
+/// Threads each decoder runs on (0 until [`bound_decoders`] is called: then one job's share).
+static DECODER_THREADS: AtomicI32 = AtomicI32::new(0);
+/// The most pixels a decoded picture may have.
+static DECODER_MAX_PIXELS: AtomicI64 = AtomicI64::new(i64::MAX);
+
+/// Bound every decoder this process opens from now on: `threads` each (FFmpeg's automatic
+/// count would give every job all the cores), and pictures of at most `max_pixels` (a stream
+/// whose frames grow past the source limits mid-way fails to decode instead of allocating).
+pub fn bound_decoders(threads: i32, max_pixels: u64) {
+    DECODER_THREADS.store(threads.max(1), Ordering::Relaxed);
+    DECODER_MAX_PIXELS.store(max_pixels.min(i64::MAX as u64) as i64, Ordering::Relaxed);
+}
+
+/// Apply the process's decoder bounds to a decoder context before it is opened.
+pub(crate) fn bound_decoder(raw: &mut ffi::AVCodecContext) {
+    raw.thread_count = match DECODER_THREADS.load(Ordering::Relaxed) {
+        0 => kiln_protocol::limits::decoder_threads(1),
+        n => n,
+    };
+    raw.max_pixels = DECODER_MAX_PIXELS.load(Ordering::Relaxed);
 }
 
 /// Run `f` with FFmpeg's own log silenced: the capability probe opens codecs that are expected

@@ -48,6 +48,9 @@ pub struct NodeConfig {
     pub chunk_auto_secs: f64,
     /// `KILN_GPUS`: the host's GPUs this node drives (default all).
     pub gpus: GpuSelection,
+    /// `KILN_MAX_SOURCE_*`, `KILN_JOB_BUDGET_FACTOR`: the largest source taken, and how long a
+    /// job may run.
+    pub limits: kiln_protocol::limits::SourceLimits,
 }
 
 fn hostname() -> String {
@@ -130,6 +133,8 @@ pub struct NodeSettings {
     /// separated by commas (`0,2`, `GPU-8f6e…`).
     #[arg(long, env = "KILN_GPUS", default_value = "all", global = true)]
     pub gpus: GpuSelection,
+    #[command(flatten)]
+    pub limits: kiln_protocol::limits::SourceLimits,
 }
 
 /// Where a node serves its metrics: an address, or nowhere (`off`).
@@ -202,6 +207,7 @@ impl NodeConfig {
             metrics_listen: s.metrics_listen.0,
             chunk_auto_secs: s.chunk_auto_secs.max(0.0),
             gpus: s.gpus,
+            limits: s.limits,
         })
     }
 }
@@ -475,6 +481,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             drain_timeout: config.drain_timeout,
             metrics: Some(metrics),
             chunk_auto_secs: config.chunk_auto_secs,
+            limits: config.limits,
         },
         shutdown_rx,
     ));

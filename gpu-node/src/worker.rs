@@ -56,6 +56,8 @@ pub struct WorkerConfig {
     /// Video jobs whose source is longer than this (s) go in chunks unless they say otherwise
     /// (0: only when they ask).
     pub chunk_auto_secs: f64,
+    /// The largest source this node takes, and how long a job may run.
+    pub limits: kiln_protocol::limits::SourceLimits,
 }
 
 /// Why a running job was stopped from outside.
@@ -70,13 +72,17 @@ enum StopReason {
     LeaseLost = 2,
     /// The job was cancelled through the API: stop, remove what was written, ack.
     Cancelled = 3,
+    /// The job ran past its wall-clock budget (`kiln_protocol::limits`): fail it for good.
+    OverBudget = 4,
 }
 
-/// A running job's stop flag (read by the encode loop) and why it was raised.
+/// A running job's stop flag (read by the encode loop), why it was raised, and the job's
+/// deadline once its source is known.
 #[derive(Default)]
 struct Stop {
     flag: Arc<AtomicBool>,
     why: AtomicU8,
+    deadline: Mutex<Option<(std::time::Instant, Duration)>>,
 }
 
 impl Stop {
@@ -91,8 +97,21 @@ impl Stop {
             1 => StopReason::HandBack,
             2 => StopReason::LeaseLost,
             3 => StopReason::Cancelled,
+            4 => StopReason::OverBudget,
             _ => StopReason::Run,
         }
+    }
+
+    /// Give the job `budget` from `started` (replacing an earlier one).
+    fn set_budget(&self, started: std::time::Instant, budget: Duration) {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some((started, budget));
+    }
+
+    /// The budget the job has run past, if it has.
+    fn overrun(&self) -> Option<Duration> {
+        let d = *self.deadline.lock().unwrap_or_else(|e| e.into_inner());
+        d.filter(|(started, budget)| started.elapsed() > *budget)
+            .map(|(_, budget)| budget)
     }
 }
 
@@ -137,6 +156,10 @@ pub async fn run(
     if let Some(m) = &config.metrics {
         m.slots_total.set(config.slots as i64);
     }
+    crate::media::bound_decoders(
+        kiln_protocol::limits::decoder_threads(config.slots),
+        config.limits.max_pixels(),
+    );
     let config = Arc::new(config);
     let shared = Arc::new(Shared {
         busy: AtomicU32::new(0),

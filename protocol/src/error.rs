@@ -29,6 +29,11 @@ pub enum JobErrorCode {
     Requeued,
     /// The job used every attempt and was moved to the dead-letter queue.
     DeadLetter,
+    /// The source is larger than this server accepts (picture size, duration or stream
+    /// count; `kiln_protocol::limits`).
+    SourceLimitExceeded,
+    /// The job ran past the wall-clock budget its source's duration and size allow.
+    TimeBudgetExceeded,
     /// Anything else: a bug or an environment problem; the detail is in the node's log.
     Internal,
 }
@@ -47,6 +52,8 @@ impl JobErrorCode {
             Self::Cancelled => "cancelled",
             Self::Requeued => "requeued",
             Self::DeadLetter => "dead_letter",
+            Self::SourceLimitExceeded => "source_limit_exceeded",
+            Self::TimeBudgetExceeded => "time_budget_exceeded",
             Self::Internal => "internal",
         }
     }
@@ -90,6 +97,8 @@ mod tests {
             JobErrorCode::Cancelled,
             JobErrorCode::Requeued,
             JobErrorCode::DeadLetter,
+            JobErrorCode::SourceLimitExceeded,
+            JobErrorCode::TimeBudgetExceeded,
             JobErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

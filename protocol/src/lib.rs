@@ -9,6 +9,7 @@ pub mod event;
 pub mod gpu;
 pub mod job;
 pub mod ladder;
+pub mod limits;
 pub mod node;
 pub mod queue;
 pub mod stills;

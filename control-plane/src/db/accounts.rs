@@ -44,7 +44,70 @@ pub fn generate_webhook_secret() -> String {
     format!("whsec_{}", hex::encode(bytes))
 }
 
+/// What an account's webhook secret is sealed to: a sealed secret copied to another account
+/// does not open.
+fn secret_context(account_id: &str) -> String {
+    format!("account:{account_id}")
+}
+
 impl Db {
+    /// A fresh webhook secret for `account_id`, sealed as it is stored.
+    fn sealed_webhook_secret(&self, account_id: &str) -> String {
+        self.sealer
+            .seal(&generate_webhook_secret(), &secret_context(account_id))
+    }
+
+    /// A stored secret in the clear: sealed values are opened; one an earlier version wrote in
+    /// the clear (`whsec_…`, sealed at the next start) is as it is.
+    pub(crate) fn open_secret(&self, stored: &str, context: &str) -> Result<String, DbError> {
+        if stored.starts_with("whsec_") {
+            return Ok(stored.to_string());
+        }
+        Ok(self.sealer.open(stored, context)?)
+    }
+
+    /// An account's stored webhook secret in the clear.
+    pub(crate) fn open_webhook_secret(
+        &self,
+        account_id: &str,
+        stored: Option<String>,
+    ) -> Result<Option<String>, DbError> {
+        stored
+            .map(|s| self.open_secret(&s, &secret_context(account_id)))
+            .transpose()
+    }
+
+    /// Seal the secrets an earlier version stored in the clear (account webhook secrets and
+    /// managed endpoints' secrets). Each update is guarded by the old value, so replicas
+    /// starting together seal each secret once.
+    pub(crate) async fn seal_clear_secrets(&self) -> Result<(), DbError> {
+        for (table, id_column, column, prefix) in [
+            ("accounts", "id", "webhook_secret", "account"),
+            ("webhook_endpoints", "id", "secret", "endpoint"),
+            ("settings", "name", "value", "setting"),
+        ] {
+            let rows = sqlx::query(&format!(
+                "SELECT {id_column} AS id, {column} AS secret FROM {table}
+                 WHERE {column} LIKE 'whsec_%'"
+            ))
+            .fetch_all(&self.pool)
+            .await?;
+            for r in rows {
+                let (id, clear): (String, String) = (r.try_get("id")?, r.try_get("secret")?);
+                let sealed = self.sealer.seal(&clear, &format!("{prefix}:{id}"));
+                sqlx::query(&format!(
+                    "UPDATE {table} SET {column} = $1 WHERE {id_column} = $2 AND {column} = $3"
+                ))
+                .bind(sealed)
+                .bind(&id)
+                .bind(&clear)
+                .execute(&self.pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Create an account with a fresh webhook secret.
     pub async fn create_account(
         &self,
@@ -62,7 +125,7 @@ impl Db {
         .bind(&id)
         .bind(name)
         .bind(now)
-        .bind(generate_webhook_secret())
+        .bind(self.sealed_webhook_secret(&id))
         .bind(credits)
         .bind(monthly_job_quota)
         .bind(credits.unwrap_or(0).max(0))
@@ -77,7 +140,7 @@ impl Db {
         sqlx::query(
             "UPDATE accounts SET webhook_secret = $1 WHERE id = $2 AND webhook_secret IS NULL",
         )
-        .bind(generate_webhook_secret())
+        .bind(self.sealed_webhook_secret(id))
         .bind(id)
         .execute(&self.pool)
         .await?;
@@ -94,7 +157,7 @@ impl Db {
             Some(r) => Some(Account {
                 id: r.try_get("id")?,
                 name: r.try_get("name")?,
-                webhook_secret: r.try_get("webhook_secret")?,
+                webhook_secret: self.open_webhook_secret(id, r.try_get("webhook_secret")?)?,
                 credits: super::opt_i64(&r, "credits")?,
                 monthly_job_quota: super::opt_i64(&r, "monthly_job_quota")?,
                 plan: r.try_get("plan")?,
@@ -107,7 +170,7 @@ impl Db {
     /// Replace an account's webhook secret; later deliveries are signed with the new one.
     pub async fn rotate_webhook_secret(&self, id: &str) -> Result<Option<Account>, DbError> {
         sqlx::query("UPDATE accounts SET webhook_secret = $1 WHERE id = $2")
-            .bind(generate_webhook_secret())
+            .bind(self.sealed_webhook_secret(id))
             .bind(id)
             .execute(&self.pool)
             .await?;

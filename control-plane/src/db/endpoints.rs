@@ -13,15 +13,22 @@ pub struct Endpoint {
     pub url: String,
     /// The events it takes (`job.completed`, …).
     pub events: Vec<String>,
-    /// Signs deliveries (hex HMAC-SHA256 of the body); shown once, at creation.
+    /// Signs deliveries (hex HMAC-SHA256 of the body); shown once, at creation. Stored sealed.
     pub secret: String,
     pub active: bool,
     pub created_at: i64,
 }
 
-fn from_row(r: &sqlx::any::AnyRow) -> Result<Endpoint, sqlx::Error> {
+/// What an endpoint's secret is sealed to.
+fn secret_context(id: &str) -> String {
+    format!("endpoint:{id}")
+}
+
+fn from_row(db: &Db, r: &sqlx::any::AnyRow) -> Result<Endpoint, DbError> {
+    let id: String = r.try_get("id")?;
+    let secret = db.open_secret(&r.try_get::<String, _>("secret")?, &secret_context(&id))?;
     Ok(Endpoint {
-        id: r.try_get("id")?,
+        id,
         account_id: r.try_get("account_id")?,
         url: r.try_get("url")?,
         events: r
@@ -29,7 +36,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Endpoint, sqlx::Error> {
             .split_whitespace()
             .map(str::to_string)
             .collect(),
-        secret: r.try_get("secret")?,
+        secret,
         active: r.try_get::<i64, _>("active")? != 0,
         created_at: r.try_get("created_at")?,
     })
@@ -46,7 +53,7 @@ impl Db {
         .bind(&e.account_id)
         .bind(&e.url)
         .bind(e.events.join(" "))
-        .bind(&e.secret)
+        .bind(self.sealer.seal(&e.secret, &secret_context(&e.id)))
         .bind(e.active as i64)
         .bind(e.created_at)
         .execute(&self.pool)
@@ -62,7 +69,7 @@ impl Db {
         .bind(account_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+        rows.iter().map(|r| from_row(self, r)).collect()
     }
 
     /// One endpoint by id (any account: the delivery loop signs with it).
@@ -71,7 +78,7 @@ impl Db {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.as_ref().map(from_row).transpose()?)
+        row.as_ref().map(|r| from_row(self, r)).transpose()
     }
 
     /// Remove an account's endpoint; false if it has no such endpoint.

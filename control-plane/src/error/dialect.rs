@@ -66,6 +66,7 @@ fn dialect_code(
             ApiError::PayloadTooLarge(_) => "file_too_large",
             ApiError::UnsupportedMedia(_) => "unsupported_content_type",
             ApiError::Unprocessable(_) => "probe_failed",
+            ApiError::SourceLimit(_) => "file_too_large",
             ApiError::RateLimited { .. } => "rate_limit_exceeded",
             ApiError::Unsupported(_) => "not_supported",
             ApiError::Unavailable { .. } => "service_unavailable",

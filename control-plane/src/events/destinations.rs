@@ -8,6 +8,23 @@ use crate::AppState;
 /// How long a copy to a caller's bucket may run before another replica takes it up again.
 const DESTINATION_LOCK_MS: i64 = 30 * 60 * 1000;
 
+/// A destination's JSON (with the caller's S3 secret) sealed to job `job_id`, as stored.
+pub fn seal(state: &AppState, json: &str, job_id: &str) -> String {
+    state.sealer.seal(json, &format!("destination:{job_id}"))
+}
+
+/// A stored destination of job `job_id` in the clear (one an earlier version stored unsealed,
+/// as JSON, is read as it is).
+fn open(state: &AppState, stored: &str, job_id: &str) -> Result<String, String> {
+    if stored.trim_start().starts_with('{') {
+        return Ok(stored.to_string());
+    }
+    state
+        .sealer
+        .open(stored, &format!("destination:{job_id}"))
+        .map_err(|e| e.to_string())
+}
+
 /// Copy every completed output still owed to a caller's bucket (each claimed with a lock, so
 /// one replica copies it, and a copy cut off by a crash is done again once the lock lapses),
 /// then record its `job.completed` webhook.
@@ -54,7 +71,11 @@ pub async fn deliver_due(state: AppState) {
             let Ok(Some(job)) = state.db.get_job_any(&id).await else {
                 return;
             };
-            let outcome = match serde_json::from_str::<crate::sources::S3Location>(&dest) {
+            let dest = open(&state, &dest, &job.id);
+            let parsed = dest.and_then(|d| {
+                serde_json::from_str::<crate::sources::S3Location>(&d).map_err(|e| e.to_string())
+            });
+            let outcome = match parsed {
                 Ok(loc) => match job.output_tree() {
                     Some(tree) => {
                         let folder = crate::sources::destination_folder(&loc, &job.id);

@@ -89,11 +89,9 @@ pub(super) async fn remove(state: &AppState, key: &str) {
     }
 }
 
-/// Refuse what cannot be done before a job is created, so the caller learns at once: what
-/// FFmpeg cannot open, an upscale not allowed, a target size the duration cannot meet.
-/// Returns the source's duration (s) where it was probed.
-/// Probe a stored source as video: `None` on remote stores (the node probes when it runs the
-/// job); refusals for files that are not video.
+/// Probe a stored source as video: `None` on remote stores (the node probes, and holds the
+/// source to its limits, when it runs the job); refusals for files that are not video and for
+/// sources past the server's limits (picture size, duration, stream count).
 pub(super) async fn check_video_source(
     state: &AppState,
     key: &str,
@@ -112,9 +110,17 @@ pub(super) async fn check_video_source(
         }
         Err(e) => return Err(SubmitError::Internal(Box::new(e))),
     };
+    state
+        .config
+        .limits
+        .check(&info.shape())
+        .map_err(SubmitError::SourceLimit)?;
     Ok(Some(info))
 }
 
+/// Refuse what cannot be done before a job is created, so the caller learns at once: what
+/// FFmpeg cannot open, a source past the limits, an upscale not allowed, a target size the
+/// duration cannot meet. Returns the source's duration (s) where it was probed.
 pub(super) async fn check_media(
     state: &AppState,
     key: &str,

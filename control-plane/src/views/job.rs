@@ -197,7 +197,8 @@ pub struct JobOutput {
 /// A job's failure.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct JobError {
-    /// A stable code: decode_failed, invalid_media, …, cancelled, dead_letter.
+    /// A stable code: decode_failed, invalid_media, …, source_limit_exceeded,
+    /// time_budget_exceeded, cancelled, dead_letter.
     pub code: String,
     pub message: String,
 }

@@ -159,6 +159,8 @@ pub struct Target {
     pub replica: Option<String>,
     pub http: reqwest::Client,
     pub log: Arc<Mutex<Vec<Exchange>>>,
+    /// Every secret the run presented or was given (`crate::secrets`).
+    pub secrets: Arc<Mutex<crate::secrets::Used>>,
     s3: S3Server,
     pub hooks_base: String,
     pub receiver: Receiver,
@@ -204,6 +206,10 @@ impl Target {
             replica: replica.map(|r| format!("http://{r}")),
             http: reqwest::Client::new(),
             log: Default::default(),
+            secrets: Arc::new(Mutex::new(crate::secrets::Used {
+                secrets: [crate::ADMIN.to_string(), S3_SECRET_KEY.to_string()].into(),
+                signatures: Default::default(),
+            })),
             s3,
             hooks_base,
             receiver,
@@ -232,15 +238,27 @@ impl Target {
         headers: &[(&str, &str)],
     ) -> Resp {
         let mut req = self.http.request(method.clone(), format!("{base}{path}"));
+        let mut secrets = crate::secrets::Used::default();
+        crate::secrets::signatures_in(path, &mut secrets.signatures);
         for (k, v) in headers {
             req = req.header(*k, *v);
+            let k = k.to_ascii_lowercase();
+            if k.contains("key") && k != "idempotency-key" || k.contains("authorization") {
+                secrets
+                    .secrets
+                    .insert(v.trim_start_matches("Bearer ").to_string());
+            }
         }
         if let Some(k) = key {
             req = req.bearer_auth(k);
+            secrets.secrets.insert(k.to_string());
         }
         req = match body {
             Body::None => req,
-            Body::Json(v) => req.json(&v),
+            Body::Json(v) => {
+                crate::secrets::collect(&v, &mut secrets);
+                req.json(&v)
+            }
             Body::Form(f) => req.multipart(f),
             Body::Raw(ct, b) => req.header("content-type", ct).body(b),
         };
@@ -251,6 +269,20 @@ impl Target {
         let is_json = headers
             .get("content-type")
             .is_some_and(|v| v.to_str().unwrap().starts_with("application/json"));
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) => crate::secrets::collect(&v, &mut secrets),
+            Err(_) if bytes.len() < 1 << 20 => crate::secrets::signatures_in(
+                &String::from_utf8_lossy(&bytes),
+                &mut secrets.signatures,
+            ),
+            Err(_) => {}
+        }
+        let keep = |s: &String| s.len() >= 16 && !s.contains(' ');
+        let mut used = self.secrets.lock().unwrap();
+        used.secrets
+            .extend(secrets.secrets.into_iter().filter(keep));
+        used.signatures
+            .extend(secrets.signatures.into_iter().filter(keep));
         self.log.lock().unwrap().push(Exchange {
             method: method.as_str().to_lowercase(),
             path: path.split('?').next().unwrap().to_string(),

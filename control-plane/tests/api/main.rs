@@ -10,7 +10,7 @@
 //! `browser` (hls.js in headless Chromium plays a ladder; the console walk's driver),
 //! `console` (the console in Chromium), `fuzz` (schemathesis against the published schema),
 //! `openapi` (the document check), `more` (expiry, the keys CLI, Konvrt's curl quick start,
-//! the outbox).
+//! the outbox), `secrets` (no secret in the logs or in the clear at rest).
 
 use std::process::Child;
 
@@ -23,9 +23,11 @@ mod common;
 mod console;
 mod doc_examples;
 mod fuzz;
+mod guard;
 mod harness;
 mod more;
 mod openapi;
+mod secrets;
 mod suite;
 
 use common::{node_binary, ScratchPg};
@@ -59,10 +61,19 @@ mod prelude {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn whole_api_on_the_embedded_default() {
     let _one = ONE_AT_A_TIME.lock().await;
+    secrets::capture_logs();
     let dir = tempfile::tempdir().unwrap();
     let running = start(base_config(&dir.path().join("cp"))).await.unwrap();
     let t = Target::new(running.addr, None, S3Server::start(), 2).await;
     suite::run(&t, dir.path()).await;
+    // No secret the suite used is in the logs, nor in the clear in the database's files.
+    let cp = dir.path().join("cp");
+    secrets::assert_no_secret_leaked(
+        &t.secrets.lock().unwrap(),
+        &[],
+        &[cp.join("kiln.db"), cp.join("kiln.db-wal")],
+        20,
+    );
     // An event stream still open does not hold the shutdown up: it ends.
     let (_, stream) = suite::events::open(&t, &t.base, "/api/v1/events", Some(ADMIN), None).await;
     tokio::time::timeout(Duration::from_secs(20), running.shutdown())
@@ -84,6 +95,7 @@ impl Drop for NodeProcess {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn whole_api_on_fleet_services() {
     let _one = ONE_AT_A_TIME.lock().await;
+    secrets::capture_logs();
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start();
     let s3 = S3Server::start();
@@ -109,6 +121,7 @@ async fn whole_api_on_fleet_services() {
             .env("KILN_NODE_METRICS_LISTEN", "127.0.0.1:0")
             .env("KILN_IMAGE_RESIZER", "cpu")
             .env("KILN_SCRATCH_DIR", dir.path().join("scratch"))
+            .env("RUST_LOG", "info,kiln_gpu_node=trace,kiln_protocol=trace")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -116,6 +129,21 @@ async fn whole_api_on_fleet_services() {
     );
     let t = Target::new(a.addr, Some(b.addr), s3, 2).await;
     suite::run(&t, dir.path()).await;
+    // No secret in the logs (the replicas' and the node's), nor in the clear in PostgreSQL.
+    let dump = dir.path().join("kiln_api.sql");
+    let dumped = Command::new("pg_dump")
+        .args(["--data-only", "--file"])
+        .arg(&dump)
+        .arg(&db_url)
+        .status()
+        .unwrap();
+    assert!(dumped.success(), "pg_dump {db_url}");
+    secrets::assert_no_secret_leaked(
+        &t.secrets.lock().unwrap(),
+        &[dir.path().join("node.log")],
+        &[dump],
+        20,
+    );
     drop(node);
     a.shutdown().await;
     b.shutdown().await;

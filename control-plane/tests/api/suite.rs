@@ -14,6 +14,7 @@ mod limits;
 mod read;
 mod stream;
 mod submit;
+mod tenancy;
 
 /// The keys the first part creates.
 #[derive(Clone)]
@@ -60,6 +61,7 @@ pub async fn run(t: &Target, dir: &Path) {
     chunked::run(t, dir, &s).await;
     konvrt_convertly::run(t, dir, &s).await;
     convertrilo_klipfast::run(t, dir, &s).await;
+    tenancy::run(t, dir, &s).await;
     // Last: it checks every exchange of the suite against the OpenAPI document.
     limits::run(t, &s).await;
 }

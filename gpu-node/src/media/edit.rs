@@ -265,6 +265,7 @@ mod tests {
             audio_codec: Some("aac".into()),
             audio_bitrate: 128_000,
             audio_channels: 2,
+            streams: 2,
         }
     }
 

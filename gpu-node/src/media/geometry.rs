@@ -71,6 +71,7 @@ mod tests {
             audio_codec: None,
             audio_bitrate: 0,
             audio_channels: 0,
+            streams: 1,
         }
     }
 

@@ -34,9 +34,21 @@ pub struct MediaInfo {
     pub audio_bitrate: u64,
     /// The first audio stream's channel count (0 without audio).
     pub audio_channels: u32,
+    /// Streams of every kind in the container.
+    pub streams: u32,
 }
 
 impl MediaInfo {
+    /// What the source limits look at.
+    pub fn shape(&self) -> kiln_protocol::limits::SourceShape {
+        kiln_protocol::limits::SourceShape {
+            width: self.width,
+            height: self.height,
+            duration_s: self.duration_s,
+            streams: self.streams,
+        }
+    }
+
     /// Width × height as a player shows it: sample aspect and rotation applied.
     pub fn display_size(&self) -> (u32, u32) {
         if self.rotation % 180 != 0 {
@@ -159,5 +171,6 @@ pub fn probe(path: &Path) -> Result<MediaInfo, MediaError> {
         audio_bitrate: audio.as_ref().map(|a| a.1).unwrap_or(0),
         audio_channels: audio.as_ref().map(|a| a.2).unwrap_or(0),
         audio_codec: audio.map(|a| a.0),
+        streams: input.nb_streams,
     })
 }

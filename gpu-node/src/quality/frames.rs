@@ -76,7 +76,7 @@ impl FrameReader {
             unsafe {
                 let raw = dec.deref_mut();
                 raw.pkt_timebase = stream.time_base;
-                raw.thread_count = 0;
+                crate::media::bound_decoder(raw);
             }
             dec.open(None)
                 .map_err(|e| MediaError::Decode(describe("open decoder", &e)))?;

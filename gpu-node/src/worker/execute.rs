@@ -1,7 +1,6 @@
 //! The work of a job: fetch the source, transcode or convert, store the output.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use kiln_protocol::edit::Asset;
@@ -10,7 +9,7 @@ use kiln_protocol::{
 };
 use tokio::sync::mpsc;
 
-use super::{codec_label, Shared, WorkerConfig};
+use super::{codec_label, Shared, Stop, WorkerConfig};
 use crate::media::{self, MediaError};
 
 pub(super) type JobFailure = (JobErrorCode, String);
@@ -22,15 +21,16 @@ pub(super) async fn execute(
     config: &WorkerConfig,
     shared: &Shared,
     job: &JobSpec,
-    cancel: &Arc<AtomicBool>,
+    stop: &Stop,
 ) -> Result<NodeEventKind, JobFailure> {
+    let cancel = &stop.flag;
     let events = &broker.events;
     let (params, ladder) = match &job.task {
         Task::Video(p) => (Some(p), None),
         Task::Ladder(p) => (None, Some(p)),
         Task::Image(p) => return execute_image(store, config, job, p).await,
         Task::Thumbnails(_) | Task::Storyboard(_) => {
-            return execute_stills(store, config, job, cancel).await
+            return execute_stills(store, config, job, stop).await
         }
         Task::Chunk(c) => return super::chunk::execute(store, config, job, c, cancel).await,
     };
@@ -47,6 +47,17 @@ pub(super) async fn execute(
     let mut cleanup = Cleanup(vec![scratch_in.clone(), scratch_out.clone()]);
 
     let input = local_source(store, job, &scratch_in).await?;
+    let work = match (params, ladder) {
+        (Some(p), _) => rate_work(&p.rate),
+        // Each rendition is an encode (the default ladder has up to five); a per-title ladder
+        // first encodes and scores trial rungs.
+        (_, Some(l)) => {
+            let rungs = l.renditions.as_ref().map_or(5, |r| r.len().max(1)) as f64;
+            rungs * if l.per_title.is_some() { 3.0 } else { 1.0 }
+        }
+        _ => 1.0,
+    };
+    let source = admit(config, stop, &input, work).await?;
 
     // The files an edit reads (a watermark image, subtitles) come to the scratch folder too.
     let mut files = media::EditFiles::default();
@@ -114,8 +125,8 @@ pub(super) async fn execute(
     };
 
     let chunked = match (params, ladder) {
-        (Some(p), _) => chunk_plan(config, p.chunk_secs, p.edit.is_empty(), &input).await,
-        (_, Some(l)) => chunk_plan(config, l.chunk_secs, l.edit.is_empty(), &input).await,
+        (Some(p), _) => chunk_plan(config, p.chunk_secs, p.edit.is_empty(), source.as_ref()),
+        (_, Some(l)) => chunk_plan(config, l.chunk_secs, l.edit.is_empty(), source.as_ref()),
         _ => None,
     };
     let ctx = super::title::Ctx {
@@ -217,11 +228,11 @@ pub(super) async fn execute(
 /// source is long: as the job asks (`chunk_secs`; 0 never), or — asked nothing, `unedited` —
 /// where its source is longer than the node's `chunk_auto_secs`, in chunks of
 /// [`kiln_protocol::video::AUTO_CHUNK_SECS`].
-async fn chunk_plan(
+fn chunk_plan(
     config: &WorkerConfig,
     chunk_secs: Option<f64>,
     unedited: bool,
-    input: &std::path::Path,
+    source: Option<&media::MediaInfo>,
 ) -> Option<(f64, bool)> {
     match chunk_secs {
         Some(c) if c > 0.0 => Some((c, false)),
@@ -230,16 +241,44 @@ async fn chunk_plan(
             if config.chunk_auto_secs <= 0.0 || !unedited {
                 return None;
             }
-            let input = input.to_path_buf();
-            let duration = tokio::task::spawn_blocking(move || media::probe(&input))
-                .await
-                .ok()?
-                .ok()?
-                .duration_s;
-            (duration > config.chunk_auto_secs)
+            (source?.duration_s > config.chunk_auto_secs)
                 .then_some((kiln_protocol::video::AUTO_CHUNK_SECS, true))
         }
     }
+}
+
+/// Units of work an encode with `rate` does, for its time budget: a size target encodes
+/// twice, a VMAF target also searches sampled scenes.
+fn rate_work(rate: &kiln_protocol::RateControl) -> f64 {
+    match rate {
+        kiln_protocol::RateControl::Size { .. } => 2.0,
+        kiln_protocol::RateControl::Vmaf { .. } => 4.0,
+        _ => 1.0,
+    }
+}
+
+/// Hold the fetched source to this node's limits (the control plane could not probe a source
+/// in a remote store) and give the job its time budget for `work` units. A source the probe
+/// cannot read is left to the pipeline, which says why it failed.
+async fn admit(
+    config: &WorkerConfig,
+    stop: &Stop,
+    input: &std::path::Path,
+    work: f64,
+) -> Result<Option<media::MediaInfo>, JobFailure> {
+    let path = input.to_path_buf();
+    let Ok(Ok(info)) = tokio::task::spawn_blocking(move || media::probe(&path)).await else {
+        return Ok(None);
+    };
+    let shape = info.shape();
+    config
+        .limits
+        .check(&shape)
+        .map_err(|m| (JobErrorCode::SourceLimitExceeded, m))?;
+    if let Some(budget) = config.limits.budget(&shape, work) {
+        stop.set_budget(std::time::Instant::now(), budget);
+    }
+    Ok(Some(info))
 }
 
 /// A video job's result: one file, or a ladder's tree.
@@ -274,7 +313,7 @@ async fn execute_stills(
     store: &Arc<dyn Store>,
     config: &WorkerConfig,
     job: &JobSpec,
-    cancel: &Arc<AtomicBool>,
+    stop: &Stop,
 ) -> Result<NodeEventKind, JobFailure> {
     let storage_err = |e: kiln_protocol::StoreError| (JobErrorCode::StorageFailed, e.to_string());
     let stem = format!("{}-{}", job.id, job.attempt);
@@ -282,7 +321,8 @@ async fn execute_stills(
     let scratch_out = config.scratch_dir.join(format!("{stem}.stills"));
     let _cleanup = Cleanup(vec![scratch_in.clone(), scratch_out.clone()]);
     let input = local_source(store, job, &scratch_in).await?;
-    let (task, out, cancel2) = (job.task.clone(), scratch_out.clone(), cancel.clone());
+    admit(config, stop, &input, 1.0).await?;
+    let (task, out, cancel2) = (job.task.clone(), scratch_out.clone(), stop.flag.clone());
     let made = tokio::task::spawn_blocking(move || match &task {
         Task::Thumbnails(p) => media::stills::thumbnails(&input, &out, p, &cancel2),
         Task::Storyboard(p) => media::stills::storyboard(&input, &out, p, &cancel2),

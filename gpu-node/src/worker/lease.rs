@@ -84,7 +84,7 @@ pub(super) async fn run_leased(
 ) {
     let job = lease.job.clone();
     run_with_lease(broker, config, shared, lease, |stop| async move {
-        execute::execute(broker, store, config, shared, &job, &stop.flag).await
+        execute::execute(broker, store, config, shared, &job, &stop).await
     })
     .await
 }
@@ -170,6 +170,11 @@ async fn run_with_lease<F, Fut>(
             let mut last_beat = Instant::now();
             loop {
                 tokio::time::sleep(CANCEL_POLL.min(every)).await;
+                if let Some(budget) = stop.overrun() {
+                    tracing::warn!(job = %lease.job.id, budget_s = budget.as_secs(), "ran past its time budget; stopping");
+                    stop.raise(StopReason::OverBudget);
+                    return;
+                }
                 if queue
                     .is_cancelled(cancel_id(&lease.job))
                     .await
@@ -238,6 +243,20 @@ async fn run_with_lease<F, Fut>(
             label("cancelled");
             ack_quietly(queue, &lease).await;
             return;
+        }
+        Err(_) if stopped == StopReason::OverBudget => {
+            let budget = stop.overrun().unwrap_or_default();
+            let code = kiln_protocol::JobErrorCode::TimeBudgetExceeded;
+            let message = format!(
+                "the job ran past its time budget of {} s (derived from the source's duration and picture size)",
+                budget.as_secs()
+            );
+            tracing::warn!(job = %job.id, %code, %message, "job failed");
+            NodeEventKind::Failed {
+                code,
+                message,
+                retryable: false,
+            }
         }
         Err((code, message)) => {
             tracing::warn!(job = %job.id, %code, %message, "job failed");

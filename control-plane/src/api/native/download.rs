@@ -24,36 +24,40 @@ pub struct SignedQuery {
     pub signature: Option<String>,
 }
 
+/// A `Range` the object cannot satisfy (answered 416).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
 /// A single byte range from a `Range` header, resolved against `size`: `Ok(None)` means
 /// "send the whole object" (no header, or a form Kiln does not serve, such as several ranges),
 /// `Err` means unsatisfiable (416).
-pub(crate) fn parse_range(
+pub fn parse_range(
     header: Option<&str>,
     size: u64,
-) -> Result<Option<std::ops::Range<u64>>, ()> {
+) -> Result<Option<std::ops::Range<u64>>, Unsatisfiable> {
     let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
         return Ok(None);
     };
     if spec.contains(',') {
         return Ok(None);
     }
-    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = spec.split_once('-').ok_or(Unsatisfiable)?;
     let (a, b) = (a.trim(), b.trim());
     let range = if a.is_empty() {
         // The last `b` bytes.
-        let n: u64 = b.parse().map_err(|_| ())?;
+        let n: u64 = b.parse().map_err(|_| Unsatisfiable)?;
         if n == 0 {
-            return Err(());
+            return Err(Unsatisfiable);
         }
         size.saturating_sub(n)..size
     } else {
-        let start: u64 = a.parse().map_err(|_| ())?;
+        let start: u64 = a.parse().map_err(|_| Unsatisfiable)?;
         let end = if b.is_empty() {
             size
         } else {
-            let last: u64 = b.parse().map_err(|_| ())?;
+            let last: u64 = b.parse().map_err(|_| Unsatisfiable)?;
             if last < start {
-                return Err(());
+                return Err(Unsatisfiable);
             }
             // `last` can be u64::MAX: its successor must not overflow.
             last.saturating_add(1).min(size)
@@ -61,7 +65,7 @@ pub(crate) fn parse_range(
         start..end
     };
     if range.start >= size {
-        return Err(());
+        return Err(Unsatisfiable);
     }
     Ok(Some(range))
 }
@@ -194,7 +198,7 @@ pub async fn stream_output(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
         size,
     )
-    .map_err(|()| ApiError::RangeNotSatisfiable { size })?;
+    .map_err(|_| ApiError::RangeNotSatisfiable { size })?;
     let (reader, len) = match &range {
         Some(r) => state.store.open_range(&job.output_key, r.clone()).await,
         None => state.store.open(&job.output_key).await,
@@ -229,9 +233,12 @@ pub async fn stream_output(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::{parse_range, Unsatisfiable};
 
-    type Case<'a> = (Option<&'a str>, Result<Option<std::ops::Range<u64>>, ()>);
+    type Case<'a> = (
+        Option<&'a str>,
+        Result<Option<std::ops::Range<u64>>, Unsatisfiable>,
+    );
 
     #[test]
     fn ranges() {
@@ -247,17 +254,17 @@ mod tests {
             (Some("bytes=0-0"), Ok(Some(0..1))),
             (Some("bytes=0-1,5-6"), Ok(None)),
             (Some("items=0-5"), Ok(None)),
-            (Some("bytes=1000-"), Err(())),
-            (Some("bytes=5-2"), Err(())),
-            (Some("bytes=-0"), Err(())),
-            (Some("bytes=a-b"), Err(())),
+            (Some("bytes=1000-"), Err(Unsatisfiable)),
+            (Some("bytes=5-2"), Err(Unsatisfiable)),
+            (Some("bytes=-0"), Err(Unsatisfiable)),
+            (Some("bytes=a-b"), Err(Unsatisfiable)),
             // The largest last-byte position is the whole object, not an overflow (a panic in
             // debug builds, a bogus range in release ones).
             (Some("bytes=0-18446744073709551615"), Ok(Some(0..1000))),
             (Some("bytes=990-18446744073709551615"), Ok(Some(990..1000))),
-            (Some("bytes=18446744073709551615-"), Err(())),
+            (Some("bytes=18446744073709551615-"), Err(Unsatisfiable)),
             (Some("bytes=-18446744073709551615"), Ok(Some(0..1000))),
-            (Some("bytes=0-18446744073709551616"), Err(())),
+            (Some("bytes=0-18446744073709551616"), Err(Unsatisfiable)),
         ];
         for (h, want) in cases {
             assert_eq!(parse_range(*h, size), *want, "{h:?}");

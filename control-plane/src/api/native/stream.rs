@@ -123,7 +123,7 @@ async fn serve(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
         size,
     )
-    .map_err(|()| ApiError::RangeNotSatisfiable { size })?;
+    .map_err(|_| ApiError::RangeNotSatisfiable { size })?;
     let (reader, len) = match &range {
         Some(r) => state.store.open_range(&key, r.clone()).await,
         None => state.store.open(&key).await,

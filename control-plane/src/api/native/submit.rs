@@ -176,6 +176,7 @@ pub async fn create_jobs(
     responses((status = 202, body = SubmittedView),
         (status = 400, body = Error), (status = 401, body = Error),
         (status = 402, body = Error), (status = 403, body = Error),
+        (status = 404, body = Error), (status = 410, body = Error),
         (status = 413, body = Error), (status = 422, body = Error),
         (status = 429, body = Error)))]
 pub async fn create_batch(

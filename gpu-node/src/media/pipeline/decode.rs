@@ -48,7 +48,7 @@ pub(crate) fn open(
     unsafe {
         let raw = dec.deref_mut();
         raw.pkt_timebase = in_tb;
-        raw.thread_count = 0;
+        crate::media::bound_decoder(raw);
     }
     let mut device_fault = None;
     if let Some(gpu) = gpu {
