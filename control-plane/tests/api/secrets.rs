@@ -135,6 +135,11 @@ pub fn assert_no_secret_leaked(
         used.secrets.len(),
         used.signatures.len()
     );
+    eprintln!(
+        "secrets: {} secrets and {} signatures looked for",
+        used.secrets.len(),
+        used.signatures.len()
+    );
     let captured = logged();
     assert!(
         captured.len() > 10_000 && captured.contains("kiln_control_plane"),

@@ -163,6 +163,7 @@ pub async fn run(t: &Target, _dir: &Path, _s: &super::State) {
         }
     }
     assert!(swept >= 20, "only {swept} operations take an id");
+    eprintln!("tenancy: {swept} operations that take an id swept");
 
     // The ids are right: the owner reaches what the other account cannot.
     for path in [
