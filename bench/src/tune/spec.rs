@@ -90,15 +90,21 @@ impl Spec {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut spec: Spec =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let spec = Self::parse(&text, path.parent().unwrap_or(Path::new(".")))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// A spec from its TOML text, relative clip paths taken from `base` (not yet looked for
+    /// on disk). The fuzz target `tune_spec` feeds it arbitrary text.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
+        let mut spec: Spec = toml::from_str(text).map_err(|e| e.to_string())?;
         for c in &mut spec.clips {
             if c.is_relative() {
                 *c = base.join(&*c);
             }
         }
-        spec.check()?;
         Ok(spec)
     }
 
