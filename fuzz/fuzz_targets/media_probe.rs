@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(info.width > 0 && info.height > 0);
         assert!(info.display_width > 0);
         assert!([0, 90, 180, 270].contains(&info.rotation), "{info:?}");
-        assert!(info.duration_s >= 0.0 && info.duration_s.is_finite(), "{info:?}");
+        assert!(
+            info.duration_s >= 0.0 && info.duration_s.is_finite(),
+            "{info:?}"
+        );
         assert!(info.streams >= 1);
         let (w, h) = info.display_size();
         assert!(w > 0 && h > 0);

@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
     rt.block_on(async {
         let Ok(req) = Request::builder()
             .method("POST")
-            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
             .body(Body::from(body.to_vec()))
         else {
             return;

@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     let strict = UrlPolicy::default();
     if let Ok(url) = strict.check(raw) {
         assert_eq!(url.scheme(), "https", "{raw:?}");
-        assert!(url.username().is_empty() && url.password().is_none(), "{raw:?}");
+        assert!(
+            url.username().is_empty() && url.password().is_none(),
+            "{raw:?}"
+        );
         match url.host() {
             Some(url::Host::Ipv4(v4)) => assert!(is_public(IpAddr::V4(v4)), "{raw:?} → {url}"),
             Some(url::Host::Ipv6(v6)) => assert!(is_public(IpAddr::V6(v6)), "{raw:?} → {url}"),
