@@ -51,6 +51,15 @@ pub struct Config {
     #[arg(long, env = "KILN_MAX_IMAGE_FRAMES", default_value_t = 500,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_image_frames: u32,
+    /// Synchronous image conversions (`/convert`, Convertly's sync convert) run at once
+    /// (default: the cores).
+    #[arg(long, env = "KILN_CONVERT_WORKERS",
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub convert_workers: Option<u64>,
+    /// Conversions that may wait for a worker; past them a request gets 503 `overloaded`
+    /// with `Retry-After` (default: 4 × workers).
+    #[arg(long, env = "KILN_CONVERT_QUEUE")]
+    pub convert_queue: Option<u64>,
     /// Jobs the embedded node runs at once (default 1, or 0 — no local node — in fleet mode).
     #[arg(long, env = "KILN_LOCAL_SLOTS")]
     pub local_slots: Option<usize>,
@@ -180,6 +189,24 @@ impl Config {
     pub fn embedded_slots(&self) -> usize {
         self.local_slots
             .unwrap_or(if self.redis_url.is_some() { 0 } else { 1 })
+    }
+
+    /// Synchronous image conversions at once.
+    pub fn convert_workers(&self) -> usize {
+        self.convert_workers.map_or_else(
+            || {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            },
+            |n| n as usize,
+        )
+    }
+
+    /// Synchronous image conversions that may wait for a worker.
+    pub fn convert_queue(&self) -> usize {
+        self.convert_queue
+            .map_or(4 * self.convert_workers(), |n| n as usize)
     }
 
     /// A node that has not reported for this long is not live (nodes report every 2 s).

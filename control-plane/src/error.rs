@@ -42,6 +42,10 @@ pub enum ApiError {
     /// Too many requests; `retry_after` seconds go into `Retry-After`.
     #[error("{message}")]
     RateLimited { message: String, retry_after: u64 },
+    /// Too much work already: 503 with `Retry-After` (the synchronous image pool's queue is
+    /// full).
+    #[error("{message}")]
+    Overloaded { message: String, retry_after: u64 },
     /// A service Kiln needs is unreachable; `what` is shown, the cause only logged.
     #[error("service unavailable: {what}")]
     Unavailable {
@@ -85,6 +89,7 @@ impl ApiError {
             Self::SourceLimit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "source_limit_exceeded"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::Unsupported(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -233,7 +238,7 @@ impl ApiError {
                 resp.headers_mut().insert(header::CONTENT_RANGE, v);
             }
         }
-        if let Self::RateLimited { retry_after, .. } = self {
+        if let Self::RateLimited { retry_after, .. } | Self::Overloaded { retry_after, .. } = self {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }

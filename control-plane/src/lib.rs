@@ -59,6 +59,8 @@ pub struct AppState {
     pub signing_key: Arc<String>,
     /// Seals callers' saved S3 credentials.
     pub sealer: Arc<sealing::Sealer>,
+    /// The bounded pool synchronous image conversions run in.
+    pub convert_gate: Arc<api::native::convert::gate::Gate>,
     /// Where the API listens, once bound (the last resort for absolute links).
     pub bound: Arc<std::sync::OnceLock<SocketAddr>>,
     /// Turns true when the service stops: long-lived answers (event streams) end, so the
@@ -207,6 +209,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         webhook_wake: Arc::new(tokio::sync::Notify::new()),
         signing_key: Arc::new(signing_key),
         sealer,
+        convert_gate: Arc::new(api::native::convert::gate::Gate::new(
+            config.convert_workers(),
+            config.convert_queue(),
+        )),
         bound: Arc::new(std::sync::OnceLock::new()),
         shutdown: shutdown_rx.clone(),
     };

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub job_latency: HistogramVec,
     /// Synchronous image conversions, by outcome and resize backend.
     pub images_converted: IntCounterVec,
+    /// Synchronous image conversions refused with 503 (the pool's queue was full).
+    pub convert_refused: IntCounter,
     /// HTTP request latency by route and status class.
     pub http_seconds: HistogramVec,
     /// Requests refused with 429, by class (`write`, `read`).
@@ -96,6 +98,11 @@ impl Metrics {
             &["outcome", "backend"],
         )
         .expect("valid metric");
+        let convert_refused = IntCounter::new(
+            "kiln_convert_refused_total",
+            "Synchronous image conversions refused with 503: every worker busy, the queue full",
+        )
+        .expect("valid metric");
         let http_seconds = HistogramVec::new(
             HistogramOpts::new("kiln_http_request_seconds", "HTTP request latency"),
             &["route", "status"],
@@ -127,6 +134,7 @@ impl Metrics {
             Box::new(queue_waiting.clone()),
             Box::new(job_latency.clone()),
             Box::new(images_converted.clone()),
+            Box::new(convert_refused.clone()),
             Box::new(http_seconds.clone()),
             Box::new(rate_limited.clone()),
             Box::new(webhooks.clone()),
@@ -146,6 +154,7 @@ impl Metrics {
             queue_waiting,
             job_latency,
             images_converted,
+            convert_refused,
             http_seconds,
             rate_limited,
             webhooks,
@@ -182,7 +191,7 @@ mod tests {
     fn declared() -> Vec<(String, Vec<String>)> {
         let m = Metrics::new();
         let n = kiln_gpu_node::metrics::NodeMetrics::register(&prometheus::Registry::new());
-        let all: [&dyn Collector; 22] = [
+        let all: [&dyn Collector; 23] = [
             &m.jobs_submitted,
             &m.jobs_finished,
             &m.jobs_requeued,
@@ -193,6 +202,7 @@ mod tests {
             &m.queue_waiting,
             &m.job_latency,
             &m.images_converted,
+            &m.convert_refused,
             &m.http_seconds,
             &m.rate_limited,
             &m.webhooks,

@@ -69,7 +69,7 @@ fn dialect_code(
             ApiError::SourceLimit(_) => "file_too_large",
             ApiError::RateLimited { .. } => "rate_limit_exceeded",
             ApiError::Unsupported(_) => "not_supported",
-            ApiError::Unavailable { .. } => "service_unavailable",
+            ApiError::Unavailable { .. } | ApiError::Overloaded { .. } => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
         },
         Dialect::Klipfast if matches!(err, ApiError::Unsupported(_)) => "not_supported",

@@ -130,3 +130,91 @@ async fn sources_past_the_limits_are_refused_and_budgets_stop_jobs() {
     assert_eq!(t.wait_job(&key, &next).await["status"], "completed");
     running.shutdown().await;
 }
+
+/// A burst of synchronous conversions past the pool (1 worker, 1 waiting): the excess is
+/// refused at once with 503 `overloaded` and `Retry-After`, everything admitted converts, and
+/// the service converts again once the burst is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conversions_past_the_pool_get_503_with_retry_after() {
+    let _one = crate::ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = kiln_control_plane::Config {
+        convert_workers: Some(1),
+        convert_queue: Some(1),
+        ..base_config(&dir.path().join("cp"))
+    };
+    let running = start(config).await.unwrap();
+    let t = Target::new(
+        running.addr,
+        None,
+        kiln_protocol::testing::S3Server::start(),
+        0,
+    )
+    .await;
+    let key = t.own_account_key("burst", "burst").await;
+    let photo = std::fs::read(media("photo/seeding_by_Clements_Engelhardt.jpg")).unwrap();
+    let convert = |http: reqwest::Client, base: String, key: String, photo: Vec<u8>| async move {
+        let form = Form::new()
+            .part("file", Part::bytes(photo).file_name("seeding.jpg"))
+            .text("format", "webp")
+            .text("width", "1600");
+        let r = http
+            .post(format!("{base}/api/v1/convert"))
+            .bearer_auth(&key)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = r.bytes().await.unwrap();
+        (status, retry, body)
+    };
+    let burst: Vec<_> = (0..12)
+        .map(|_| {
+            tokio::spawn(convert(
+                t.http.clone(),
+                t.base.clone(),
+                key.clone(),
+                photo.clone(),
+            ))
+        })
+        .collect();
+    let (mut ok, mut refused) = (0, 0);
+    for b in burst {
+        let (status, retry, body) = b.await.unwrap();
+        match status {
+            200 => {
+                assert_eq!(&body[8..12], b"WEBP", "a converted image");
+                ok += 1;
+            }
+            503 => {
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(v["error"]["code"], "overloaded", "{v}");
+                assert_eq!(retry.as_deref(), Some("1"));
+                refused += 1;
+            }
+            s => panic!("answered {s}: {}", String::from_utf8_lossy(&body)),
+        }
+    }
+    assert!(ok >= 2, "{ok} converted, {refused} refused");
+    assert!(refused >= 1, "{ok} converted, {refused} refused");
+    // The burst is over: it converts again.
+    let (status, _, _) = convert(t.http.clone(), t.base.clone(), key, photo).await;
+    assert_eq!(status, 200);
+    let metrics = t
+        .http
+        .get(format!("{}/metrics", t.base))
+        .send()
+        .await
+        .unwrap();
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains(&format!("kiln_convert_refused_total {refused}")),
+        "the refusals are counted"
+    );
+    running.shutdown().await;
+}

@@ -208,7 +208,8 @@ async fn answer(
     request_body(content_type = "multipart/form-data", description = "`files` (repeated), format or formats, compression or compressions, resize or resizes, resizeWidth(s), resizeHeight(s), autoOrient, saveToStorage"),
     responses((status = 200, body = Files),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "Every image worker is busy and the queue is full: retry after `Retry-After` seconds")))]
 pub async fn convert(
     State(state): State<AppState>,
     auth: Auth,
@@ -252,7 +253,8 @@ pub async fn convert(
     request_body(content_type = "multipart/form-data", description = "`files` (repeated), mode (quality|target-size), quality (1–100, default 82), targetBytes, lossless, stripMetadata, saveToStorage"),
     responses((status = 200, body = Files),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "Every image worker is busy and the queue is full: retry after `Retry-After` seconds")))]
 pub async fn compress(
     State(state): State<AppState>,
     auth: Auth,

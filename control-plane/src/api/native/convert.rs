@@ -22,6 +22,8 @@ use crate::error::ApiError;
 use crate::submission::finished::{self, Kept};
 use crate::AppState;
 
+pub mod gate;
+
 /// The JSON answer of `/convert` (Konvrt's blog spells it `jobId`/`downloadUrl`, its docs
 /// `job_id`/`download_url`: both are here).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -54,7 +56,8 @@ pub struct ConvertedJob {
             (ConvertedJob = "application/json"))),
         (status = 400, body = Error), (status = 401, body = Error),
         (status = 403, body = Error), (status = 413, body = Error),
-        (status = 415, body = Error), (status = 422, body = Error), (status = 429, body = Error)))]
+        (status = 415, body = Error), (status = 422, body = Error), (status = 429, body = Error),
+        (status = 503, body = Error, description = "Every image worker is busy and the queue is full: retry after `Retry-After` seconds")))]
 pub async fn convert(
     State(state): State<AppState>,
     auth: Auth,
@@ -182,12 +185,23 @@ pub(crate) async fn read_image(
     Ok(bytes)
 }
 
-/// Convert `input` on a blocking thread; the input comes back with the result.
+/// Convert `input` on a blocking thread, in the bounded pool ([`gate`]: 503 `overloaded` with
+/// `Retry-After` when its queue is full); the input comes back with the result.
 pub(crate) async fn run(
     state: &AppState,
     input: Vec<u8>,
     params: ConvertParams,
 ) -> Result<(Vec<u8>, Converted), ApiError> {
+    let Some(_pass) = state.convert_gate.enter().await else {
+        state.metrics.convert_refused.inc();
+        return Err(ApiError::Overloaded {
+            message: format!(
+                "every image worker is busy and {} requests are waiting; retry shortly",
+                state.config.convert_queue()
+            ),
+            retry_after: 1,
+        });
+    };
     let (input, result) = tokio::task::spawn_blocking(move || {
         let r = imaging::convert(&input, &params);
         (input, r)
