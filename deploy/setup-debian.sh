@@ -18,8 +18,9 @@ packages=(ffmpeg libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev 
           libheif-dev libturbojpeg0-dev liblcms2-dev curl meson ninja-build nasm xxd
           fonts-dejavu-core)
 # fonts-dejavu-core: the font libass finds through fontconfig for burned-in subtitles.
-# libvips-tools is the image benchmark's peer (kiln-bench image), not a dependency of Kiln.
-[ "${KILN_BENCH:-0}" = 1 ] && packages+=(libvips-tools)
+# libvips-tools is the image benchmark's peer (kiln-bench image) and wrk the load generator of
+# deploy/load-convert.sh; neither is a dependency of Kiln.
+[ "${KILN_BENCH:-0}" = 1 ] && packages+=(libvips-tools wrk)
 [ "$want_test" = 1 ] && packages+=(postgresql postgresql-client redis-server redis-tools chromium)
 [ "$want_test" = 1 ] && ! python3 -m venv --help >/dev/null 2>&1 && packages+=(python3 python3-venv)
 # npm builds the web console (control-plane/build.rs) and installs the browser tests' tools.
