@@ -91,19 +91,15 @@ impl Db {
             Backend::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("../migrations/postgres").run(&pool).await?,
         }
-        let mut db = Self {
-            pool,
-            backend,
-            sealer: Arc::new(Sealer::new(&Sealer::generate_key())?),
-        };
         let key = match secrets_key {
             Some(k) => k.to_string(),
-            None => {
-                db.shared_value("secrets_key", Sealer::generate_key())
-                    .await?
-            }
+            None => shared_value(&pool, backend, "secrets_key", Sealer::generate_key()).await?,
         };
-        db.sealer = Arc::new(Sealer::new(&key)?);
+        let db = Self {
+            pool,
+            backend,
+            sealer: Arc::new(Sealer::new(&key)?),
+        };
         db.seal_clear_secrets().await?;
         Ok(db)
     }
@@ -112,7 +108,7 @@ impl Db {
     /// replica on this database reads the same one (one an earlier version stored in the clear
     /// is read as it is, and sealed at the next start).
     pub async fn shared_secret(&self, name: &str) -> Result<String, DbError> {
-        let context = format!("setting:{name}");
+        let context = crate::sealing::context("setting", name);
         let fresh = self
             .sealer
             .seal(&accounts::generate_webhook_secret(), &context);
@@ -123,28 +119,39 @@ impl Db {
     /// The value stored under `name` in `settings`, `fresh` stored first if there is none;
     /// every replica reads the same one.
     pub async fn shared_value(&self, name: &str, fresh: String) -> Result<String, DbError> {
-        let insert = match self.backend {
-            Backend::Sqlite => "INSERT OR IGNORE INTO settings (name, value) VALUES ($1, $2)",
-            Backend::Postgres => {
-                "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"
-            }
-        };
-        sqlx::query(insert)
-            .bind(name)
-            .bind(&fresh)
-            .execute(&self.pool)
-            .await?;
-        let row = sqlx::query("SELECT value FROM settings WHERE name = $1")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get("value")?)
+        shared_value(&self.pool, self.backend, name, fresh).await
     }
 
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").fetch_one(&self.pool).await.is_ok()
     }
+}
+
+/// [`Db::shared_value`] on a bare pool: the secrets key is read with it before the `Db` (which
+/// holds the sealer made from that key) exists.
+async fn shared_value(
+    pool: &AnyPool,
+    backend: Backend,
+    name: &str,
+    fresh: String,
+) -> Result<String, DbError> {
+    let insert = match backend {
+        Backend::Sqlite => "INSERT OR IGNORE INTO settings (name, value) VALUES ($1, $2)",
+        Backend::Postgres => {
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"
+        }
+    };
+    sqlx::query(insert)
+        .bind(name)
+        .bind(&fresh)
+        .execute(pool)
+        .await?;
+    let row = sqlx::query("SELECT value FROM settings WHERE name = $1")
+        .bind(name)
+        .fetch_one(pool)
+        .await?;
+    Ok(row.try_get("value")?)
 }
 
 pub fn opt_i64(row: &AnyRow, col: &str) -> Result<Option<i64>, sqlx::Error> {

@@ -57,8 +57,6 @@ pub struct AppState {
     pub webhook_wake: webhooks::Wake,
     /// Signs pre-signed download links.
     pub signing_key: Arc<String>,
-    /// Seals callers' saved S3 credentials.
-    pub sealer: Arc<sealing::Sealer>,
     /// The bounded pool synchronous image conversions run in.
     pub convert_gate: Arc<api::native::convert::gate::Gate>,
     /// Where the API listens, once bound (the last resort for absolute links).
@@ -194,7 +192,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let metrics = Metrics::new();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let sealer = db.sealer.clone();
     let state = AppState {
         db,
         store: store.clone(),
@@ -208,7 +205,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         feed,
         webhook_wake: Arc::new(tokio::sync::Notify::new()),
         signing_key: Arc::new(signing_key),
-        sealer,
         convert_gate: Arc::new(api::native::convert::gate::Gate::new(
             config.convert_workers(),
             config.convert_queue(),

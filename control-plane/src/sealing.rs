@@ -15,6 +15,12 @@ pub enum SealError {
     Damaged,
 }
 
+/// What a secret of record kind `kind` (`account`, `endpoint`, `setting`, `destination`) with
+/// id `id` is sealed to: the one spelling every sealer and opener of that kind uses.
+pub fn context(kind: &str, id: &str) -> String {
+    format!("{kind}:{id}")
+}
+
 /// Seals and opens secrets with one key.
 pub struct Sealer {
     key: LessSafeKey,

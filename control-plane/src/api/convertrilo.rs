@@ -111,6 +111,7 @@ impl S3 {
                     .await?
                     .ok_or_else(|| ApiError::NotFound(format!("no saved credential {name:?}")))?;
                 let secret = state
+                    .db
                     .sealer
                     .open(&saved.secret_sealed, &saved.id)
                     .map_err(ApiError::internal)?;

@@ -47,7 +47,7 @@ pub fn generate_webhook_secret() -> String {
 /// What an account's webhook secret is sealed to: a sealed secret copied to another account
 /// does not open.
 fn secret_context(account_id: &str) -> String {
-    format!("account:{account_id}")
+    crate::sealing::context("account", account_id)
 }
 
 impl Db {
@@ -81,7 +81,7 @@ impl Db {
     /// managed endpoints' secrets). Each update is guarded by the old value, so replicas
     /// starting together seal each secret once.
     pub(crate) async fn seal_clear_secrets(&self) -> Result<(), DbError> {
-        for (table, id_column, column, prefix) in [
+        for (table, id_column, column, kind) in [
             ("accounts", "id", "webhook_secret", "account"),
             ("webhook_endpoints", "id", "secret", "endpoint"),
             ("settings", "name", "value", "setting"),
@@ -94,7 +94,9 @@ impl Db {
             .await?;
             for r in rows {
                 let (id, clear): (String, String) = (r.try_get("id")?, r.try_get("secret")?);
-                let sealed = self.sealer.seal(&clear, &format!("{prefix}:{id}"));
+                let sealed = self
+                    .sealer
+                    .seal(&clear, &crate::sealing::context(kind, &id));
                 sqlx::query(&format!(
                     "UPDATE {table} SET {column} = $1 WHERE {id_column} = $2 AND {column} = $3"
                 ))

@@ -21,7 +21,7 @@ pub struct Endpoint {
 
 /// What an endpoint's secret is sealed to.
 fn secret_context(id: &str) -> String {
-    format!("endpoint:{id}")
+    crate::sealing::context("endpoint", id)
 }
 
 fn from_row(db: &Db, r: &sqlx::any::AnyRow) -> Result<Endpoint, DbError> {

@@ -10,7 +10,10 @@ const DESTINATION_LOCK_MS: i64 = 30 * 60 * 1000;
 
 /// A destination's JSON (with the caller's S3 secret) sealed to job `job_id`, as stored.
 pub fn seal(state: &AppState, json: &str, job_id: &str) -> String {
-    state.sealer.seal(json, &format!("destination:{job_id}"))
+    state
+        .db
+        .sealer
+        .seal(json, &crate::sealing::context("destination", job_id))
 }
 
 /// A stored destination of job `job_id` in the clear (one an earlier version stored unsealed,
@@ -20,8 +23,9 @@ fn open(state: &AppState, stored: &str, job_id: &str) -> Result<String, String> 
         return Ok(stored.to_string());
     }
     state
+        .db
         .sealer
-        .open(stored, &format!("destination:{job_id}"))
+        .open(stored, &crate::sealing::context("destination", job_id))
         .map_err(|e| e.to_string())
 }
 

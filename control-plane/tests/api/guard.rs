@@ -8,6 +8,23 @@ use kiln_protocol::limits::SourceLimits;
 
 use crate::prelude::*;
 
+/// An embedded default started with `config`, its target, and a key on an account `name`.
+async fn serve(
+    config: kiln_control_plane::Config,
+    name: &str,
+) -> (kiln_control_plane::Running, Target, String) {
+    let running = start(config).await.unwrap();
+    let t = Target::new(
+        running.addr,
+        None,
+        kiln_protocol::testing::S3Server::start(),
+        0,
+    )
+    .await;
+    let key = t.own_account_key(name, name).await;
+    (running, t, key)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sources_past_the_limits_are_refused_and_budgets_stop_jobs() {
     let _one = crate::ONE_AT_A_TIME.lock().await;
@@ -23,15 +40,7 @@ async fn sources_past_the_limits_are_refused_and_budgets_stop_jobs() {
         },
         ..base_config(&dir.path().join("cp"))
     };
-    let running = start(config).await.unwrap();
-    let t = Target::new(
-        running.addr,
-        None,
-        kiln_protocol::testing::S3Server::start(),
-        0,
-    )
-    .await;
-    let key = t.own_account_key("guard", "guard").await;
+    let (running, t, key) = serve(config, "guard").await;
 
     // --- Refused at submission, each limit by name; no job is recorded.
     for (file, words) in [
@@ -143,15 +152,7 @@ async fn conversions_past_the_pool_get_503_with_retry_after() {
         convert_queue: Some(1),
         ..base_config(&dir.path().join("cp"))
     };
-    let running = start(config).await.unwrap();
-    let t = Target::new(
-        running.addr,
-        None,
-        kiln_protocol::testing::S3Server::start(),
-        0,
-    )
-    .await;
-    let key = t.own_account_key("burst", "burst").await;
+    let (running, t, key) = serve(config, "burst").await;
     let photo = std::fs::read(media("photo/seeding_by_Clements_Engelhardt.jpg")).unwrap();
     let convert = |http: reqwest::Client, base: String, key: String, photo: Vec<u8>| async move {
         let form = Form::new()

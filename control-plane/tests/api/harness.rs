@@ -244,14 +244,12 @@ impl Target {
             req = req.header(*k, *v);
             let k = k.to_ascii_lowercase();
             if k.contains("key") && k != "idempotency-key" || k.contains("authorization") {
-                secrets
-                    .secrets
-                    .insert(v.trim_start_matches("Bearer ").to_string());
+                crate::secrets::add(v.trim_start_matches("Bearer "), &mut secrets.secrets);
             }
         }
         if let Some(k) = key {
             req = req.bearer_auth(k);
-            secrets.secrets.insert(k.to_string());
+            crate::secrets::add(k, &mut secrets.secrets);
         }
         req = match body {
             Body::None => req,
@@ -277,12 +275,9 @@ impl Target {
             ),
             Err(_) => {}
         }
-        let keep = |s: &String| s.len() >= 16 && !s.contains(' ');
         let mut used = self.secrets.lock().unwrap();
-        used.secrets
-            .extend(secrets.secrets.into_iter().filter(keep));
-        used.signatures
-            .extend(secrets.signatures.into_iter().filter(keep));
+        used.secrets.extend(secrets.secrets);
+        used.signatures.extend(secrets.signatures);
         self.log.lock().unwrap().push(Exchange {
             method: method.as_str().to_lowercase(),
             path: path.split('?').next().unwrap().to_string(),

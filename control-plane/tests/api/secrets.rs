@@ -97,9 +97,10 @@ pub fn signatures_in(s: &str, out: &mut BTreeSet<String>) {
     }
 }
 
-/// Values too short to be a secret (a fuzzed `"b"`, a test's `"x"`) would match by chance.
-fn add(s: &str, out: &mut BTreeSet<String>) {
-    if s.len() >= 16 {
+/// Add `s` to `out` if it can be a secret: values too short (a fuzzed `"b"`, a test's `"x"`)
+/// would match by chance, and none has a space.
+pub fn add(s: &str, out: &mut BTreeSet<String>) {
+    if s.len() >= 16 && !s.contains(' ') {
         out.insert(s.to_string());
     }
 }

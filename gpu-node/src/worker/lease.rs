@@ -255,7 +255,7 @@ async fn run_with_lease<F, Fut>(
             NodeEventKind::Failed {
                 code,
                 message,
-                retryable: false,
+                retryable: code.retryable(),
             }
         }
         Err((code, message)) => {

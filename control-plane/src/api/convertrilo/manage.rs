@@ -98,7 +98,7 @@ pub async fn create_credential(
     }
     let id = uuid::Uuid::now_v7().to_string();
     let saved = SavedCredential {
-        secret_sealed: state.sealer.seal(&req.secret_access_key, &id),
+        secret_sealed: state.db.sealer.seal(&req.secret_access_key, &id),
         id,
         account_id: principal.account_id.clone(),
         name: name.to_string(),

@@ -197,7 +197,7 @@ pub(crate) async fn run(
         return Err(ApiError::Overloaded {
             message: format!(
                 "every image worker is busy and {} requests are waiting; retry shortly",
-                state.config.convert_queue()
+                state.convert_gate.queue()
             ),
             retry_after: 1,
         });

@@ -67,9 +67,9 @@ impl Gate {
         self.admitted.load(Ordering::SeqCst)
     }
 
-    /// Conversions that may run at once.
-    pub fn workers(&self) -> usize {
-        self.workers
+    /// Conversions that may wait for a worker.
+    pub fn queue(&self) -> usize {
+        self.queue
     }
 }
 
